@@ -1,0 +1,223 @@
+"""The `mgral` command line: generate data, create projects, run cycles and campaigns, show status."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="MGRAL: choose which images to label next to train an object detector.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed without a traceback."""
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _params(params_file: Path | None, project: Path | None = None):
+    from mgral_core.config import ConfigError, Params, load_params
+
+    try:
+        if params_file is not None:
+            return load_params(params_file)
+        if project is not None and (project / "params.yaml").exists():
+            return load_params(project / "params.yaml")
+        if Path("params.yaml").exists():
+            return load_params("params.yaml")
+        return Params()
+    except ConfigError as err:
+        _fail(str(err))
+
+
+def _write_project_params(project: Path, params) -> None:
+    from mgral_core.atomic import write_text_atomic
+
+    data = params.model_dump()
+    data["project_dir"] = str(project)
+    write_text_atomic(project / "params.yaml", yaml.safe_dump(data, sort_keys=False))
+
+
+@app.command()
+def generate(out: Path = typer.Argument(..., help="directory to create (must not exist or be empty)"),
+             params_file: Optional[Path] = typer.Option(None, "--params", help="params.yaml with a dataset section"),
+             ) -> None:
+    """Generate the built-in synthetic detection dataset (YOLO + COCO JSON) from params' dataset section."""
+    from mgral_core.synthetic import SyntheticSpec, generate_dataset
+
+    params = _params(params_file)
+    d = params.dataset
+    spec = SyntheticSpec(seed=d.seed, image_size=d.image_size, n_pool=d.n_pool, n_val=d.n_val, n_test=d.n_test)
+    start = time.time()
+    try:
+        generate_dataset(spec, out)
+    except (FileExistsError, ValueError) as err:
+        _fail(str(err))
+    console.print(f"generated {d.n_pool + d.n_val + d.n_test} images in {out} ({time.time() - start:.1f} s)")
+
+
+@app.command()
+def init(project: Path = typer.Argument(..., help="project directory to create"),
+         source: Optional[Path] = typer.Option(None, "--from", help="dataset folder (YOLO, COCO or VOC layout)"),
+         fmt: str = typer.Option("auto", "--format", help="yolo | coco | voc | auto"),
+         builtin: bool = typer.Option(False, "--builtin", help="use the built-in generated dataset"),
+         simulate: bool = typer.Option(False, "--simulate",
+                                       help="hide the pool's labels in an oracle (built-in data always simulates)"),
+         initial: Optional[int] = typer.Option(None, help="initially labeled pool images (simulation)"),
+         params_file: Optional[Path] = typer.Option(None, "--params", help="params.yaml to copy into the project"),
+         ) -> None:
+    """Create a project from your dataset or from the built-in generator."""
+    import tempfile
+
+    from mgral_core.dataset_io import load_dataset
+    from mgral_core.project import init_from_synthetic, init_project
+    from mgral_core.synthetic import SyntheticSpec
+
+    params = _params(params_file)
+    if (source is None) == (not builtin):
+        _fail("give exactly one of --from DIR or --builtin")
+    n_initial = initial if initial is not None else params.simulation.initial_labeled
+    try:
+        if builtin:
+            d = params.dataset
+            spec = SyntheticSpec(seed=d.seed, image_size=d.image_size, n_pool=d.n_pool, n_val=d.n_val,
+                                 n_test=d.n_test)
+            with console.status("generating the built-in dataset"):
+                init_from_synthetic(project, spec, initial_labeled=n_initial, seed=params.simulation.seed)
+        else:
+            if not source.exists():
+                _fail(f"{source}: dataset folder not found")
+            dataset, report = load_dataset(source, fmt)
+            if report.problems:
+                err_console.print(report.to_text())
+            init_project(project, dataset, simulate=simulate, initial_labeled=n_initial, val_fraction=0.1,
+                         test_fraction=0.2, seed=params.simulation.seed, report=report)
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    _write_project_params(project, params)
+    _status(project)
+
+
+@app.command()
+def cycle(project: Path = typer.Argument(..., help="project directory"),
+          strategy: Optional[str] = typer.Option(None, help="selection strategy (default: params)"),
+          budget: Optional[int] = typer.Option(None, help="images to select (default: params)"),
+          ) -> None:
+    """Run one active-learning cycle (the `mgral` Prefect flow)."""
+    from flows.cycle import mgral_cycle
+
+    _check_project(project)
+    result = _run_flow(mgral_cycle, project_dir=str(project), strategy=strategy, budget=budget)
+    console.print(f"cycle {result['cycle']}: test mAP50-95 {result['map50_95']:.4f} with {result['labeled']} "
+                  f"labeled; selected {len(result['selected'])} images; MLflow run {result['run_id']}")
+
+
+@app.command()
+def campaign(project: Path = typer.Argument(..., help="project directory (simulation)"),
+             cycles: Optional[int] = typer.Option(None, help="number of selection cycles (default: params)"),
+             strategy: Optional[str] = typer.Option(None, help="selection strategy (default: params)"),
+             budget: Optional[int] = typer.Option(None, help="images per cycle (default: params)"),
+             reports: Optional[Path] = typer.Option(None, help="where metrics.json and plots go"),
+             ) -> None:
+    """Run a simulated campaign of several cycles (the `mgral-campaign` Prefect flow)."""
+    from flows.campaign import mgral_campaign
+
+    _check_project(project)
+    result = _run_flow(mgral_campaign, project_dir=str(project), cycles=cycles, strategy=strategy,
+                       budget=budget, reports_dir=str(reports) if reports else None)
+    _print_campaign(project, result)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("projects/demo"), help="project directory to create"),
+         params_file: Optional[Path] = typer.Option(None, "--params", help="parameters (default: ./params.yaml)"),
+         ) -> None:
+    """The main job: built-in dataset -> project -> a short MGRAL campaign; prints where results are."""
+    from flows.campaign import mgral_campaign
+
+    start = time.time()
+    if out.exists() and any(out.iterdir()):
+        _fail(f"{out} already exists; remove it or pass --out elsewhere")
+    init(out, None, "auto", True, True, None, params_file)
+    result = _run_flow(mgral_campaign, project_dir=str(out))
+    _print_campaign(out, result)
+    console.print(f"demo finished in {(time.time() - start) / 60:.1f} minutes")
+
+
+@app.command()
+def status(project: Path = typer.Argument(..., help="project directory")) -> None:
+    """Show the cycle, labeled / unlabeled / pending counts and the last results."""
+    _check_project(project)
+    _status(project)
+
+
+def _status(project: Path) -> None:
+    from mgral_core.pool import PoolState
+
+    pool = PoolState.load(project)
+    counts = pool.counts()
+    table = Table(title=f"MGRAL project {project}")
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    table.add_row("cycle", str(pool.current_cycle))
+    for key, value in counts.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def _check_project(project: Path) -> None:
+    if not (project / "pool.csv").exists():
+        _fail(f"{project}: not an MGRAL project (no pool.csv); create one with `mgral init`")
+
+
+def _run_flow(flow_fn, **kwargs):
+    from mgral_core.config import ConfigError
+    from mgral_core.pool import PoolStateError
+
+    try:
+        return flow_fn(**kwargs)
+    except (ConfigError, PoolStateError, FileNotFoundError, KeyError, ValueError) as err:
+        _fail(str(err))
+
+
+def _print_campaign(project: Path, result: dict) -> None:
+    from tasks.tracking import tracking_uri
+    from mgral_core.config import load_params
+
+    uri = tracking_uri(project, load_params(project / "params.yaml"))
+    table = Table(title=f"campaign: {result['strategy']}")
+    for column in ("cycle", "labeled", "test mAP50-95", "test mAP50"):
+        table.add_column(column, justify="right")
+    for p in result["points"]:
+        table.add_row(str(p["cycle"]), str(p["labeled"]), f"{p['map50_95']:.4f}", f"{p['map50']:.4f}")
+    console.print(table)
+    console.print(f"learning curve : {result['learning_curve_png']}")
+    console.print(f"metrics        : {result['reports_dir']}/metrics.json")
+    console.print(f"selected ids   : {project}/cycles/cycle_*/selection.json")
+    console.print(f"MLflow         : parent run {result['mlflow_parent_run']} in {uri}")
+    console.print(f"open the UI    : mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

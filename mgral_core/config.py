@@ -1,0 +1,169 @@
+"""Typed, validated configuration mirroring `params.yaml`, one section per concern."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A parameter file is missing, unreadable or holds a value outside its allowed range."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetParams(_Section):
+    """The built-in generated dataset (ignored for projects made from your own data)."""
+
+    seed: int = 0
+    image_size: int = Field(160, ge=32, le=1024, description="square image side in pixels")
+    n_pool: int = Field(2000, ge=10, description="unlabeled pool images")
+    n_val: int = Field(300, ge=5, description="labeled validation images (model selection, lookup table)")
+    n_test: int = Field(500, ge=5, description="labeled test images (reporting only)")
+
+
+class SimulationParams(_Section):
+    """Simulated annotation: an oracle holds the pool's hidden labels."""
+
+    initial_labeled: int = Field(100, ge=1, description="randomly chosen pool images labeled at cycle 0")
+    seed: int = 0
+
+
+class DetectorParams(_Section):
+    """Ultralytics YOLO detector, trained on CPU by default."""
+
+    model: str = Field("yolov8n.yaml", description="model yaml (built from scratch, offline) or a .pt path")
+    imgsz: int = Field(160, ge=32, le=1280)
+    epochs: int = Field(30, ge=1, description="epochs for a detector trained from scratch")
+    finetune_epochs: int = Field(15, ge=1, description="epochs when warm-starting from the previous cycle")
+    warm_start: bool = Field(True, description="start each cycle from the previous cycle's weights")
+    batch: int = Field(32, ge=1)
+    lr0: float = Field(0.01, gt=0, le=1)
+    workers: int = Field(2, ge=0, le=32, description="dataloader worker processes")
+    device: str = Field("cpu", description="'cpu', or a CUDA index such as '0' where a GPU exists")
+    cache: bool = Field(True, description="cache decoded images in RAM")
+    seed: int = 0
+    predict_conf: float = Field(0.001, ge=0, le=1, description="confidence floor for evaluation/uncertainty")
+    embed_batch: int = Field(64, ge=1)
+
+
+class SelectionParams(_Section):
+    """Which strategy picks the next batch and how many images it picks."""
+
+    strategy: str = "mgral"
+    budget: int = Field(100, ge=1, description="images selected per cycle (k)")
+    seed: int = 0
+
+
+class CampaignParams(_Section):
+    """A simulated campaign: several cycles in a row."""
+
+    cycles: int = Field(3, ge=1, le=100)
+
+
+class LookupTableParams(_Section):
+    """Per-cycle lookup table of proxy trainings on random batches (MGRAL inner loop)."""
+
+    records: int = Field(16, ge=2, description="random batches trained per cycle (paper: 200 VOC, 30 COCO)")
+    pseudo_conf: float = Field(0.25, gt=0, lt=1, description="confidence threshold for pseudo-labels")
+    epochs: int = Field(4, ge=1, description="fine-tuning epochs per record")
+    seed: int = 0
+    max_workers: int = Field(2, ge=1, le=64, description="records trained at once by the local task runner")
+
+
+class RewardParams(_Section):
+    """Reward estimator: Wasserstein matching of a candidate batch to lookup-table records."""
+
+    method: Literal["sliced", "exact"] = "sliced"
+    n_projections: int = Field(128, ge=1)
+    n_neighbors: int = Field(3, ge=1)
+    fallback_rule: str = Field("mean_minus_std", description="'mean_minus_std', 'quantile:Q' or 'never'")
+    max_fallbacks: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _check_rule(self) -> "RewardParams":
+        rule = self.fallback_rule
+        if rule in ("mean_minus_std", "never"):
+            return self
+        if rule.startswith("quantile:"):
+            try:
+                q = float(rule.split(":", 1)[1])
+            except ValueError:
+                q = -1.0
+            if 0.0 <= q <= 1.0:
+                return self
+        raise ValueError(f"fallback_rule must be 'mean_minus_std', 'never' or 'quantile:Q' with 0<=Q<=1, got {rule!r}")
+
+
+class AgentParams(_Section):
+    """LSTM sampling agent trained by policy gradient (MGRAL outer loop)."""
+
+    iterations: int = Field(300, ge=1, description="policy-gradient iterations per cycle (paper: 2200 VOC)")
+    lr: float = Field(1e-3, gt=0, le=1)
+    baseline_decay: float = Field(0.5, ge=0, le=1, description="momentum of the moving-average baseline")
+    seed: int = 0
+
+
+class TrackingParams(_Section):
+    """MLflow tracking; the MLFLOW_TRACKING_URI environment variable overrides `uri`."""
+
+    uri: str | None = Field(None, description="default: sqlite:///<project>/mlflow.db")
+    experiment: str | None = Field(None, description="default: mgral-<project directory name>")
+
+
+class Params(_Section):
+    """Every parameter of MGRAL; `params.yaml` mirrors this structure key for key."""
+
+    project_dir: str = "projects/demo"
+    dataset: DatasetParams = DatasetParams()
+    simulation: SimulationParams = SimulationParams()
+    detector: DetectorParams = DetectorParams()
+    selection: SelectionParams = SelectionParams()
+    campaign: CampaignParams = CampaignParams()
+    lookup_table: LookupTableParams = LookupTableParams()
+    reward: RewardParams = RewardParams()
+    agent: AgentParams = AgentParams()
+    tracking: TrackingParams = TrackingParams()
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        got = item.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {key}: {item['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def params_from_dict(data: dict, source: str = "params") -> Params:
+    """Validate a nested dict; raise ConfigError naming every bad key and what is wrong."""
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    """Read and validate a params.yaml; `overrides` ({"selection.budget": 50}) win over the file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: parameter file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return params_from_dict(data, str(path))

@@ -1,0 +1,190 @@
+"""The steps of one active-learning cycle as plain functions over a project directory.
+
+Each step writes its output under `cycles/cycle_NNN/` and, when that output already exists,
+returns it instead of recomputing: a cycle interrupted at any point resumes where it stopped.
+Nothing here knows about Prefect or MLflow; `tasks/` wraps these calls.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mgral_core.atomic import write_json_atomic
+from mgral_core.config import DetectorParams, Params
+from mgral_core.detector import TrainedDetector, predict_images, train_detector, write_data_yaml
+from mgral_core.evaluation import evaluate_detections
+from mgral_core.inference_cache import InferenceResult, load_inference, save_inference
+from mgral_core.labels import read_yolo_label
+from mgral_core.pool import PoolState, PoolStateError
+from mgral_core.project import load_project_info
+from mgral_core.strategies.base import PoolView
+
+
+def cycle_dir(project_dir: str | Path, cycle: int) -> Path:
+    return Path(project_dir) / "cycles" / f"cycle_{cycle:03d}"
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """mAP of one detector on one split, with per-class AP50-95 (NaN where a class is absent)."""
+
+    split: str
+    map50_95: float
+    map50: float
+    per_class: dict[str, float]
+    images: int
+
+
+def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
+                         log: Callable[[str], None] = print) -> TrainedDetector:
+    """Train the cycle's detector on every labeled pool image; validate on the val split.
+
+    Warm-starts from the previous cycle's weights when `detector.warm_start` is set and they
+    exist (then `finetune_epochs`), else trains `epochs` from the model yaml or the user's .pt.
+    Reuses a finished training of the same cycle.
+    """
+    out = cycle_dir(project_dir, cycle) / "detector"
+    done = out / "trained.json"
+    if done.exists():
+        info = json.loads(done.read_text())
+        return TrainedDetector(Path(info["weights"]), info["val_map50_95"], info["val_map50"], info["epochs"])
+    project = Path(project_dir)
+    info = load_project_info(project)
+    pool = PoolState.load(project)
+    train_ids, val_ids = pool.labeled_pool_ids, pool.ids("val")
+    if len(train_ids) == 0:
+        raise PoolStateError(f"{project / 'pool.csv'}: no labeled pool images to train on")
+    data_yaml = write_data_yaml(out / "data.yaml", [project / f for f in pool.files(train_ids)],
+                                [project / f for f in pool.files(val_ids)], info.class_names)
+    previous = _previous_weights(project, cycle) if params.detector.warm_start else None
+    epochs = params.detector.finetune_epochs if previous else params.detector.epochs
+    log(f"cycle {cycle}: training detector on {len(train_ids)} labeled images for {epochs} epochs"
+        + (f" (warm start from {previous.parent.parent.name})" if previous else " (from scratch)"))
+    trained = train_detector(data_yaml, out, params.detector, epochs=epochs, init_weights=previous,
+                             seed=params.detector.seed + cycle)
+    write_json_atomic(done, {**asdict(trained), "weights": str(trained.weights), "labeled": len(train_ids)})
+    return trained
+
+
+def _previous_weights(project: Path, cycle: int) -> Path | None:
+    for earlier in range(cycle - 1, -1, -1):
+        weights = cycle_dir(project, earlier) / "detector" / "best.pt"
+        if weights.exists():
+            return weights
+    return None
+
+
+def ground_truth(project_dir: str | Path, pool: PoolState, ids: Sequence[str]) -> dict[str, tuple]:
+    """Visible labels of `ids` as {id: (boxes_xyxy (N,4), classes (N,))}; never reads the oracle."""
+    table = pool.table.set_index("image_id")
+    truth = {}
+    for image_id in ids:
+        row = table.loc[image_id]
+        if not row["label_file"]:
+            raise PoolStateError(f"image {image_id} has no visible label file")
+        truth[image_id] = read_yolo_label(Path(project_dir) / row["label_file"], int(row["width"]), int(row["height"]))
+    return truth
+
+
+def evaluate_split(project_dir: str | Path, weights: Path, params: Params, split: str,
+                   progress: Callable[[int], None] | None = None) -> EvalSummary:
+    """COCO-style mAP50-95 / mAP50 of `weights` on a labeled split (test for reporting)."""
+    project = Path(project_dir)
+    info = load_project_info(project)
+    pool = PoolState.load(project)
+    ids = pool.ids(split)
+    detections, _ = predict_images(weights, [project / f for f in pool.files(ids)], imgsz=params.detector.imgsz,
+                                   conf=params.detector.predict_conf, batch=params.detector.embed_batch,
+                                   device=params.detector.device, want_embeddings=False, progress=progress)
+    metrics = evaluate_detections(ground_truth(project, pool, ids), dict(zip(ids.tolist(), detections)),
+                                  len(info.class_names))
+    per_class = {name: float(ap) for name, ap in zip(info.class_names, metrics.per_class_map50_95)}
+    return EvalSummary(split, float(metrics.map50_95), float(metrics.map50), per_class, len(ids))
+
+
+def infer_pool(project_dir: str | Path, weights: Path, detector: DetectorParams, cycle: int,
+               progress: Callable[[int], None] | None = None) -> Path:
+    """Detections and embeddings of every pool image (labeled and not) under this cycle's model.
+
+    Cached per cycle (the cycle's model is fixed): each image is embedded once per cycle.
+    """
+    path = cycle_dir(project_dir, cycle) / "pool_inference.npz"
+    if path.exists():
+        return path
+    project = Path(project_dir)
+    pool = PoolState.load(project)
+    ids = pool.ids("pool")
+    detections, embeddings = predict_images(weights, [project / f for f in pool.files(ids)], imgsz=detector.imgsz,
+                                            conf=detector.predict_conf, batch=detector.embed_batch,
+                                            device=detector.device, progress=progress)
+    return save_inference(path, InferenceResult(ids, embeddings, detections))
+
+
+def pool_view(project_dir: str | Path, inference_path: Path) -> PoolView:
+    """What a strategy may see: candidates (unlabeled, not pending) and labeled images, no labels."""
+    pool = PoolState.load(project_dir)
+    info = load_project_info(project_dir)
+    inference = load_inference(inference_path)
+    unlabeled = inference.subset(pool.unlabeled_pool_ids)
+    labeled = inference.subset(pool.labeled_pool_ids)
+    return PoolView(
+        unlabeled_ids=unlabeled.ids, unlabeled_embeddings=unlabeled.embeddings,
+        labeled_ids=labeled.ids, labeled_embeddings=labeled.embeddings,
+        detections=unlabeled.detections_by_id(), num_classes=len(info.class_names),
+    )
+
+
+def save_selection(project_dir: str | Path, cycle: int, ids: Sequence[str], strategy: str) -> Path:
+    path = cycle_dir(project_dir, cycle) / "selection.json"
+    write_json_atomic(path, {"cycle": cycle, "strategy": strategy, "ids": list(map(str, ids))})
+    return path
+
+
+def load_selection(project_dir: str | Path, cycle: int) -> list[str] | None:
+    path = cycle_dir(project_dir, cycle) / "selection.json"
+    return json.loads(path.read_text())["ids"] if path.exists() else None
+
+
+def oracle_annotate(project_dir: str | Path, ids: Sequence[str], cycle: int) -> PoolState:
+    """Simulation only: the oracle reveals the hidden labels of `ids` and the pool records them.
+
+    Label files are copied first (idempotent), then the pool table is replaced atomically, so a
+    crash in between leaves the previous pool state valid and a re-run completes the step.
+    """
+    project = Path(project_dir)
+    info = load_project_info(project)
+    if not info.simulate:
+        raise PoolStateError(f"{project}: not a simulation project; labels come from annotators (mgral import)")
+    pool = PoolState.load(project)
+    already = set(pool.labeled_pool_ids)
+    todo = [i for i in ids if i not in already]
+    label_files = {}
+    for image_id in todo:
+        source = info.oracle_dir / f"{image_id}.txt"
+        if not source.exists():
+            raise PoolStateError(f"oracle has no label for {image_id} ({source})")
+        target = info.labels_dir / f"{image_id}.txt"
+        shutil.copyfile(source, target)
+        label_files[image_id] = str(target.relative_to(project))
+    if todo:
+        pool = pool.mark_selected([i for i in todo if i in set(pool.unlabeled_pool_ids)], cycle)
+        pool = pool.mark_labeled(label_files, cycle)
+        pool.save(project)
+    return pool
+
+
+def class_histogram(project_dir: str | Path, ids: Sequence[str]) -> dict[str, int]:
+    """Instances per class among `ids` from their visible labels (after annotation)."""
+    project = Path(project_dir)
+    info = load_project_info(project)
+    pool = PoolState.load(project)
+    counts = np.zeros(len(info.class_names), dtype=np.int64)
+    for _, classes in ground_truth(project, pool, ids).values():
+        counts += np.bincount(classes, minlength=len(info.class_names))
+    return dict(zip(info.class_names, counts.tolist()))

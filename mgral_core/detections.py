@@ -1,0 +1,45 @@
+"""Per-image detector output in one checked structure, converted from Ultralytics once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detections of one image, every field with the same first dimension N.
+
+    Attributes:
+        boxes_xyxy: (N, 4) float32 boxes in pixels, each row (x1, y1, x2, y2).
+        scores: (N,) float32 confidence of the predicted class.
+        classes: (N,) int64 predicted class index.
+        class_probs: (N, C) float32 per-class sigmoid probabilities of each box
+            (Ultralytics YOLO scores classes independently, so rows need not sum to 1),
+            or None where the producer did not keep them.
+    """
+
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    class_probs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if self.boxes_xyxy.shape != (n, 4):
+            raise ValueError(f"boxes_xyxy must be (N, 4) with N={n}, got {self.boxes_xyxy.shape}")
+        if self.classes.shape != (n,):
+            raise ValueError(f"classes must be (N,) with N={n}, got {self.classes.shape}")
+        if self.scores.ndim != 1:
+            raise ValueError(f"scores must be (N,), got {self.scores.shape}")
+        if self.class_probs is not None and (self.class_probs.ndim != 2 or len(self.class_probs) != n):
+            raise ValueError(f"class_probs must be (N, C) with N={n}, got {self.class_probs.shape}")
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls, num_classes: int | None = None) -> "Detections":
+        probs = None if num_classes is None else np.zeros((0, num_classes), np.float32)
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), probs)

@@ -1,0 +1,186 @@
+"""Ultralytics YOLO adapter: train, and one batched inference pass giving detections and embeddings.
+
+Ultralytics objects never leave this module: results are converted to `Detections` and numpy
+arrays here, once. Everything runs on the CPU by default and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+
+from mgral_core.config import DetectorParams
+from mgral_core.detections import Detections
+from mgral_core.ultralytics_env import YOLO
+
+from ultralytics.data.augment import LetterBox  # noqa: E402  (after ultralytics_env)
+from ultralytics.utils import nms, ops  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+class DetectorError(RuntimeError):
+    """Training or inference failed in a way the user should see (bad weights, diverged loss)."""
+
+
+@dataclass(frozen=True)
+class TrainedDetector:
+    """Where a finished training left its weights, and its own validation figures."""
+
+    weights: Path
+    val_map50_95: float
+    val_map50: float
+    epochs: int
+
+
+def write_data_yaml(path: Path, train_images: Sequence[str | Path], val_images: Sequence[str | Path],
+                    class_names: Sequence[str]) -> Path:
+    """Write an Ultralytics data.yaml whose train/val entries are list files of absolute image paths.
+
+    Labels are found by Ultralytics' own rule (the last /images/ replaced by /labels/, .txt).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    train_list = path.with_name(path.stem + "_train.txt")
+    val_list = path.with_name(path.stem + "_val.txt")
+    train_list.write_text("".join(f"{Path(p).resolve()}\n" for p in train_images))
+    val_list.write_text("".join(f"{Path(p).resolve()}\n" for p in val_images))
+    data = {
+        "path": str(path.parent.resolve()),
+        "train": str(train_list.resolve()),
+        "val": str(val_list.resolve()),
+        "names": {i: name for i, name in enumerate(class_names)},
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _resolve_model(params: DetectorParams, init_weights: Path | None) -> str:
+    if init_weights is not None:
+        if not Path(init_weights).exists():
+            raise DetectorError(f"{init_weights}: warm-start weights not found")
+        return str(init_weights)
+    model = params.model
+    if model.endswith(".pt") and not Path(model).exists():
+        raise DetectorError(
+            f"detector.model: {model} does not exist; MGRAL never downloads weights. "
+            "Use a model yaml such as yolov8n.yaml (trained from scratch) or a path to your own .pt"
+        )
+    return model
+
+
+def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, epochs: int,
+                   init_weights: Path | None = None, seed: int | None = None) -> TrainedDetector:
+    """Train (or warm-start fine-tune) a YOLO detector; return its best weights copied to out_dir/best.pt.
+
+    Does not evaluate on the test split; see `predict_images` plus `evaluation` for that.
+    """
+    out_dir = Path(out_dir)
+    run_dir = out_dir / "ultralytics"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    model = YOLO(_resolve_model(params, init_weights))
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        results = model.train(
+            data=str(data_yaml), epochs=epochs, imgsz=params.imgsz, batch=params.batch,
+            lr0=params.lr0, device=params.device, workers=params.workers,
+            cache="ram" if params.cache else False, seed=params.seed if seed is None else seed,
+            deterministic=True, plots=False, amp=False, verbose=False, exist_ok=True,
+            project=str(out_dir), name="ultralytics", patience=max(epochs, 50),
+        )
+    best = run_dir / "weights" / "best.pt"
+    if not best.exists():
+        best = run_dir / "weights" / "last.pt"
+    if not best.exists():
+        raise DetectorError(f"training in {run_dir} produced no weights")
+    final = out_dir / "best.pt"
+    shutil.copy2(best, final)
+    box = getattr(results, "box", None)
+    val_map = float(box.map) if box is not None else float("nan")
+    val_map50 = float(box.map50) if box is not None else float("nan")
+    if not np.isfinite(val_map):
+        raise DetectorError(f"training in {run_dir} ended with a non-finite validation mAP (diverged?)")
+    shutil.rmtree(run_dir / "weights", ignore_errors=True)
+    return TrainedDetector(final, val_map, val_map50, epochs)
+
+
+def load_detection_model(weights: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """The underlying DetectionModel of a YOLO checkpoint or yaml, in eval mode on `device`."""
+    model = YOLO(str(weights)).model
+    return model.to(device).float().eval()
+
+
+def _letterbox_batch(paths: Sequence[str | Path], imgsz: int, stride: int) -> tuple[torch.Tensor, list]:
+    """Read images, letterbox to imgsz; returns (B, 3, S, S) float tensor in [0, 1] and original shapes."""
+    letterbox = LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=stride)
+    tensors, shapes = [], []
+    for path in paths:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # (H, W, 3) BGR uint8
+        if image is None:
+            raise DetectorError(f"{path}: cannot be read as an image")
+        shapes.append(image.shape[:2])
+        boxed = letterbox(image=image)
+        tensors.append(torch.from_numpy(np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1))))
+    return torch.stack(tensors).float() / 255.0, shapes
+
+
+def _embedding_layer(model: torch.nn.Module) -> int:
+    return len(model.model) - 2  # second to last layer, as Ultralytics' own `embed` (256-d for yolov8n)
+
+
+@torch.no_grad()
+def predict_images(weights: str | Path, paths: Sequence[str | Path], *, imgsz: int, conf: float = 0.001,
+                   iou: float = 0.7, max_det: int = 100, batch: int = 64, device: str = "cpu",
+                   want_embeddings: bool = True,
+                   progress: Callable[[int], None] | None = None) -> tuple[list[Detections], np.ndarray | None]:
+    """Run the detector once over `paths`: detections with class probabilities, and embeddings.
+
+    Returns one Detections per path (boxes in original-image pixels) and, if asked, an (N, D)
+    float32 array of image embeddings (global average pool of the second-to-last layer).
+    Does not cache anything; callers decide where results live.
+    """
+    model = load_detection_model(weights, device)
+    nc = int(model.nc)
+    stride = int(max(int(model.stride.max()), 32))
+    pooled: list[torch.Tensor] = []
+    hook = None
+    if want_embeddings:
+        layer = model.model[_embedding_layer(model)]
+        hook = layer.register_forward_hook(
+            lambda _m, _i, out: pooled.append(torch.nn.functional.adaptive_avg_pool2d(out, 1).flatten(1))
+        )
+    detections: list[Detections] = []
+    try:
+        for start in range(0, len(paths), batch):
+            chunk = paths[start:start + batch]
+            x, shapes = _letterbox_batch(chunk, imgsz, stride)  # (B, 3, S, S)
+            out = model(x.to(device))
+            pred = out[0] if isinstance(out, (tuple, list)) else out  # (B, 4 + nc, A), sigmoid scores
+            with_probs = torch.cat([pred, pred[:, 4:4 + nc]], 1)  # class probs ride along as extra channels
+            kept = nms.non_max_suppression(with_probs, conf_thres=conf, iou_thres=iou, max_det=max_det, nc=nc)
+            for rows, shape in zip(kept, shapes):
+                rows = rows.cpu()
+                boxes = ops.scale_boxes(x.shape[2:], rows[:, :4].clone(), shape)
+                detections.append(Detections(
+                    boxes_xyxy=boxes.numpy().astype(np.float32),
+                    scores=rows[:, 4].numpy().astype(np.float32),
+                    classes=rows[:, 5].numpy().astype(np.int64),
+                    class_probs=rows[:, 6:6 + nc].numpy().astype(np.float32),
+                ))
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        if hook is not None:
+            hook.remove()
+    embeddings = torch.cat(pooled).numpy().astype(np.float32) if want_embeddings else None  # (N, D)
+    return detections, embeddings

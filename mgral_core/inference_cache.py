@@ -1,0 +1,82 @@
+"""One cycle's detector output over a set of images (detections + embeddings) stored as a single .npz."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mgral_core.atomic import atomic_open
+from mgral_core.detections import Detections
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """Detections and embeddings of `ids`, rows aligned: embeddings[i] and detections[i] belong to ids[i]."""
+
+    ids: np.ndarray  # (N,) str
+    embeddings: np.ndarray  # (N, D) float32
+    detections: list[Detections]
+
+    def __post_init__(self) -> None:
+        if not (len(self.ids) == len(self.embeddings) == len(self.detections)):
+            raise ValueError(
+                f"ids ({len(self.ids)}), embeddings ({len(self.embeddings)}) and detections "
+                f"({len(self.detections)}) must have the same length"
+            )
+
+    def subset(self, ids) -> "InferenceResult":
+        """Rows for `ids`, in that order; raises KeyError naming a missing id."""
+        index = {image_id: i for i, image_id in enumerate(self.ids)}
+        rows = []
+        for image_id in ids:
+            if image_id not in index:
+                raise KeyError(f"no inference result for image id {image_id!r}")
+            rows.append(index[image_id])
+        return InferenceResult(
+            np.asarray(ids, dtype=str), self.embeddings[rows], [self.detections[i] for i in rows]
+        )
+
+    def detections_by_id(self) -> dict[str, Detections]:
+        return dict(zip(self.ids.tolist(), self.detections))
+
+
+def save_inference(path: str | Path, result: InferenceResult) -> Path:
+    """Write atomically: ragged detections are concatenated with per-image offsets."""
+    counts = np.array([len(d) for d in result.detections], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])  # (N + 1,)
+    num_classes = next((d.class_probs.shape[1] for d in result.detections if d.class_probs is not None), 0)
+
+    def cat(field: str, shape: tuple, dtype) -> np.ndarray:
+        parts = [getattr(d, field) for d in result.detections if len(d)]
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)
+
+    path = Path(path)
+    with atomic_open(path, "wb") as handle:
+        np.savez(
+            handle,
+            ids=result.ids.astype(str),
+            embeddings=result.embeddings.astype(np.float32),
+            offsets=offsets,
+            boxes=cat("boxes_xyxy", (0, 4), np.float32),
+            scores=cat("scores", (0,), np.float32),
+            classes=cat("classes", (0,), np.int64),
+            probs=cat("class_probs", (0, num_classes), np.float32) if num_classes else np.zeros((0, 0), np.float32),
+        )
+    return path
+
+
+def load_inference(path: str | Path) -> InferenceResult:
+    with np.load(Path(path), allow_pickle=False) as data:
+        offsets = data["offsets"]
+        boxes, scores, classes, probs = data["boxes"], data["scores"], data["classes"], data["probs"]
+        has_probs = probs.ndim == 2 and probs.shape[1] > 0
+        detections = [
+            Detections(
+                boxes[a:b], scores[a:b], classes[a:b],
+                probs[a:b] if has_probs else None,
+            )
+            for a, b in zip(offsets[:-1], offsets[1:])
+        ]
+        return InferenceResult(data["ids"].astype(str), data["embeddings"], detections)

@@ -1,0 +1,50 @@
+"""Matplotlib figures people would rather look at than read: learning curves and class histograms."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_learning_curve(points: Sequence[Mapping], out_png: str | Path, title: str = "") -> Path:
+    """Test mAP against the number of labeled images; `points` rows have labeled, map50_95, map50
+    and optionally strategy (one line per strategy)."""
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    by_strategy: dict[str, list[Mapping]] = {}
+    for p in points:
+        by_strategy.setdefault(str(p.get("strategy", "")), []).append(p)
+    for strategy, rows in sorted(by_strategy.items()):
+        rows = sorted(rows, key=lambda r: r["labeled"])
+        x = [r["labeled"] for r in rows]
+        ax.plot(x, [r["map50_95"] for r in rows], marker="o", label=f"{strategy} mAP50-95".strip())
+        ax.plot(x, [r["map50"] for r in rows], marker=".", linestyle="--", alpha=0.6, label=f"{strategy} mAP50".strip())
+    ax.set_xlabel("labeled images")
+    ax.set_ylabel("test mAP")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def plot_class_histogram(counts: Mapping[str, int], out_png: str | Path, title: str = "") -> Path:
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=110)
+    ax.bar(list(counts), list(counts.values()), color="tab:blue")
+    ax.set_ylabel("instances")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,152 @@
+"""Pool state: one row per image, keyed by a stable id, stored as `pool.csv` in the project.
+
+The table records each image's split, whether it is labeled, the cycle in which it was
+selected and labeled, and where its visible label file lives. It never holds labels itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mgral_core.atomic import atomic_open
+
+POOL_FILE = "pool.csv"
+SPLITS = ("pool", "val", "test")
+COLUMNS = {
+    "image_id": str,
+    "file": str,
+    "split": str,
+    "labeled": bool,
+    "selected_cycle": int,
+    "labeled_cycle": int,
+    "label_file": str,
+    "width": int,
+    "height": int,
+}
+NOT_YET = -1
+
+
+class PoolStateError(ValueError):
+    """The pool table is malformed or an update would make it inconsistent."""
+
+
+@dataclass
+class PoolState:
+    """The pool table (a pandas DataFrame indexed by nothing, one row per image)."""
+
+    table: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        missing = [c for c in COLUMNS if c not in self.table.columns]
+        if missing:
+            raise PoolStateError(f"pool table lacks columns {missing}")
+        self.table = self.table[list(COLUMNS)].astype(COLUMNS).reset_index(drop=True)
+        dup = self.table["image_id"][self.table["image_id"].duplicated()]
+        if len(dup):
+            raise PoolStateError(f"duplicate image ids in pool table: {sorted(dup)[:5]}")
+        bad_split = set(self.table["split"]) - set(SPLITS)
+        if bad_split:
+            raise PoolStateError(f"unknown split values {sorted(bad_split)}; allowed {SPLITS}")
+
+    @classmethod
+    def new(cls, rows: list[dict]) -> "PoolState":
+        defaults = {"labeled": False, "selected_cycle": NOT_YET, "labeled_cycle": NOT_YET, "label_file": ""}
+        return cls(pd.DataFrame([{**defaults, **row} for row in rows], columns=list(COLUMNS)))
+
+    @classmethod
+    def load(cls, project_dir: str | Path) -> "PoolState":
+        path = Path(project_dir) / POOL_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no pool table; run `mgral init` first")
+        table = pd.read_csv(path, dtype={"image_id": str, "file": str, "label_file": str}, keep_default_na=False)
+        try:
+            return cls(table)
+        except (PoolStateError, ValueError) as err:
+            raise PoolStateError(f"{path}: {err}") from err
+
+    def save(self, project_dir: str | Path) -> Path:
+        """Write the table atomically (temp file + fsync + rename)."""
+        path = Path(project_dir) / POOL_FILE
+        with atomic_open(path, "w") as handle:
+            self.table.to_csv(handle, index=False)
+        return path
+
+    def ids(self, split: str, labeled: bool | None = None) -> np.ndarray:
+        rows = self.table["split"] == split
+        if labeled is not None:
+            rows &= self.table["labeled"] == labeled
+        return self.table.loc[rows, "image_id"].to_numpy(dtype=str)
+
+    @property
+    def labeled_pool_ids(self) -> np.ndarray:
+        return self.ids("pool", labeled=True)
+
+    @property
+    def unlabeled_pool_ids(self) -> np.ndarray:
+        """Pool images with no label that are not waiting in an open batch."""
+        t = self.table
+        rows = (t["split"] == "pool") & ~t["labeled"] & (t["selected_cycle"] == NOT_YET)
+        return t.loc[rows, "image_id"].to_numpy(dtype=str)
+
+    def pending_ids(self) -> np.ndarray:
+        """Selected for labeling but not labeled yet."""
+        t = self.table
+        rows = (t["split"] == "pool") & ~t["labeled"] & (t["selected_cycle"] != NOT_YET)
+        return t.loc[rows, "image_id"].to_numpy(dtype=str)
+
+    def files(self, ids) -> list[str]:
+        lookup = self.table.set_index("image_id")["file"]
+        return [lookup[i] for i in ids]
+
+    @property
+    def current_cycle(self) -> int:
+        """The last cycle that selected or labeled anything (0 = the initial labeled set)."""
+        return int(max(self.table["selected_cycle"].max(), self.table["labeled_cycle"].max(), 0))
+
+    def mark_selected(self, ids, cycle: int) -> "PoolState":
+        """Return a new state in which `ids` are selected in `cycle`; refuses labeled or foreign ids."""
+        ids = list(ids)
+        t = self.table.copy()
+        rows = t["image_id"].isin(ids)
+        found = set(t.loc[rows, "image_id"])
+        unknown = [i for i in ids if i not in found]
+        if unknown:
+            raise PoolStateError(f"cannot select unknown image ids {unknown[:5]}")
+        bad = t.loc[rows & ((t["split"] != "pool") | t["labeled"]), "image_id"].tolist()
+        if bad:
+            raise PoolStateError(f"cannot select images that are labeled or not in the pool split: {bad[:5]}")
+        if len(set(ids)) != len(ids):
+            raise PoolStateError("selection contains duplicate ids")
+        t.loc[rows, "selected_cycle"] = cycle
+        return PoolState(t)
+
+    def mark_labeled(self, label_files: dict[str, str], cycle: int) -> "PoolState":
+        """Return a new state where each id in `label_files` is labeled with that label file."""
+        t = self.table.copy()
+        index = {image_id: i for i, image_id in enumerate(t["image_id"])}
+        unknown = [i for i in label_files if i not in index]
+        if unknown:
+            raise PoolStateError(f"cannot label unknown image ids {unknown[:5]}")
+        for image_id, label_file in label_files.items():
+            i = index[image_id]
+            t.at[i, "labeled"] = True
+            t.at[i, "labeled_cycle"] = cycle
+            t.at[i, "label_file"] = label_file
+            if t.at[i, "selected_cycle"] == NOT_YET:
+                t.at[i, "selected_cycle"] = cycle
+        return PoolState(t)
+
+    def counts(self) -> dict[str, int]:
+        t = self.table
+        pool = t["split"] == "pool"
+        return {
+            "labeled": int((pool & t["labeled"]).sum()),
+            "unlabeled": len(self.unlabeled_pool_ids),
+            "pending": len(self.pending_ids()),
+            "val": int((t["split"] == "val").sum()),
+            "test": int((t["split"] == "test").sum()),
+        }

@@ -1,0 +1,51 @@
+"""The one interface every selection strategy implements, and the view of the pool it gets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from mgral_core.detections import Detections
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """What a strategy may see of the pool: ids, embeddings and model outputs, never labels.
+
+    Attributes:
+        unlabeled_ids: (U,) stable image ids of the candidates, in a fixed order.
+        unlabeled_embeddings: (U, D) one embedding per candidate, rows aligned to unlabeled_ids.
+        labeled_ids: (L,) ids already labeled.
+        labeled_embeddings: (L, D) rows aligned to labeled_ids.
+        detections: current detector output per unlabeled id (with class_probs), or empty
+            where the strategy does not need it.
+        num_classes: number of object classes of the project.
+    """
+
+    unlabeled_ids: np.ndarray
+    unlabeled_embeddings: np.ndarray
+    labeled_ids: np.ndarray
+    labeled_embeddings: np.ndarray
+    detections: Mapping[str, Detections] = field(default_factory=dict)
+    num_classes: int = 1
+
+    def __post_init__(self) -> None:
+        if len(self.unlabeled_ids) != len(self.unlabeled_embeddings):
+            raise ValueError(
+                f"unlabeled_embeddings has {len(self.unlabeled_embeddings)} rows for "
+                f"{len(self.unlabeled_ids)} unlabeled ids"
+            )
+        if len(self.labeled_ids) != len(self.labeled_embeddings):
+            raise ValueError(
+                f"labeled_embeddings has {len(self.labeled_embeddings)} rows for "
+                f"{len(self.labeled_ids)} labeled ids"
+            )
+
+
+class Strategy(Protocol):
+    """A selection strategy: k distinct unlabeled ids, deterministic for a given rng state."""
+
+    def __call__(self, pool: PoolView, k: int, rng: np.random.Generator) -> list[str]: ...

@@ -1,0 +1,37 @@
+"""Prefect tasks around the detector: train, evaluate, run over the pool."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from tqdm.auto import tqdm
+
+from mgral_core import cycle as steps
+from mgral_core.config import Params
+
+
+@task(name="train-detector", retries=1, retry_delay_seconds=5)
+def train_detector_task(project_dir: str, params: Params, cycle: int) -> dict:
+    logger = get_run_logger()
+    trained = steps.train_cycle_detector(project_dir, params, cycle, log=logger.info)
+    logger.info(f"cycle {cycle}: detector val mAP50-95 {trained.val_map50_95:.4f} ({trained.weights})")
+    return {"weights": str(trained.weights), "val_map50_95": trained.val_map50_95, "val_map50": trained.val_map50}
+
+
+@task(name="evaluate-detector")
+def evaluate_task(project_dir: str, params: Params, weights: str, split: str = "test") -> dict:
+    logger = get_run_logger()
+    with tqdm(desc=f"evaluate on {split}", unit="img", leave=False) as bar:
+        summary = steps.evaluate_split(project_dir, Path(weights), params, split, progress=bar.update)
+    logger.info(f"{split} mAP50-95 {summary.map50_95:.4f}, mAP50 {summary.map50:.4f} on {summary.images} images")
+    return asdict(summary)
+
+
+@task(name="embed-pool", retries=1)
+def infer_pool_task(project_dir: str, params: Params, weights: str, cycle: int) -> str:
+    with tqdm(desc="detect + embed pool", unit="img", leave=False) as bar:
+        path = steps.infer_pool(project_dir, Path(weights), params.detector, cycle, progress=bar.update)
+    get_run_logger().info(f"cycle {cycle}: pool detections and embeddings in {path}")
+    return str(path)
