@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.mgral_selection import select_mgral
 from flows.params import resolve_params
 from mgral_core.pool import PoolState
 from tasks import tracking
 from tasks.detector_tasks import evaluate_task, infer_pool_task, train_detector_task
-from tasks.mgral_tasks import select_mgral
 from tasks.reporting_tasks import log_cycle_task
 from tasks.selection_tasks import oracle_annotate_task, select_baseline_task
 
 
-@flow(name="mgral", log_prints=True)
+@flow(name="mgral", log_prints=True,
+      task_runner=ThreadPoolTaskRunner(max_workers=int(os.environ.get("MGRAL_MAX_WORKERS", "2"))))
 def mgral_cycle(project_dir: str, strategy: str | None = None, budget: int | None = None,
                 params_file: str | None = None, parent_run_id: str | None = None,
                 select: bool = True) -> dict:
@@ -45,7 +48,7 @@ def mgral_cycle(project_dir: str, strategy: str | None = None, budget: int | Non
         if select and len(pool.unlabeled_pool_ids) > 0:
             inference = infer_pool_task(project_dir, params, detector["weights"], cycle)
             if strategy == "mgral":
-                selected = select_mgral(project_dir, params, inference, cycle, budget, run_id)
+                selected = select_mgral(project_dir, params, inference, cycle, budget, run_id, detector["weights"])
             else:
                 selected = select_baseline_task(project_dir, params, inference, cycle, strategy, budget)
             oracle_annotate_task(project_dir, selected, cycle)

@@ -162,6 +162,55 @@ def demo(out: Path = typer.Option(Path("projects/demo"), help="project directory
 
 
 @app.command()
+def simulate(dataset: Path = typer.Argument(..., help="a generated dataset (mgral generate) or any YOLO/COCO/VOC one"),
+             project: Path = typer.Argument(..., help="project directory to create (replaced if it exists)"),
+             params_file: Path = typer.Option(Path("params.yaml"), "--params", help="parameters"),
+             reports: Path = typer.Option(Path("reports"), help="where metrics.json and the learning curve go"),
+             ) -> None:
+    """Create a fresh simulation project from DATASET and run a campaign (the DVC `simulate` stage)."""
+    import shutil
+
+    from flows.campaign import mgral_campaign
+    from mgral_core.dataset_io import load_dataset
+    from mgral_core.project import init_project
+
+    params = _params(params_file)
+    if project.exists():
+        shutil.rmtree(project)
+    try:
+        loaded, report = load_dataset(dataset, "auto")
+        metadata = dataset / "metadata.csv"
+        init_project(project, loaded, simulate=True, initial_labeled=params.simulation.initial_labeled,
+                     val_fraction=0.1, test_fraction=0.2, seed=params.simulation.seed, report=report,
+                     metadata=pd_read(metadata) if metadata.exists() else None)
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    _write_project_params(project, params)
+    result = _run_flow(mgral_campaign, project_dir=str(project), params_file=str(project / "params.yaml"),
+                       reports_dir=str(reports))
+    _print_campaign(project, result)
+
+
+def pd_read(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={"image_id": str})
+
+
+@app.command()
+def serve(project: Path = typer.Argument(..., help="project directory the deployment runs on"),
+          cron: Optional[str] = typer.Option(None, help="cron schedule, e.g. '0 6 * * *'"),
+          strategy: Optional[str] = typer.Option(None, help="default strategy parameter"),
+          budget: Optional[int] = typer.Option(None, help="default budget parameter"),
+          ) -> None:
+    """Serve the `mgral/cycle` Prefect deployment (needs PREFECT_API_URL to reach a server)."""
+    from deployments.serve import serve_cycle
+
+    _check_project(project)
+    serve_cycle(str(project), cron, strategy, budget)
+
+
+@app.command()
 def status(project: Path = typer.Argument(..., help="project directory")) -> None:
     """Show the cycle, labeled / unlabeled / pending counts and the last results."""
     _check_project(project)

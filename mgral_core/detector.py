@@ -52,8 +52,8 @@ def write_data_yaml(path: Path, train_images: Sequence[str | Path], val_images: 
     path.parent.mkdir(parents=True, exist_ok=True)
     train_list = path.with_name(path.stem + "_train.txt")
     val_list = path.with_name(path.stem + "_val.txt")
-    train_list.write_text("".join(f"{Path(p).resolve()}\n" for p in train_images))
-    val_list.write_text("".join(f"{Path(p).resolve()}\n" for p in val_images))
+    train_list.write_text("".join(f"{Path(p).absolute()}\n" for p in train_images))  # keep symlinks: labels sit beside them
+    val_list.write_text("".join(f"{Path(p).absolute()}\n" for p in val_images))
     data = {
         "path": str(path.parent.resolve()),
         "train": str(train_list.resolve()),

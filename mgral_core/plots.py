@@ -48,3 +48,19 @@ def plot_class_histogram(counts: Mapping[str, int], out_png: str | Path, title: 
     fig.savefig(out_png)
     plt.close(fig)
     return out_png
+
+
+def plot_agent_training(rewards, baselines, random_level: float, out_png: str | Path) -> Path:
+    """Per-iteration estimated reward, the moving-average baseline and the random-batch level."""
+    out_png = Path(out_png)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    ax.plot(rewards, lw=0.8, alpha=0.7, label="estimated mAP of L ∪ B")
+    ax.plot(baselines, lw=1.2, label="baseline mAP_ref")
+    ax.axhline(random_level, color="gray", ls="--", label="random batch (mean record)")
+    ax.set_xlabel("policy-gradient iteration")
+    ax.set_ylabel("proxy val mAP50-95")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,198 @@
+"""A project directory: images, visible labels, the oracle's hidden labels, and the pool table.
+
+    project/project.yaml        class names, simulate flag, where the data came from
+    project/images/<id>.<ext>   every image (non-RGB and 16-bit images converted to 8-bit RGB PNG)
+    project/labels/<id>.txt     visible YOLO labels (val, test, labeled pool)
+    project/oracle/labels/      simulation only: hidden labels, read by the annotate step alone
+    project/pool.csv            pool state (mgral_core.pool)
+    project/metadata.csv        optional per-image metadata (domain ...), for reports only
+    project/quarantine/         rejected files and import_report.txt
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+
+from mgral_core import __version__
+from mgral_core.dataset_io import ImportedDataset, ImportReport, load_yolo
+from mgral_core.labels import format_yolo_label
+from mgral_core.pool import PoolState
+from mgral_core.synthetic import SyntheticSpec, generate_dataset
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    root: Path
+    class_names: tuple[str, ...]
+    simulate: bool
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def oracle_dir(self) -> Path:
+        return self.root / "oracle" / "labels"
+
+    @property
+    def cycles_dir(self) -> Path:
+        return self.root / "cycles"
+
+
+def load_project_info(project_dir: str | Path) -> ProjectInfo:
+    path = Path(project_dir) / "project.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not an MGRAL project; create one with `mgral init`")
+    data = yaml.safe_load(path.read_text())
+    return ProjectInfo(Path(project_dir), tuple(data["class_names"]), bool(data["simulate"]))
+
+
+def _safe_id(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "image"
+    candidate, n = base, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}_{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def _copy_image(source: Path, target_stem: Path) -> Path:
+    """Copy an 8-bit RGB image as is; convert anything else (gray, RGBA, 16-bit, palette) to RGB PNG."""
+    with Image.open(source) as image:
+        if image.mode == "RGB" and source.suffix.lower() in (".png", ".jpg", ".jpeg"):
+            target = target_stem.with_suffix(source.suffix.lower())
+            shutil.copyfile(source, target)
+            return target
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(image, dtype=np.float64)
+            scale = 255.0 / max(1.0, array.max())
+            image = Image.fromarray((array * scale).astype(np.uint8))
+        target = target_stem.with_suffix(".png")
+        image.convert("RGB").save(target)
+        return target
+
+
+def init_project(project_dir: str | Path, dataset: ImportedDataset, *, simulate: bool, initial_labeled: int,
+                 val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
+                 metadata: pd.DataFrame | None = None, report: ImportReport | None = None,
+                 created_from: str = "") -> Path:
+    """Create a project from an imported dataset; atomic (built beside it, renamed at the end).
+
+    Uses the dataset's own splits where present; otherwise carves val/test out of labeled images.
+    In simulation every pool image must be labeled; `initial_labeled` random ones stay visible and
+    the rest go to the oracle. In real use labeled pool images form the initial set.
+    """
+    project = Path(project_dir)
+    if project.exists() and any(project.iterdir()):
+        raise FileExistsError(f"{project}: already exists and is not empty")
+    if not dataset.images:
+        raise ValueError("the dataset has no usable image (see the import report)")
+    rng = np.random.default_rng(seed)
+    splits = _assign_splits(dataset, val_fraction, test_fraction, rng)
+    unlabeled_eval = [r.name for r, s in zip(dataset.images, splits) if s != "pool" and not r.labeled]
+    if unlabeled_eval:
+        raise ValueError(f"val/test images must be labeled; unlabeled: {unlabeled_eval[:5]}")
+    pool_rows = [i for i, s in enumerate(splits) if s == "pool"]
+    if simulate:
+        missing = [dataset.images[i].name for i in pool_rows if not dataset.images[i].labeled]
+        if missing:
+            raise ValueError(f"simulation needs every pool image labeled; unlabeled: {missing[:5]}")
+        if initial_labeled > len(pool_rows):
+            raise ValueError(f"initial_labeled={initial_labeled} exceeds the {len(pool_rows)} pool images")
+        visible = set(rng.choice(pool_rows, size=initial_labeled, replace=False).tolist())
+    else:
+        visible = {i for i in pool_rows if dataset.images[i].labeled}
+    if not visible:
+        raise ValueError("no labeled pool image to start from")
+
+    project.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{project.name}.", dir=project.parent))
+    try:
+        _write_project(tmp, dataset, splits, visible, simulate, metadata, report, created_from)
+        if project.exists():
+            project.rmdir()
+        tmp.rename(project)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return project
+
+
+def _assign_splits(dataset: ImportedDataset, val_fraction: float, test_fraction: float,
+                   rng: np.random.Generator) -> list[str]:
+    splits = [r.split or "" for r in dataset.images]
+    if {"val", "test"} <= set(splits):
+        return [s or "pool" for s in splits]
+    free = [i for i, s in enumerate(splits) if s in ("", "pool") and dataset.images[i].labeled]
+    free = list(rng.permutation(free))
+    for split, fraction in (("val", val_fraction), ("test", test_fraction)):
+        if split in splits:
+            continue
+        n = max(1, int(round(fraction * len(dataset.images))))
+        for i in free[:n]:
+            splits[i] = split
+        free = free[n:]
+    return [s or "pool" for s in splits]
+
+
+def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visible: set[int], simulate: bool,
+                   metadata: pd.DataFrame | None, report: ImportReport | None, created_from: str) -> None:
+    for sub in ("images", "labels", "oracle/labels", "quarantine"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    rows, id_of_name = [], {}
+    for i, (record, split) in enumerate(zip(dataset.images, splits)):
+        image_id = _safe_id(record.name, taken)
+        id_of_name[record.name] = image_id
+        image_file = _copy_image(record.source_path, root / "images" / image_id)
+        text = format_yolo_label(record.boxes_xyxy, record.classes, record.width, record.height)
+        labeled = record.labeled and (split != "pool" or i in visible)
+        label_file = ""
+        if labeled:
+            (root / "labels" / f"{image_id}.txt").write_text(text)
+            label_file = f"labels/{image_id}.txt"
+        elif record.labeled and simulate:
+            (root / "oracle" / "labels" / f"{image_id}.txt").write_text(text)
+        rows.append({"image_id": image_id, "file": str(image_file.relative_to(root)), "split": split,
+                     "labeled": labeled, "selected_cycle": 0 if labeled and split == "pool" else -1,
+                     "labeled_cycle": 0 if labeled and split == "pool" else -1, "label_file": label_file,
+                     "width": record.width, "height": record.height})
+    PoolState.new(rows).save(root)
+    if metadata is not None:
+        meta = metadata[metadata["image_id"].isin(id_of_name)].copy()
+        meta["image_id"] = meta["image_id"].map(id_of_name)
+        meta.to_csv(root / "metadata.csv", index=False)
+    if report is not None:
+        for source in report.quarantined:
+            if Path(source).is_file():
+                shutil.copyfile(source, root / "quarantine" / Path(source).name)
+        (root / "quarantine" / "import_report.txt").write_text(report.to_text() + "\n")
+    info = {"class_names": list(dataset.class_names), "simulate": simulate, "created_from": created_from,
+            "mgral_version": __version__, "images": len(rows),
+            "splits": {s: splits.count(s) for s in ("pool", "val", "test")}}
+    (root / "project.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
+
+
+def init_from_synthetic(project_dir: str | Path, spec: SyntheticSpec, initial_labeled: int, seed: int = 0) -> Path:
+    """Generate the built-in dataset and make a simulation project of it."""
+    project = Path(project_dir)
+    with tempfile.TemporaryDirectory(prefix=".mgral-gen-", dir=project.parent if project.parent.exists() else None) as tmp:
+        data_dir = generate_dataset(spec, Path(tmp) / "data")
+        dataset, report = load_yolo(data_dir)
+        metadata = pd.read_csv(data_dir / "metadata.csv", dtype={"image_id": str}, keep_default_na=False)
+        return init_project(project, dataset, simulate=True, initial_labeled=initial_labeled, seed=seed,
+                            metadata=metadata, report=report, created_from=f"builtin:{spec}")

@@ -1,0 +1,43 @@
+"""params.yaml is valid and bad values are rejected with the key's name."""
+
+import pytest
+
+from mgral_core.config import ConfigError, Params, load_params
+
+
+def test_repo_params_yaml_loads_and_matches_defaults():
+    params = load_params("params.yaml")
+    assert params == Params()
+    assert params.selection.strategy == "mgral"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"selection.budget": 0}, "selection.budget"),
+        ({"detector.lr0": -1}, "detector.lr0"),
+        ({"reward.method": "cosine"}, "reward.method"),
+        ({"reward.fallback_rule": "quantile:7"}, "reward"),
+        ({"agent.baseline_decay": 1.5}, "agent.baseline_decay"),
+        ({"campaign.cycles": "many"}, "campaign.cycles"),
+        ({"detector.unknown_key": 1}, "detector.unknown_key"),
+    ],
+)
+def test_bad_value_names_its_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_params("params.yaml", override)
+    assert key in str(err.value)
+    assert "params.yaml" in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("selection: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(listy)

@@ -1,0 +1,70 @@
+"""Pool state: stable ids, atomic saves, consistent updates."""
+
+import os
+
+import pytest
+
+from mgral_core.pool import NOT_YET, PoolState, PoolStateError
+
+
+def _pool():
+    rows = [{"image_id": f"img{i}", "file": f"images/img{i}.png", "split": "pool", "width": 64, "height": 64}
+            for i in range(6)]
+    rows += [{"image_id": "v0", "file": "images/v0.png", "split": "val", "width": 64, "height": 64,
+              "labeled": True, "label_file": "labels/v0.txt"}]
+    return PoolState.new(rows)
+
+
+def test_round_trip_and_counts(tmp_path):
+    pool = _pool().mark_labeled({"img0": "labels/img0.txt"}, cycle=0)
+    pool.save(tmp_path)
+    loaded = PoolState.load(tmp_path)
+    assert loaded.table.equals(pool.table)
+    assert loaded.counts() == {"labeled": 1, "unlabeled": 5, "pending": 0, "val": 1, "test": 0}
+    assert list(loaded.unlabeled_pool_ids) == ["img1", "img2", "img3", "img4", "img5"]
+
+
+def test_selection_makes_pending_and_refuses_bad_ids():
+    pool = _pool().mark_labeled({"img0": "labels/img0.txt"}, cycle=0)
+    selected = pool.mark_selected(["img1", "img2"], cycle=1)
+    assert list(selected.pending_ids()) == ["img1", "img2"]
+    assert "img1" not in selected.unlabeled_pool_ids
+    assert selected.current_cycle == 1
+    with pytest.raises(PoolStateError, match="unknown"):
+        pool.mark_selected(["nope"], 1)
+    with pytest.raises(PoolStateError, match="labeled or not in the pool"):
+        pool.mark_selected(["img0"], 1)
+    with pytest.raises(PoolStateError, match="labeled or not in the pool"):
+        pool.mark_selected(["v0"], 1)
+    with pytest.raises(PoolStateError, match="duplicate"):
+        pool.mark_selected(["img3", "img3"], 1)
+
+
+def test_labeling_records_cycle():
+    pool = _pool().mark_labeled({"img4": "labels/img4.txt"}, cycle=2)
+    row = pool.table.set_index("image_id").loc["img4"]
+    assert bool(row["labeled"]) and row["labeled_cycle"] == 2 and row["selected_cycle"] == 2
+    assert pool.table.set_index("image_id").loc["img5", "labeled_cycle"] == NOT_YET
+
+
+def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
+    pool = _pool()
+    pool.save(tmp_path)
+    before = (tmp_path / "pool.csv").read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        pool.mark_labeled({"img1": "labels/img1.txt"}, 1).save(tmp_path)
+    assert (tmp_path / "pool.csv").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["pool.csv"]
+
+
+def test_load_rejects_duplicate_ids_naming_the_file(tmp_path):
+    _pool().save(tmp_path)
+    text = (tmp_path / "pool.csv").read_text().splitlines()
+    (tmp_path / "pool.csv").write_text("\n".join(text + [text[1]]) + "\n")
+    with pytest.raises(PoolStateError, match="pool.csv.*duplicate image ids"):
+        PoolState.load(tmp_path)
