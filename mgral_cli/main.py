@@ -238,11 +238,12 @@ def _check_project(project: Path) -> None:
 
 def _run_flow(flow_fn, **kwargs):
     from mgral_core.config import ConfigError
+    from mgral_core.detector import DetectorError
     from mgral_core.pool import PoolStateError
 
     try:
         return flow_fn(**kwargs)
-    except (ConfigError, PoolStateError, FileNotFoundError, KeyError, ValueError) as err:
+    except (ConfigError, PoolStateError, DetectorError, FileNotFoundError, KeyError, ValueError) as err:
         _fail(str(err))
 
 

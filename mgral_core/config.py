@@ -69,9 +69,9 @@ class CampaignParams(_Section):
 class LookupTableParams(_Section):
     """Per-cycle lookup table of proxy trainings on random batches (MGRAL inner loop)."""
 
-    records: int = Field(16, ge=2, description="random batches trained per cycle (paper: 200 VOC, 30 COCO)")
+    records: int = Field(8, ge=2, description="random batches trained per cycle (paper: 200 VOC, 30 COCO)")
     pseudo_conf: float = Field(0.25, gt=0, lt=1, description="confidence threshold for pseudo-labels")
-    epochs: int = Field(4, ge=1, description="fine-tuning epochs per record")
+    epochs: int = Field(2, ge=1, description="fine-tuning epochs per record")
     seed: int = 0
     max_workers: int = Field(2, ge=1, le=64, description="records trained at once by the local task runner")
 
@@ -103,7 +103,7 @@ class RewardParams(_Section):
 class AgentParams(_Section):
     """LSTM sampling agent trained by policy gradient (MGRAL outer loop)."""
 
-    iterations: int = Field(300, ge=1, description="policy-gradient iterations per cycle (paper: 2200 VOC)")
+    iterations: int = Field(200, ge=1, description="policy-gradient iterations per cycle (paper: 2200 VOC)")
     lr: float = Field(1e-3, gt=0, le=1)
     baseline_decay: float = Field(0.5, ge=0, le=1, description="momentum of the moving-average baseline")
     seed: int = 0

@@ -84,7 +84,7 @@ def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, ep
 
     Does not evaluate on the test split; see `predict_images` plus `evaluation` for that.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # Ultralytics puts relative project dirs under its own runs_dir
     run_dir = out_dir / "ultralytics"
     if run_dir.exists():
         shutil.rmtree(run_dir)

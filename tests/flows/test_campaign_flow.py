@@ -1,0 +1,60 @@
+"""A simulated campaign of 3 cycles runs through the Prefect flows for every strategy and lands in MLflow."""
+
+import json
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.campaign import mgral_campaign
+from flows.cycle import mgral_cycle
+from mgral_core.pool import PoolState
+from mgral_core.strategies import BASELINE_STRATEGIES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("strategy", sorted(BASELINE_STRATEGIES) + ["mgral"])
+def test_three_cycle_campaign_is_tracked(strategy, tiny_project, prefect_harness):
+    result = mgral_campaign(str(tiny_project), cycles=3, strategy=strategy)
+    pool = PoolState.load(tiny_project)
+    assert pool.counts()["labeled"] == 20 + 3 * 8
+    assert [p["labeled"] for p in result["points"]] == [20, 28, 36, 44]
+    for cycle in (1, 2, 3):  # every batch went through the oracle and is recorded with its cycle
+        ids = json.loads((tiny_project / "cycles" / f"cycle_{cycle:03d}" / "selection.json").read_text())["ids"]
+        rows = pool.table.set_index("image_id").loc[ids]
+        assert len(ids) == 8 and rows["labeled"].all() and (rows["labeled_cycle"] == cycle).all()
+    client = MlflowClient(f"sqlite:///{tiny_project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(f"mgral-{tiny_project.name}")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("kind") == "campaign"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    assert len(parent) == 1 and len(children) == 4
+    history = client.get_metric_history(parent[0].info.run_id, "test_map50_95")
+    assert sorted(m.step for m in history) == [20, 28, 36, 44]
+    first = next(r for r in children if r.data.tags["cycle"] == "1")
+    assert "test_map50" in first.data.metrics and "val_map50_95" in first.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(first.info.run_id)}
+    assert {"detector", "selected_ids.json", "plots"} <= artifacts
+    assert (tiny_project / "reports" / "learning_curve.png").stat().st_size > 1000
+    metrics = json.loads((tiny_project / "reports" / "metrics.json").read_text())
+    assert metrics["final_labeled"] == 44 and metrics["strategy"] == strategy
+    if strategy == "mgral":
+        mgral_artifacts = {a.path for a in client.list_artifacts(first.info.run_id, "mgral")}
+        assert {"mgral/agent.pt", "mgral/lookup_table.csv"} <= mgral_artifacts
+        assert "agent_reward" in first.data.metrics and first.data.metrics["lookup_records"] >= 3
+
+
+def test_selection_never_reads_the_oracle(tiny_project, tmp_path, prefect_harness):
+    """Corrupting the hidden labels of the pool does not change what a strategy selects."""
+    import shutil
+
+    twin = tmp_path / "twin"
+    shutil.copytree(tiny_project, twin, symlinks=True)
+    for label in (twin / "oracle" / "labels").glob("*.txt"):
+        label.write_text("0 0.5 0.5 0.9 0.9\n" * 3)
+    picks = []
+    for project in (tiny_project, twin):
+        result = mgral_cycle(str(project), strategy="entropy_mean")
+        picks.append(result["selected"])
+    assert picks[0] == picks[1] and len(picks[0]) == 8
