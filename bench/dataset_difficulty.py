@@ -23,7 +23,8 @@ from mgral_core.synthetic import SyntheticSpec
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--epochs", type=int, default=None, help="default: detector.epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="initial set; default: detector.epochs")
+    parser.add_argument("--full-epochs", type=int, default=20, help="full pool (20x more images per epoch)")
     parser.add_argument("--out", default="bench/results/dataset_difficulty.json")
     args = parser.parse_args()
     params = load_params(args.params)
@@ -41,14 +42,14 @@ def main() -> None:
             if src.exists():
                 (info.labels_dir / f"{image_id}.txt").write_text(src.read_text())
         results = {}
-        for name, train in (("initial", [project / f for f in pool.files(pool.labeled_pool_ids)]),
-                            ("full_pool", all_pool)):
+        for name, train, n_epochs in (("initial", [project / f for f in pool.files(pool.labeled_pool_ids)], epochs),
+                                      ("full_pool", all_pool, args.full_epochs)):
             start = time.time()
             data = write_data_yaml(Path(tmp) / name / "data.yaml", train,
                                    [project / f for f in pool.files(pool.ids("val"))], info.class_names)
-            trained = train_detector(data, Path(tmp) / name, params.detector, epochs=epochs)
+            trained = train_detector(data, Path(tmp) / name, params.detector, epochs=n_epochs)
             test = evaluate_split(project, trained.weights, params, "test")
-            results[name] = {"train_images": len(train), "epochs": epochs, "test_map50_95": round(test.map50_95, 4),
+            results[name] = {"train_images": len(train), "epochs": n_epochs, "test_map50_95": round(test.map50_95, 4),
                              "test_map50": round(test.map50, 4), "seconds": round(time.time() - start, 1),
                              "per_class_ap50_95": {k: round(v, 4) for k, v in test.per_class.items()}}
             print(f"{name:10s} {len(train):5d} images  test mAP50-95 {test.map50_95:.4f}  mAP50 {test.map50:.4f}"
