@@ -1,4 +1,4 @@
-"""The `mgral` flow: one active-learning cycle (train, evaluate, embed, select, annotate)."""
+"""The `mgral` flow: one active-learning cycle (train, evaluate, embed, select, annotate or export)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.mgral_selection import select_mgral
 from flows.params import resolve_params
+from mgral_core import cycle as steps
 from mgral_core.pool import PoolState
+from mgral_core.project import load_project_info
 from tasks import tracking
+from tasks.annotation_tasks import export_batch_task, import_inbox_task
 from tasks.detector_tasks import evaluate_task, infer_pool_task, train_detector_task
 from tasks.reporting_tasks import log_cycle_task
 from tasks.selection_tasks import oracle_annotate_task, select_baseline_task
+from tasks.versioning import version_pool_task
 
 
 @flow(name="mgral", log_prints=True,
@@ -22,7 +26,12 @@ from tasks.selection_tasks import oracle_annotate_task, select_baseline_task
 def mgral_cycle(project_dir: str, strategy: str | None = None, budget: int | None = None,
                 params_file: str | None = None, parent_run_id: str | None = None,
                 select: bool = True) -> dict:
-    """Run one cycle on a project; in simulation the oracle labels the selected batch at once.
+    """Run one cycle on a project.
+
+    Simulation: the oracle labels the selected batch at once. Real use: annotations waiting in
+    project/inbox are imported first; while the open batch is less labeled than
+    annotation.min_labeled_fraction the cycle only reports progress and stops; otherwise it
+    trains, selects, exports the new batch for annotators and marks it pending.
 
     Args:
         project_dir: a directory made by `mgral init`.
@@ -35,23 +44,40 @@ def mgral_cycle(project_dir: str, strategy: str | None = None, budget: int | Non
     logger = get_run_logger()
     params = resolve_params(project_dir, params_file, strategy=strategy, budget=budget)
     strategy, budget = params.selection.strategy, params.selection.budget
+    simulate = load_project_info(project_dir).simulate
+    if not simulate:
+        import_inbox_task(project_dir)
+        batch_cycle, done, total = steps.open_batch_progress(project_dir)
+        if total and done < params.annotation.min_labeled_fraction * total:
+            message = f"batch {batch_cycle}: {done}/{total} labeled; waiting for annotations"
+            logger.info(message)
+            return {"status": "waiting", "message": message, "cycle": batch_cycle, "labeled_in_batch": done,
+                    "batch_size": total, "project_dir": str(Path(project_dir).resolve())}
     pool = PoolState.load(project_dir)
     cycle = pool.current_cycle + 1
     labeled = len(pool.labeled_pool_ids)
     run_id = tracking.start_run(project_dir, params, f"cycle {cycle}" if select else "final",
                                 {"strategy": strategy, "cycle": str(cycle)}, parent_run_id)
+    export = None
     try:
         tracking.log_params(project_dir, params, run_id, tracking.flat_params(params))
         detector = train_detector_task(project_dir, params, cycle)
-        evaluation = evaluate_task(project_dir, params, detector["weights"], "test")
+        evaluation = evaluate_task(project_dir, params, detector["weights"], "test", cycle, labeled)
         selected: list[str] = []
         if select and len(pool.unlabeled_pool_ids) > 0:
             inference = infer_pool_task(project_dir, params, detector["weights"], cycle)
+            if budget > len(pool.unlabeled_pool_ids):
+                logger.warning(f"budget {budget} exceeds the {len(pool.unlabeled_pool_ids)} unlabeled images; "
+                               "selecting all of them")
             if strategy == "mgral":
                 selected = select_mgral(project_dir, params, inference, cycle, budget, run_id, detector["weights"])
             else:
                 selected = select_baseline_task(project_dir, params, inference, cycle, strategy, budget)
-            oracle_annotate_task(project_dir, selected, cycle)
+            if simulate:
+                oracle_annotate_task(project_dir, selected, cycle)
+            else:
+                export = export_batch_task(project_dir, params, selected, cycle, inference, detector["weights"])
+            version_pool_task(project_dir, params, f"cycle {cycle}: {strategy} selected {len(selected)} images")
         elif select:
             logger.warning(f"cycle {cycle}: the unlabeled pool is empty; nothing to select")
         log_cycle_task(project_dir, params, run_id, cycle, labeled, evaluation, detector, selected, strategy)
@@ -60,7 +86,8 @@ def mgral_cycle(project_dir: str, strategy: str | None = None, budget: int | Non
         raise
     tracking.end_run(project_dir, params, run_id)
     logger.info(f"cycle {cycle} done: {labeled} labeled, test mAP50-95 {evaluation['map50_95']:.4f}; "
-                f"MLflow run {run_id}")
-    return {"cycle": cycle, "labeled": labeled, "strategy": strategy, "run_id": run_id,
-            "map50_95": evaluation["map50_95"], "map50": evaluation["map50"], "selected": selected,
-            "per_class": evaluation["per_class"], "project_dir": str(Path(project_dir).resolve())}
+                f"MLflow run {run_id}" + (f"; batch exported to {export}" if export else ""))
+    return {"status": "exported" if export else "done", "cycle": cycle, "labeled": labeled, "strategy": strategy,
+            "run_id": run_id, "map50_95": evaluation["map50_95"], "map50": evaluation["map50"],
+            "selected": selected, "per_class": evaluation["per_class"], "export": export,
+            "project_dir": str(Path(project_dir).resolve())}

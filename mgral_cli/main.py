@@ -112,6 +112,38 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
     _write_project_params(project, params)
+    if params.tracking.version_pool:
+        from tasks.versioning import VersioningError, ensure_versioned
+
+        try:
+            ensure_versioned(project)
+        except VersioningError as err:
+            _fail(str(err))
+    _status(project)
+
+
+@app.command("import")
+def import_(project: Path = typer.Argument(..., help="project directory"),
+            source: Path = typer.Argument(..., help="Label Studio JSON export, COCO JSON, or a YOLO label folder"),
+            ) -> None:
+    """Import finished annotations for the open batch: all validated first, merged atomically, or nothing."""
+    from mgral_core.annotation_import import AnnotationImportError, import_annotations
+
+    _check_project(project)
+    if not source.exists():
+        _fail(f"{source}: not found")
+    params = _params(None, project)
+    try:
+        summary = import_annotations(project, source)
+    except AnnotationImportError as err:
+        _fail(str(err))
+    if summary.imported and params.tracking.version_pool:
+        from tasks.versioning import commit_pool, ensure_versioned
+
+        ensure_versioned(project)
+        commit_pool(project, f"mgral: imported labels for {len(summary.imported)} images from {source.name}")
+    console.print(f"imported labels for {len(summary.imported)} images"
+                  + (f"; {len(summary.unchanged)} already imported, unchanged" if summary.unchanged else ""))
     _status(project)
 
 
@@ -125,8 +157,13 @@ def cycle(project: Path = typer.Argument(..., help="project directory"),
 
     _check_project(project)
     result = _run_flow(mgral_cycle, project_dir=str(project), strategy=strategy, budget=budget)
+    if result["status"] == "waiting":
+        console.print(result["message"])
+        return
     console.print(f"cycle {result['cycle']}: test mAP50-95 {result['map50_95']:.4f} with {result['labeled']} "
                   f"labeled; selected {len(result['selected'])} images; MLflow run {result['run_id']}")
+    if result.get("export"):
+        console.print(f"batch exported for annotation: {result['export']}")
 
 
 @app.command()
@@ -175,6 +212,7 @@ def simulate(dataset: Path = typer.Argument(..., help="a generated dataset (mgra
     from mgral_core.project import init_project
 
     params = _params(params_file)
+    params = params.model_copy(update={"tracking": params.tracking.model_copy(update={"version_pool": False})})
     if project.exists():
         shutil.rmtree(project)
     try:
@@ -218,16 +256,28 @@ def status(project: Path = typer.Argument(..., help="project directory")) -> Non
 
 
 def _status(project: Path) -> None:
+    import json
+
+    from mgral_core.cycle import open_batch_progress
     from mgral_core.pool import PoolState
 
     pool = PoolState.load(project)
-    counts = pool.counts()
     table = Table(title=f"MGRAL project {project}")
     table.add_column("item")
     table.add_column("value", justify="right")
     table.add_row("cycle", str(pool.current_cycle))
-    for key, value in counts.items():
+    for key, value in pool.counts().items():
         table.add_row(key, str(value))
+    batch_cycle, done, total = open_batch_progress(project)
+    if total:
+        table.add_row("last batch", f"batch {batch_cycle}: {done}/{total} labeled")
+    evaluations = sorted(project.glob("cycles/cycle_*/evaluation.json"))
+    if evaluations:
+        last = json.loads(evaluations[-1].read_text())
+        table.add_row("last test mAP50-95", f"{last['map50_95']:.4f} ({last['labeled']} labeled, cycle {last['cycle']})")
+    exports = sorted(project.glob("exports/cycle_*"))
+    if exports:
+        table.add_row("last export", str(exports[-1]))
     console.print(table)
 
 

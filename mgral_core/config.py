@@ -110,11 +110,20 @@ class AgentParams(_Section):
     seed: int = 0
 
 
+class AnnotationParams(_Section):
+    """Real labeling (not simulation): export of each batch and when to start the next cycle."""
+
+    prelabel_conf: float = Field(0.25, ge=0, le=1, description="detector boxes above this become pre-annotations")
+    min_labeled_fraction: float = Field(
+        0.9, ge=0, le=1, description="a new cycle selects again only once this share of the open batch is labeled")
+
+
 class TrackingParams(_Section):
     """MLflow tracking; the MLFLOW_TRACKING_URI environment variable overrides `uri`."""
 
     uri: str | None = Field(None, description="default: sqlite:///<project>/mlflow.db")
     experiment: str | None = Field(None, description="default: mgral-<project directory name>")
+    version_pool: bool = Field(True, description="commit pool.csv and labels/ with DVC (+ git) after every change")
 
 
 class Params(_Section):
@@ -129,6 +138,7 @@ class Params(_Section):
     lookup_table: LookupTableParams = LookupTableParams()
     reward: RewardParams = RewardParams()
     agent: AgentParams = AgentParams()
+    annotation: AnnotationParams = AnnotationParams()
     tracking: TrackingParams = TrackingParams()
 
 

@@ -19,6 +19,7 @@ from mgral_core.atomic import write_json_atomic
 from mgral_core.config import DetectorParams, Params
 from mgral_core.detector import TrainedDetector, predict_images, train_detector, write_data_yaml
 from mgral_core.evaluation import evaluate_detections
+from mgral_core.export import export_batch
 from mgral_core.inference_cache import InferenceResult, load_inference, save_inference
 from mgral_core.labels import read_yolo_label
 from mgral_core.pool import PoolState, PoolStateError
@@ -188,3 +189,32 @@ def class_histogram(project_dir: str | Path, ids: Sequence[str]) -> dict[str, in
     for _, classes in ground_truth(project, pool, ids).values():
         counts += np.bincount(classes, minlength=len(info.class_names))
     return dict(zip(info.class_names, counts.tolist()))
+
+
+def open_batch_progress(project_dir: str | Path) -> tuple[int, int, int]:
+    """(cycle, labeled, selected) of the most recent selected batch; (0, 0, 0) when none is open."""
+    pool = PoolState.load(project_dir)
+    t = pool.table
+    selected = t[(t["split"] == "pool") & (t["selected_cycle"] > 0)]
+    if selected.empty:
+        return 0, 0, 0
+    cycle = int(selected["selected_cycle"].max())
+    batch = selected[selected["selected_cycle"] == cycle]
+    return cycle, int(batch["labeled"].sum()), len(batch)
+
+
+def hand_out_batch(project_dir: str | Path, ids: Sequence[str], cycle: int, inference_path: Path,
+                   model_version: str, prelabel_conf: float) -> Path:
+    """Real use: export the batch for annotators, then mark it selected (pending) in the pool."""
+    info = load_project_info(project_dir)
+    inference = load_inference(inference_path).subset(ids)
+    out = export_batch(project_dir, cycle, ids, inference.detections_by_id(), info.class_names, model_version,
+                       prelabel_conf)
+    PoolState.load(project_dir).mark_selected(ids, cycle).save(project_dir)
+    return out
+
+
+def save_evaluation(project_dir: str | Path, cycle: int, summary: EvalSummary, labeled: int) -> Path:
+    path = cycle_dir(project_dir, cycle) / "evaluation.json"
+    write_json_atomic(path, {**asdict(summary), "labeled": labeled, "cycle": cycle})
+    return path

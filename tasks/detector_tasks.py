@@ -21,10 +21,11 @@ def train_detector_task(project_dir: str, params: Params, cycle: int) -> dict:
 
 
 @task(name="evaluate-detector")
-def evaluate_task(project_dir: str, params: Params, weights: str, split: str = "test") -> dict:
+def evaluate_task(project_dir: str, params: Params, weights: str, split: str, cycle: int, labeled: int) -> dict:
     logger = get_run_logger()
     with tqdm(desc=f"evaluate on {split}", unit="img", leave=False) as bar:
         summary = steps.evaluate_split(project_dir, Path(weights), params, split, progress=bar.update)
+    steps.save_evaluation(project_dir, cycle, summary, labeled)
     logger.info(f"{split} mAP50-95 {summary.map50_95:.4f}, mAP50 {summary.map50:.4f} on {summary.images} images")
     return asdict(summary)
 

@@ -1,0 +1,31 @@
+"""Prefect tasks for real labeling: import waiting annotations, export a batch, version the pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from mgral_core import cycle as steps
+from mgral_core.annotation_import import import_inbox
+from mgral_core.config import Params
+
+
+@task(name="import-inbox")
+def import_inbox_task(project_dir: str) -> dict:
+    logger = get_run_logger()
+    summary, errors = import_inbox(project_dir)
+    for error in errors:
+        logger.warning(f"inbox: {error}")
+    if summary.imported:
+        logger.info(f"inbox: imported labels for {len(summary.imported)} images")
+    return {"imported": len(summary.imported), "errors": errors}
+
+
+@task(name="export-batch")
+def export_batch_task(project_dir: str, params: Params, ids: list[str], cycle: int, inference_path: str,
+                      weights: str) -> str:
+    out = steps.hand_out_batch(project_dir, ids, cycle, Path(inference_path), f"mgral-cycle{cycle}:{Path(weights).name}",
+                               params.annotation.prelabel_conf)
+    get_run_logger().info(f"cycle {cycle}: batch of {len(ids)} images exported to {out}")
+    return str(out)
