@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
+
+# Ultralytics replaces PIL.Image.open with a wrapper that tries to install a HEIF plugin on
+# unidentified files; validation must use Pillow's own opener whatever was imported first.
+_pil_open = Image.open
+if not _pil_open.__module__.startswith("PIL"):
+    _pil_open = getattr(sys.modules.get(_pil_open.__module__), "_image_open", _pil_open)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of the image before it is an error (then clipped)
@@ -73,7 +80,7 @@ def image_size(path: Path) -> tuple[int, int]:
     if path.stat().st_size == 0:
         raise ValueError("zero-byte file")
     try:
-        with Image.open(path) as image:
+        with _pil_open(path) as image:
             image.load()
             return image.size
     except UnidentifiedImageError:
