@@ -73,6 +73,7 @@ class LookupTableParams(_Section):
     records: int = Field(8, ge=2, description="random batches trained per cycle (paper: 200 VOC, 30 COCO)")
     pseudo_conf: float = Field(0.25, gt=0, lt=1, description="confidence threshold for pseudo-labels")
     epochs: int = Field(2, ge=1, description="fine-tuning epochs per record")
+    freeze: int = Field(0, ge=0, le=22, description="first N model layers frozen while fine-tuning a record (10 = backbone)")
     seed: int = 0
     max_workers: int = Field(2, ge=1, le=64, description="records trained at once by the local task runner")
 

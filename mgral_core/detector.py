@@ -79,7 +79,8 @@ def _resolve_model(params: DetectorParams, init_weights: Path | None) -> str:
 
 
 def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, epochs: int,
-                   init_weights: Path | None = None, seed: int | None = None) -> TrainedDetector:
+                   init_weights: Path | None = None, seed: int | None = None,
+                   freeze: int | None = None) -> TrainedDetector:
     """Train (or warm-start fine-tune) a YOLO detector; return its best weights copied to out_dir/best.pt.
 
     Does not evaluate on the test split; see `predict_images` plus `evaluation` for that.
@@ -97,7 +98,7 @@ def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, ep
             cache="ram" if params.cache else False, seed=params.seed if seed is None else seed,
             deterministic=True, plots=False, amp=False, verbose=False, exist_ok=True, val=params.val_each_epoch,
             warmup_epochs=0.0 if init_weights is not None else 3.0,
-            project=str(out_dir), name="ultralytics", patience=max(epochs, 50),
+            project=str(out_dir), name="ultralytics", patience=max(epochs, 50), freeze=freeze,
         )
     best = run_dir / "weights" / "best.pt"
     if not best.exists():

@@ -38,11 +38,13 @@ def pseudo_labels(inference: InferenceResult, batch_ids: Sequence[str], conf: fl
 
 def train_proxy_record(project_dir: str | Path, params: Params, record_dir: Path, weights: Path,
                        batch_ids: Sequence[str], inference: InferenceResult, class_names: Sequence[str],
-                       seed: int | None = None) -> dict:
+                       seed: int | None = None, oracle_labels_dir: Path | None = None) -> dict:
     """Fine-tune the cycle's detector on L ∪ pseudo(B); returns {"value", "map50", "seconds", ...}.
 
     The record's images are symlinks and its labels are written under record_dir, so the
     project's own label folder (and the oracle) are untouched. Weights are deleted afterwards.
+    `oracle_labels_dir` replaces the pseudo-labels of B by true ones: a simulation-only fidelity
+    diagnostic (bench/lookup_snr.py), never used by selection.
     """
     start = time.time()
     project = Path(project_dir)
@@ -66,13 +68,18 @@ def train_proxy_record(project_dir: str | Path, params: Params, record_dir: Path
         link = images / source.name
         os.symlink(source.resolve(), link)
         row = table.loc[image_id]
-        (labels / f"{source.stem}.txt").write_text(format_yolo_label(boxes, classes, row["width"], row["height"]))
+        target = labels / f"{source.stem}.txt"
+        if oracle_labels_dir is not None:
+            shutil.copyfile(oracle_labels_dir / f"{image_id}.txt", target)
+        else:
+            target.write_text(format_yolo_label(boxes, classes, row["width"], row["height"]))
         train_paths.append(link)
         n_pseudo += len(classes)
     val_paths = [project / f for f in pool.files(pool.ids("val"))]
     data_yaml = write_data_yaml(record_dir / "data.yaml", train_paths, val_paths, class_names)
     trained = train_detector(data_yaml, record_dir / "train", params.detector, epochs=params.lookup_table.epochs,
-                             init_weights=weights, seed=params.lookup_table.seed if seed is None else seed)
+                             init_weights=weights, seed=params.lookup_table.seed if seed is None else seed,
+                             freeze=params.lookup_table.freeze or None)
     shutil.rmtree(record_dir / "train", ignore_errors=True)
     shutil.rmtree(record_dir / "data", ignore_errors=True)
     return {"value": trained.val_map50_95, "map50": trained.val_map50, "pseudo_boxes": n_pseudo,
