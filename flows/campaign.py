@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from flows.cycle import mgral_cycle
 from flows.params import resolve_params
 from mgral_core.atomic import atomic_open, write_json_atomic
+from mgral_core.project_lock import project_lock
 from tasks import tracking
 from tasks.reporting_tasks import learning_curve_task
 
@@ -23,6 +24,12 @@ def mgral_campaign(project_dir: str, cycles: int | None = None, strategy: str | 
     Writes <reports_dir>/metrics.json (final figures, for `dvc metrics`), learning_curve.csv
     (for `dvc plots`) and learning_curve.png; logs a parent MLflow run with one child per cycle.
     """
+    with project_lock(project_dir, "mgral campaign"):
+        return _run_campaign(project_dir, cycles, strategy, budget, params_file, reports_dir)
+
+
+def _run_campaign(project_dir: str, cycles: int | None, strategy: str | None, budget: int | None,
+                  params_file: str | None, reports_dir: str | None) -> dict:
     logger = get_run_logger()
     params = resolve_params(project_dir, params_file, strategy=strategy, budget=budget, cycles=cycles)
     strategy, budget, cycles = params.selection.strategy, params.selection.budget, params.campaign.cycles

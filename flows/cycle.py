@@ -12,6 +12,7 @@ from flows.mgral_selection import select_mgral
 from flows.params import resolve_params
 from mgral_core import cycle as steps
 from mgral_core.pool import PoolState
+from mgral_core.project_lock import project_lock
 from mgral_core.project import load_project_info
 from tasks import tracking
 from tasks.annotation_tasks import export_batch_task, import_inbox_task
@@ -41,6 +42,12 @@ def mgral_cycle(project_dir: str, strategy: str | None = None, budget: int | Non
         parent_run_id: MLflow run of a campaign this cycle belongs to.
         select: False trains and evaluates only (the last point of a campaign's learning curve).
     """
+    with project_lock(project_dir, "mgral cycle", wait_seconds=float(os.environ.get("MGRAL_LOCK_WAIT", "0"))):
+        return _run_cycle(project_dir, strategy, budget, params_file, parent_run_id, select)
+
+
+def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, params_file: str | None,
+               parent_run_id: str | None, select: bool) -> dict:
     logger = get_run_logger()
     params = resolve_params(project_dir, params_file, strategy=strategy, budget=budget)
     strategy, budget = params.selection.strategy, params.selection.budget

@@ -132,10 +132,13 @@ def import_(project: Path = typer.Argument(..., help="project directory"),
     _check_project(project)
     if not source.exists():
         _fail(f"{source}: not found")
+    from mgral_core.project_lock import ProjectLockedError, project_lock
+
     params = _params(None, project)
     try:
-        summary = import_annotations(project, source)
-    except AnnotationImportError as err:
+        with project_lock(project, f"mgral import {source.name}"):
+            summary = import_annotations(project, source)
+    except (AnnotationImportError, ProjectLockedError) as err:
         _fail(str(err))
     if summary.imported and params.tracking.version_pool:
         from tasks.versioning import commit_pool, ensure_versioned
@@ -290,10 +293,15 @@ def _run_flow(flow_fn, **kwargs):
     from mgral_core.config import ConfigError
     from mgral_core.detector import DetectorError
     from mgral_core.pool import PoolStateError
+    from mgral_core.project_lock import ProjectLockedError
+
+    from mgral_core.project_lock import project_lock
 
     try:
-        return flow_fn(**kwargs)
-    except (ConfigError, PoolStateError, DetectorError, FileNotFoundError, KeyError, ValueError) as err:
+        with project_lock(kwargs["project_dir"], f"mgral {flow_fn.name}"):  # refuse early, without a traceback
+            return flow_fn(**kwargs)
+    except (ConfigError, PoolStateError, DetectorError, ProjectLockedError, FileNotFoundError, KeyError,
+            ValueError) as err:
         _fail(str(err))
 
 
