@@ -1,83 +1,167 @@
-"""The per-cycle lookup table: records of (random batch, its embeddings, proxy mAP), one file each.
+"""The per-cycle lookup table: records of (batch of images, their embeddings, measured value).
 
-Each record is written atomically the moment it is finished, so a crashed cycle re-run loads
-finished records and trains only the missing ones.
+A table lives in a directory with one `<record_id>.npz` (batch ids and embeddings) and one
+`<record_id>.json` (value and extras) per record. Both are written atomically the moment a record
+is finished, the json last, so a crashed or re-run cycle loads the finished records and trains only
+the missing ones. This module stores numbers; it does not train anything.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mgral_core.atomic import atomic_open, write_json_atomic
 
+_RECORD_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+
 
 @dataclass(frozen=True)
 class LookupRecord:
-    """batch_ids (k,), embeddings (k, D) under the cycle's detector, value = proxy mAP of L ∪ B."""
+    """One finished record.
+
+    Attributes:
+        record_id: file-name-safe id, unique within its table (e.g. "record_007").
+        batch_ids: (k,) image ids of the batch B, as str.
+        embeddings: (k, D) float32, row i the embedding of batch_ids[i] under the cycle's detector.
+        value: the measured value of L ∪ B (e.g. the proxy detector's validation mAP); finite.
+        extras: JSON-serialisable details (seed, seconds, fallback flag, ...).
+    """
 
     record_id: str
     batch_ids: np.ndarray
     embeddings: np.ndarray
     value: float
-    extras: dict = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.batch_ids) != len(self.embeddings):
-            raise ValueError(f"record {self.record_id}: {len(self.batch_ids)} ids but {len(self.embeddings)} embeddings")
+        if not _RECORD_ID.match(self.record_id):
+            raise ValueError(f"record_id {self.record_id!r} must match {_RECORD_ID.pattern}")
+        batch_ids = np.asarray(self.batch_ids).astype(str)
+        embeddings = np.asarray(self.embeddings, dtype=np.float32)
+        if batch_ids.ndim != 1 or embeddings.ndim != 2 or len(batch_ids) != len(embeddings) or not len(batch_ids):
+            raise ValueError(f"record {self.record_id}: need batch_ids (k,) and embeddings (k, D) with k >= 1, got "
+                             f"{batch_ids.shape} and {embeddings.shape}")
+        if not math.isfinite(float(self.value)):
+            raise ValueError(f"record {self.record_id}: value must be finite, got {self.value}")
+        object.__setattr__(self, "batch_ids", batch_ids)
+        object.__setattr__(self, "embeddings", embeddings)
+        object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "extras", dict(self.extras))
+
+    @property
+    def is_fallback(self) -> bool:
+        """True for a record added by the reward estimator's fallback (a non-random batch)."""
+        return bool(self.extras.get("fallback", False))
 
 
 def save_record(table_dir: str | Path, record: LookupRecord) -> Path:
+    """Write the record atomically (npz, then the json that marks it finished); returns the json path."""
     table_dir = Path(table_dir)
     buffer = io.BytesIO()
-    np.savez(buffer, batch_ids=record.batch_ids.astype(str), embeddings=record.embeddings.astype(np.float32))
+    np.savez(buffer, batch_ids=record.batch_ids, embeddings=record.embeddings)
     with atomic_open(table_dir / f"{record.record_id}.npz", "wb") as handle:
         handle.write(buffer.getvalue())
-    write_json_atomic(table_dir / f"{record.record_id}.json",
-                      {"record_id": record.record_id, "value": record.value, "extras": record.extras})
-    return table_dir / f"{record.record_id}.json"
+    meta = table_dir / f"{record.record_id}.json"
+    write_json_atomic(meta, {"record_id": record.record_id, "value": record.value,
+                             "batch_size": len(record.batch_ids), "extras": record.extras})
+    return meta
 
 
 def load_record(table_dir: str | Path, record_id: str) -> LookupRecord | None:
-    """The finished record, or None when it is missing or only half written."""
+    """The finished record `record_id`, or None when it is missing or only partly written."""
     table_dir = Path(table_dir)
     meta, arrays = table_dir / f"{record_id}.json", table_dir / f"{record_id}.npz"
-    if not (meta.exists() and arrays.exists()):
+    if not (meta.is_file() and arrays.is_file()):
         return None
     info = json.loads(meta.read_text())
     with np.load(arrays, allow_pickle=False) as data:
-        return LookupRecord(record_id, data["batch_ids"].astype(str), data["embeddings"], float(info["value"]),
+        return LookupRecord(record_id, data["batch_ids"], data["embeddings"], float(info["value"]),
                             info.get("extras", {}))
 
 
-class LookupTable:
-    """All finished records of one cycle."""
+def finished_record_ids(table_dir: str | Path) -> list[str]:
+    """Sorted ids of the records whose json and npz both exist (temporary files are ignored)."""
+    table_dir = Path(table_dir)
+    if not table_dir.is_dir():
+        return []
+    return sorted(p.stem for p in table_dir.glob("*.json")
+                  if _RECORD_ID.match(p.stem) and (table_dir / f"{p.stem}.npz").is_file())
 
-    def __init__(self, records: list[LookupRecord]):
-        self.records = list(records)
+
+def missing_record_ids(table_dir: str | Path, wanted_ids: Iterable[str]) -> list[str]:
+    """The ids in `wanted_ids` (order kept) that have no finished record in `table_dir` yet."""
+    done = set(finished_record_ids(table_dir))
+    return [i for i in wanted_ids if i not in done]
+
+
+class LookupTable:
+    """The finished records of one cycle, optionally bound to the directory they persist in.
+
+    Args:
+        records: the records; ids must be unique.
+        directory: where `add` persists new records; None keeps the table in memory only.
+    """
+
+    def __init__(self, records: Iterable[LookupRecord] = (), directory: str | Path | None = None):
+        self.records: list[LookupRecord] = []
+        self.directory = Path(directory) if directory is not None else None
+        for record in records:
+            self._check_new(record)
+            self.records.append(record)
 
     @classmethod
-    def load(cls, table_dir: str | Path) -> "LookupTable":
-        table_dir = Path(table_dir)
-        ids = sorted(p.stem for p in table_dir.glob("*.json") if not p.name.startswith("."))
-        return cls([r for r in (load_record(table_dir, i) for i in ids) if r is not None])
+    def load(cls, table_dir: str | Path) -> LookupTable:
+        """Every finished record in `table_dir`, sorted by id; the table persists additions there."""
+        ids = finished_record_ids(table_dir)
+        return cls([r for r in (load_record(table_dir, i) for i in ids) if r is not None], directory=table_dir)
+
+    def _check_new(self, record: LookupRecord) -> None:
+        if any(r.record_id == record.record_id for r in self.records):
+            raise ValueError(f"record {record.record_id!r} is already in the table")
+
+    def add(self, record: LookupRecord) -> None:
+        """Append a record, writing it to the table's directory first when there is one."""
+        self._check_new(record)
+        if self.directory is not None:
+            save_record(self.directory, record)
+        self.records.append(record)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[LookupRecord]:
+        return iter(self.records)
 
     @property
     def values(self) -> np.ndarray:
-        return np.array([r.value for r in self.records])
+        """(R,) record values in table order."""
+        return np.array([r.value for r in self.records], dtype=np.float64)
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([{"record_id": r.record_id, "value": r.value, "batch_size": len(r.batch_ids),
-                              **{k: v for k, v in r.extras.items() if np.isscalar(v)}} for r in self.records])
+        """One row per record: record_id, value, batch_size, then one column per extra.
+
+        Scalar extras are kept as they are; lists and dicts are JSON-encoded strings.
+        """
+        rows = []
+        for r in self.records:
+            extras = {k: v if v is None or np.isscalar(v) else json.dumps(v, sort_keys=True)
+                      for k, v in r.extras.items() if k not in ("record_id", "value", "batch_size")}
+            rows.append({"record_id": r.record_id, "value": r.value, "batch_size": len(r.batch_ids), **extras})
+        return pd.DataFrame(rows, columns=None if rows else ["record_id", "value", "batch_size"])
 
 
 def random_batches(candidate_ids: np.ndarray, k: int, n: int, seed: int) -> list[np.ndarray]:
-    """n random batches of k distinct candidate ids (record i's batch depends on (seed, i) only)."""
+    """n batches of k distinct ids drawn from candidate_ids; batch i depends only on (seed, i)."""
     if k > len(candidate_ids):
         raise ValueError(f"batch size {k} exceeds the {len(candidate_ids)} candidates")
     return [np.random.default_rng([seed, i]).choice(candidate_ids, size=k, replace=False) for i in range(n)]
