@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.mgral_selection import select_mgral
 from flows.params import resolve_params
@@ -22,8 +21,7 @@ from tasks.selection_tasks import oracle_annotate_task, select_baseline_task
 from tasks.versioning import version_pool_task
 
 
-@flow(name="mgral", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=int(os.environ.get("MGRAL_MAX_WORKERS", "2"))))
+@flow(name="mgral", log_prints=True)
 def mgral_cycle(project_dir: str, strategy: str | None = None, budget: int | None = None,
                 params_file: str | None = None, parent_run_id: str | None = None,
                 select: bool = True) -> dict:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, unmapped
+from prefect import get_run_logger
+
+from flows.lookup_table import build_lookup_table, lookup_task_runner
 
 from mgral_core import cycle as steps
 from mgral_core.config import Params
-from tasks.mgral_tasks import lookup_record_task, record_batches, train_agent_task
+from tasks.mgral_tasks import record_batches, train_agent_task
 
 
 def select_mgral(project_dir: str, params: Params, inference_path: str, cycle: int, budget: int,
@@ -16,12 +18,8 @@ def select_mgral(project_dir: str, params: Params, inference_path: str, cycle: i
         return cached
     batches = record_batches(project_dir, params, cycle, budget)
     get_run_logger().info(f"cycle {cycle}: building a lookup table of {len(batches)} records")
-    futures = lookup_record_task.map(unmapped(project_dir), unmapped(params), unmapped(cycle),
-                                     list(range(len(batches))), batches, unmapped(weights), unmapped(inference_path))
-    values = [f.result(raise_on_failure=False) for f in futures]
-    failed = sum(1 for v in values if not isinstance(v, float))
-    if failed:
-        get_run_logger().warning(f"cycle {cycle}: {failed} lookup records failed; continuing with the rest")
+    build_lookup_table.with_options(task_runner=lookup_task_runner(params))(
+        project_dir, params, cycle, batches, weights, inference_path)
     ids = train_agent_task(project_dir, params, cycle, budget, weights, inference_path, run_id)
     steps.save_selection(project_dir, cycle, ids, "mgral")
     return ids

@@ -75,7 +75,11 @@ class LookupTableParams(_Section):
     epochs: int = Field(2, ge=1, description="fine-tuning epochs per record")
     freeze: int = Field(0, ge=0, le=22, description="first N model layers frozen while fine-tuning a record (10 = backbone)")
     seed: int = 0
-    max_workers: int = Field(2, ge=1, le=64, description="records trained at once by the local task runner")
+    max_workers: int = Field(2, ge=1, le=64, description="records trained at once by the local thread runner")
+    runner: Literal["threads", "dask"] = Field("threads", description="where records are trained")
+    dask_address: str | None = Field(None, description="existing Dask scheduler (tcp://host:port); "
+                                     "None starts a local cluster; MGRAL_DASK_ADDRESS overrides")
+    dask_workers: int = Field(2, ge=1, le=256, description="worker processes of a local Dask cluster")
 
 
 class RewardParams(_Section):

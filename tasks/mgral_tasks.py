@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +38,31 @@ def record_batches(project_dir: str, params: Params, cycle: int, budget: int) ->
 
 @task(name="lookup-record", retries=1, retry_delay_seconds=2)
 def lookup_record_task(project_dir: str, params: Params, cycle: int, record_index: int, batch_ids: list[str],
-                       weights: str, inference_path: str) -> float:
+                       weights: str, inference_path: str) -> dict:
     table_dir, record_id = lookup_dir(project_dir, cycle), f"record_{record_index:03d}"
     done = load_record(table_dir, record_id)
     if done is not None:
-        return done.value
+        return {"record_id": record_id, "value": done.value, **done.extras}
     torch.set_num_threads(1)
     inference = load_inference(inference_path)
     result = train_proxy_record(project_dir, params, table_dir / "work" / record_id, Path(weights), batch_ids,
                                 inference, load_project_info(project_dir).class_names)
+    value = result.pop("value")
+    result["worker"] = _worker_name()
     save_record(table_dir, LookupRecord(record_id, np.asarray(batch_ids), inference.subset(batch_ids).embeddings,
-                                        result.pop("value"), result))
-    get_run_logger().info(f"{record_id}: proxy val mAP50-95 {load_record(table_dir, record_id).value:.4f}")
-    return load_record(table_dir, record_id).value
+                                        value, result))
+    get_run_logger().info(f"{record_id}: proxy val mAP50-95 {value:.4f} ({result['seconds']} s on {result['worker']})")
+    return {"record_id": record_id, "value": value, **result}
+
+
+def _worker_name() -> str:
+    """The Dask worker's address when running on one, else 'local pid N'."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"local pid {os.getpid()}"
 
 
 @task(name="train-agent-and-select")

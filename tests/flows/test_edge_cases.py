@@ -1,0 +1,45 @@
+"""Edge cases of a cycle: budget larger than the pool, an empty pool, a bad params file, no detections."""
+
+import numpy as np
+import pytest
+import yaml
+
+from flows.cycle import mgral_cycle
+from mgral_core.config import ConfigError
+from mgral_core.pool import PoolState
+from tests.conftest import write_params
+
+pytestmark = pytest.mark.slow
+
+
+def test_budget_larger_than_pool_selects_everything(tiny_project, prefect_harness):
+    write_params(tiny_project / "params.yaml", selection__budget=500, selection__strategy="coreset",
+                 tracking__version_pool=False)
+    result = mgral_cycle(str(tiny_project))
+    assert len(result["selected"]) == 40
+    assert PoolState.load(tiny_project).counts()["unlabeled"] == 0
+    again = mgral_cycle(str(tiny_project))  # now the pool is empty: train and evaluate, select nothing
+    assert again["selected"] == [] and again["labeled"] == 60
+
+
+def test_invalid_params_file_names_the_key(tiny_project, prefect_harness):
+    data = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    data["agent"]["baseline_decay"] = 3
+    (tiny_project / "params.yaml").write_text(yaml.safe_dump(data))
+    before = (tiny_project / "pool.csv").read_bytes()
+    with pytest.raises(ConfigError, match="agent.baseline_decay"):
+        mgral_cycle(str(tiny_project))
+    assert (tiny_project / "pool.csv").read_bytes() == before
+
+
+def test_class_absent_from_labeled_set_and_empty_detections(tiny_project, prefect_harness):
+    """The tiny detector finds (almost) nothing; rare classes are absent from the labeled set: still runs."""
+    pool = PoolState.load(tiny_project)
+    labeled_classes = set()
+    for label in pool.table.loc[pool.table["labeled"] & (pool.table["split"] == "pool"), "label_file"]:
+        labeled_classes |= {int(line.split()[0]) for line in (tiny_project / label).read_text().splitlines()}
+    assert len(labeled_classes) < 8  # some class never appears in the labeled set
+    write_params(tiny_project / "params.yaml", selection__strategy="entropy_max", tracking__version_pool=False)
+    result = mgral_cycle(str(tiny_project))
+    assert len(result["selected"]) == 8
+    assert np.isnan(result["per_class"]["hexagon"]) or result["per_class"]["hexagon"] >= 0
