@@ -239,6 +239,30 @@ def pd_read(path: Path):
 
 
 @app.command()
+def benchmark(out: Path = typer.Option(Path("benchmark"), help="output directory (resumes if it exists)"),
+              profile: str = typer.Option("quick", help="quick | full (params.yaml: benchmark.*)"),
+              params_file: Path = typer.Option(Path("params.yaml"), "--params", help="parameters"),
+              strategies: Optional[str] = typer.Option(None, help="comma-separated subset of strategies"),
+              seeds: Optional[str] = typer.Option(None, help="comma-separated seeds"),
+              ) -> None:
+    """Compare strategies x seeds x cycles in simulation (the `mgral-benchmark` Prefect flow)."""
+    from flows.benchmark import mgral_benchmark
+
+    if profile not in ("quick", "full"):
+        _fail(f"--profile must be quick or full, got {profile!r}")
+    _params(params_file)
+    try:
+        summary = mgral_benchmark(str(out), profile, str(params_file),
+                                  strategies.split(",") if strategies else None,
+                                  [int(s) for s in seeds.split(",")] if seeds else None)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    console.print((out / "auc.md").read_text())
+    for key in ("results", "learning_curves", "auc"):
+        console.print(f"{key:16s}: {summary[key]}")
+
+
+@app.command()
 def serve(project: Path = typer.Argument(..., help="project directory the deployment runs on"),
           cron: Optional[str] = typer.Option(None, help="cron schedule, e.g. '0 6 * * *'"),
           strategy: Optional[str] = typer.Option(None, help="default strategy parameter"),

@@ -131,6 +131,31 @@ class TrackingParams(_Section):
     version_pool: bool = Field(True, description="commit pool.csv and labels/ with DVC (+ git) after every change")
 
 
+class BenchmarkProfile(_Section):
+    """One benchmark profile: strategies x seeds x cycles on a (possibly smaller) built-in dataset."""
+
+    strategies: list[str] = ["random", "entropy_mean", "entropy_sum", "least_confidence", "coreset", "mgral"]
+    seeds: list[int] = [0, 1, 2]
+    cycles: int = Field(2, ge=1)
+    budget: int = Field(100, ge=1)
+    n_pool: int = Field(1000, ge=10)
+    image_size: int = Field(128, ge=32, le=1024)
+    epochs: int = Field(40, ge=1)
+    finetune_epochs: int = Field(15, ge=1)
+    lookup_records: int = Field(6, ge=2)
+    agent_iterations: int = Field(150, ge=1)
+
+
+class BenchmarkParams(_Section):
+    """Profiles of `mgral benchmark` (quick: fits in about 45 minutes here; full: see docs/RESULTS.md)."""
+
+    quick: BenchmarkProfile = BenchmarkProfile()
+    full: BenchmarkProfile = BenchmarkProfile(
+        strategies=["random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "mgral"],
+        seeds=[0, 1, 2, 3, 4], cycles=5, budget=100, n_pool=2000, image_size=160, epochs=60, finetune_epochs=20,
+        lookup_records=16, agent_iterations=300)
+
+
 class Params(_Section):
     """Every parameter of MGRAL; `params.yaml` mirrors this structure key for key."""
 
@@ -144,6 +169,7 @@ class Params(_Section):
     reward: RewardParams = RewardParams()
     agent: AgentParams = AgentParams()
     annotation: AnnotationParams = AnnotationParams()
+    benchmark: BenchmarkParams = BenchmarkParams()
     tracking: TrackingParams = TrackingParams()
 
 
