@@ -44,7 +44,7 @@ def profile_params(params: Params, profile: str, out: Path, seed: int) -> Params
 
 
 def _seed_base(out: Path, dataset: Path, params: Params, seed: int) -> Path:
-    base = out / f"seed_{seed}" / "base"
+    base = out / "runs" / f"seed_{seed}" / "base"
     if not (base / "pool.csv").exists():
         shutil.rmtree(base, ignore_errors=True)
         loaded, report = load_yolo(dataset)
@@ -99,7 +99,7 @@ def mgral_benchmark(out_dir: str, profile: str = "quick", params_file: str = "pa
         seed_params = profile_params(params, profile, out, seed)
         base = _seed_base(out, dataset, seed_params, seed)
         for strategy in strategies:
-            project = out / f"seed_{seed}" / strategy
+            project = out / "runs" / f"seed_{seed}" / strategy
             if not (project / "reports" / "metrics.json").exists():
                 shutil.rmtree(project, ignore_errors=True)
                 shutil.copytree(base, project, symlinks=True)

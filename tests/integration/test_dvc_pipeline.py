@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import REPO, write_params
@@ -28,7 +29,10 @@ def test_dvc_repro_twice(tmp_path):
         if source.is_file():
             (work / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, work / name)
-    write_params(work / "params.yaml", campaign__cycles=1, selection__strategy="random")
+    tiny_benchmark = {"strategies": ["random", "coreset"], "seeds": [0, 1], "cycles": 1, "budget": 8, "n_pool": 60,
+                      "image_size": 64, "epochs": 2, "finetune_epochs": 1, "lookup_records": 3, "agent_iterations": 5}
+    write_params(work / "params.yaml", campaign__cycles=1, selection__strategy="random",
+                 benchmark__quick=tiny_benchmark)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "PYTHONDONTWRITEBYTECODE": "1"}
     for args in (["git", "init", "-q"], ["git", "add", "-A"],
@@ -44,3 +48,6 @@ def test_dvc_repro_twice(tmp_path):
     assert "didn't change, skipping" in second and "Running stage" not in second
     shown = _run(["dvc", "metrics", "show"], work, env)
     assert "final_map50_95" in shown
+    assert len(pd.read_csv(work / "benchmark_results" / "results.csv")) == 2 * 2 * 2
+    plots = _run(["dvc", "plots", "show", "reports/learning_curve.csv", "-o", str(tmp_path / "plots")], work, env)
+    assert (tmp_path / "plots" / "index.html").exists(), plots
