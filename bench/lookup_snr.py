@@ -7,7 +7,8 @@ configuration: repeatability = Spearman(A, B), fidelity = Spearman(A, true), bet
 of A, seed noise = std(A - B) / sqrt(2), seconds per record; for mAP50-95 and mAP50.
 
 Usage: python bench/lookup_snr.py --configs full_e2 freeze10_e2 [--batches 16] [--work /tmp/mgral_snr]
-Configurations are NAME = {full|freezeF}_e{EPOCHS}, e.g. freeze10_e5. Results are appended to
+Configurations are NAME = {full|freezeF}_e{EPOCHS}[_s{SEEDS}], e.g. freeze10_e5 or full_e2_s3
+(each value the mean of SEEDS trainings; seedA uses seeds 0..S-1, seedB S..2S-1). Results are appended to
 bench/results/lookup_snr.csv (re-runs reuse finished records).
 """
 
@@ -32,11 +33,12 @@ from mgral_core.proxy_training import train_proxy_record
 from mgral_core.synthetic import SyntheticSpec
 
 
-def parse_config(name: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(full|freeze(\d+))_e(\d+)", name)
+def parse_config(name: str) -> tuple[int, int, int]:
+    """(frozen layers, epochs, seeds averaged per value) from e.g. full_e2, freeze10_e4, full_e2_s3."""
+    match = re.fullmatch(r"(full|freeze(\d+))_e(\d+)(?:_s(\d+))?", name)
     if not match:
-        raise SystemExit(f"bad configuration name {name!r}; expected e.g. full_e2 or freeze10_e4")
-    return (int(match.group(2)) if match.group(2) else 0), int(match.group(3))
+        raise SystemExit(f"bad configuration name {name!r}; expected e.g. full_e2, freeze10_e4 or full_e2_s3")
+    return (int(match.group(2)) if match.group(2) else 0), int(match.group(3)), int(match.group(4) or 1)
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
@@ -78,19 +80,22 @@ def main() -> None:
     print(f"base detector val mAP50-95 {base.val_map50_95:.4f}; {args.batches} batches of {len(batches[0])}",
           flush=True)
     for config in args.configs:
-        freeze, epochs = parse_config(config)
+        freeze, epochs, n_seeds = parse_config(config)
         record_params = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(
             update={"freeze": freeze, "epochs": epochs})})
         for index, batch in enumerate(batches):
-            for variant, seed, oracle in (("seedA", 0, None), ("seedB", 1, None), ("true", 0, info.oracle_dir)):
+            variants = (("seedA", range(n_seeds), None), ("seedB", range(n_seeds, 2 * n_seeds), None),
+                        ("true", range(n_seeds), info.oracle_dir))
+            for variant, seeds, oracle in variants:
                 if ((done["config"] == config) & (done["batch"] == index) & (done["variant"] == variant)).any():
                     continue
                 start = time.time()
-                result = train_proxy_record(project, record_params, work / "records" / "current", base.weights,
-                                            list(batch), inference, info.class_names, seed=seed,
-                                            oracle_labels_dir=oracle)
-                row = {"config": config, "batch": index, "variant": variant, "map50_95": result["value"],
-                       "map50": result["map50"], "seconds": round(time.time() - start, 1)}
+                results = [train_proxy_record(project, record_params, work / "records" / "current", base.weights,
+                                              list(batch), inference, info.class_names, seed=seed,
+                                              oracle_labels_dir=oracle) for seed in seeds]
+                row = {"config": config, "batch": index, "variant": variant,
+                       "map50_95": float(np.mean([r["value"] for r in results])),
+                       "map50": float(np.mean([r["map50"] for r in results])), "seconds": round(time.time() - start, 1)}
                 done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 done.to_csv(out, index=False)
