@@ -1,101 +1,379 @@
-"""The MGRAL sampling agent: an LSTM over the pool that scores every image (paper III-C, III-E).
+"""The MGRAL sampling agent (paper III-C, III-E): an LSTM that scores every pool image, trained by policy gradient.
 
-Step t sees [embedding_t, score_{t-1}] (D + 1 wide), an LSTMCell of hidden size D + 1 shared by
-all steps, and a 2-layer MLP decoder giving score_t. For speed the pool sequence is cut into
-`chunks` interleaved sub-sequences run side by side (chunked recurrence): each image still sees
-the previous score of its own sub-sequence. Training is REINFORCE on a Plackett-Luce policy:
-a batch is k images sampled without replacement (Gumbel-top-k), its exact log-probability is
-differentiated, and the reward is compared with a moving-average baseline (paper eq. 3-4).
+Step t of the sequence sees [embedding_t, score_{t-1}] (D + 1 wide); an LSTM cell of hidden size
+D + 1, shared by all steps, and a 2-layer MLP decoder give score_t. The images are fed in a fixed
+order: the pool's rows after one seeded shuffle per cycle. Training samples a batch of k images
+without replacement from the Plackett-Luce distribution of the scores (Gumbel-top-k), and
+differentiates the exact log-probability of that ordered sample (REINFORCE with the moving-average
+baseline mAP_ref of paper eq. 3-4). Selection takes the top-k scores.
+
+The recurrence runs in a hand-written step loop with a hand-written backward pass (`ScoreRecurrence`):
+the embedding half of the input projection is one matrix product over the whole pool, and each step
+does one fused (B, D + 1 + M) x (D + 1 + M, 4 (D + 1)) product. `SamplingAgent.forward_reference`
+is the straightforward `nn.LSTMCell` loop with autograd; tests check the two agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+_INIT_STREAM, _ORDER_STREAM, _SAMPLING_STREAM = 0, 1, 2
+_INFERENCE_BLOCK = 4096  # steps whose input projection is materialised at once when scoring
 
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """iterations: policy-gradient steps; lr: Adam; baseline_decay: momentum of mAP_ref;
-    chunks: parallel sub-sequences of the pool; decoder_hidden: MLP width; seed: all randomness."""
+    """Settings of one cycle's agent.
 
-    iterations: int = 300
+    Attributes:
+        iterations: policy-gradient steps (paper: 2,200 for VOC, 800 for COCO).
+        lr: Adam learning rate (the paper's value is not legible in our copy; 1e-3 is Adam's default).
+        baseline_decay: momentum beta of the moving-average baseline mAP_ref (paper eq. 3: 0.5).
+        decoder_hidden: width M of the decoder MLP's hidden layer.
+        chunks: 1 runs the pool as one sequence, as in the paper. B > 1 cuts the sequence into B
+            contiguous pieces run side by side (each piece starts from a zero state and a zero
+            previous score): much faster on large pools, but images at piece starts lose their context.
+        entropy_weight: weight of an entropy bonus on softmax(scores); 0 (off) by default.
+        seed: seeds parameter initialisation, the sequence order and batch sampling (separate streams).
+    """
+
+    iterations: int = 200
     lr: float = 1e-3
     baseline_decay: float = 0.5
-    chunks: int = 32
     decoder_hidden: int = 64
+    chunks: int = 1
+    entropy_weight: float = 0.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {"iterations": self.iterations >= 0, "lr": self.lr > 0,
+                  "baseline_decay": 0 <= self.baseline_decay <= 1,
+                  "decoder_hidden": self.decoder_hidden >= 1, "chunks": self.chunks >= 1,
+                  "entropy_weight": self.entropy_weight >= 0, "seed": self.seed >= 0}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid agent config value(s) {bad}: {self}")
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread, then restore the previous count.
+
+    The step loops issue tens of thousands of tiny ops; on this 2-core machine a second intra-op
+    thread made them over 30x slower whenever the other core was busy.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """A 63-bit seed for one random stream (init, order, sampling) derived from the config seed."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def sequence_order(n: int, seed: int) -> np.ndarray:
+    """(n,) the order in which the agent reads n pool rows: a permutation fixed by `seed`."""
+    return np.random.default_rng(stream_seed(seed, _ORDER_STREAM)).permutation(n)
+
+
+def _lstm_step(px_t: Tensor, u_prev: Tensor, c_prev: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor,
+               act: Tensor, c_out: Tensor, u_out: Tensor) -> None:
+    """One step of the score recurrence, written into act (B, 4H), c_out (B, H) and u_out (B, H + M).
+
+    px_t (B, 4H) is the step's input projection with the previous score's bias folded in; w_big
+    (H + M, 4H) maps the previous state u = [h, relu(z)] to the gates (the previous score is
+    w2 . relu(z) + b2, so its gate weight w_s is folded into w_big as outer(w2, w_s)).
+    """
+    h = c_prev.shape[1]
+    a = torch.addmm(px_t, u_prev, w_big)  # (B, 4H) gates i, f, g, o
+    torch.sigmoid(a, out=act)
+    torch.tanh(a[:, 2 * h:3 * h], out=act[:, 2 * h:3 * h])
+    torch.mul(act[:, :h], act[:, 2 * h:3 * h], out=c_out)
+    c_out.addcmul_(act[:, h:2 * h], c_prev)  # c_t = f * c_{t-1} + i * g
+    hidden, relu_z = u_out[:, :h], u_out[:, h:]
+    torch.tanh(c_out, out=hidden).mul_(act[:, 3 * h:])  # h_t = o * tanh(c_t)
+    torch.addmm(b1, hidden, w1_t, out=relu_z).relu_()  # (B, M) decoder hidden layer
+
+
+def _recurrence_forward(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Step loop from a zero state, keeping what the backward pass needs; no autograd.
+
+    Returns u (T + 1, B, H + M) with u[0] = 0, c (T + 1, B, H) with c[0] = 0, and the gate
+    activations (T, B, 4H).
+    """
+    steps, b, four_h = px.shape
+    h, m = four_h // 4, w1_t.shape[1]
+    u = px.new_zeros(steps + 1, b, h + m)
+    c = px.new_zeros(steps + 1, b, h)
+    acts = px.new_empty(steps, b, four_h)
+    px_t, u_t, c_t, acts_t = px.unbind(0), u.unbind(0), c.unbind(0), acts.unbind(0)  # per-step views, made once
+    for t in range(steps):
+        _lstm_step(px_t[t], u_t[t], c_t[t], w_big, w1_t, b1, acts_t[t], c_t[t + 1], u_t[t + 1])
+    return u, c, acts
+
+
+def _recurrence_scan(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, u0: Tensor, c0: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """Step loop from state (u0, c0) keeping only the outputs: relu(z) (T, B, M) and the final (u, c)."""
+    steps, b, four_h = px.shape
+    h = four_h // 4
+    u = torch.stack([u0, u0])  # (2, B, H + M) rolling
+    c = torch.stack([c0, c0])  # (2, B, H) rolling
+    act = px.new_empty(b, four_h)
+    out = px.new_empty(steps, b, u0.shape[1] - h)
+    px_t, out_t, u_t, c_t = px.unbind(0), out.unbind(0), u.unbind(0), c.unbind(0)
+    for t in range(steps):
+        cur, nxt = t % 2, (t + 1) % 2
+        _lstm_step(px_t[t], u_t[cur], c_t[cur], w_big, w1_t, b1, act, c_t[nxt], u_t[nxt])
+        out_t[t].copy_(u_t[nxt][:, h:])
+    return out, u[steps % 2].clone(), c[steps % 2].clone()
+
+
+def _recurrence_backward(g_r: Tensor, w_big: Tensor, w1: Tensor, u: Tensor, c: Tensor, acts: Tensor
+                         ) -> tuple[Tensor, Tensor]:
+    """Backward step loop: gradients of the gate pre-activations (T, B, 4H) and decoder pre-activations (T, B, M).
+
+    g_r (T, B, M) is the loss gradient with respect to each step's relu(z) through the outputs only;
+    the recurrent paths (through h, c and the previous score) are added here. Every factor that does
+    not depend on the incoming gradient is computed for all steps at once before the loop.
+    """
+    steps, b, four_h = acts.shape
+    h, m = four_h // 4, w1.shape[0]
+    i, f, g, o = acts.split(h, dim=2)  # (T, B, H) each
+    tanh_c = torch.tanh(c[1:])  # (T, B, H)
+    # (T, B, 3, H): dc -> da_i, da_f, da_g
+    to_igf = torch.stack([g * i * (1 - i), c[:-1] * f * (1 - f), i * (1 - g * g)], dim=2)
+    to_o = tanh_c * o * (1 - o)  # (T, B, H): dh -> da_o
+    h_to_c = o * (1 - tanh_c * tanh_c)  # (T, B, H): dh -> dc
+    relu_open = (u[1:, :, h:] > 0).to(acts.dtype)  # (T, B, M)
+    d_a = acts.new_empty(steps, b, four_h)
+    d_z = acts.new_empty(steps, b, m)
+    d_u = acts.new_zeros(b, h + m)  # gradient reaching u_t from step t + 1
+    d_c = acts.new_zeros(b, h)  # gradient reaching c_t from step t + 1
+    w_big_t = w_big.t()
+    d_a_t, d_z_t, g_r_t = d_a.unbind(0), d_z.unbind(0), g_r.unbind(0)
+    d_igf_t, d_o_t = d_a[:, :, :3 * h].unflatten(2, (3, h)).unbind(0), d_a[:, :, 3 * h:].unbind(0)
+    to_igf_t, to_o_t, h_to_c_t, relu_open_t, f_t = (x.unbind(0) for x in (to_igf, to_o, h_to_c, relu_open, f))
+    for t in range(steps - 1, -1, -1):
+        dz = torch.add(g_r_t[t], d_u[:, h:], out=d_z_t[t]).mul_(relu_open_t[t])  # (B, M)
+        dh = torch.addmm(d_u[:, :h], dz, w1)  # (B, H)
+        dc = torch.addcmul(d_c, dh, h_to_c_t[t])  # (B, H)
+        torch.mul(dh, to_o_t[t], out=d_o_t[t])
+        torch.mul(dc.unsqueeze(1), to_igf_t[t], out=d_igf_t[t])
+        d_c = dc.mul_(f_t[t])  # to c_{t-1}
+        d_u = torch.mm(d_a_t[t], w_big_t)  # (B, H + M)
+    return d_a, d_z
+
+
+class ScoreRecurrence(torch.autograd.Function):
+    """relu(z_t) (T, B, M) of every step from px (T, B, 4H) and the recurrent weights, with a manual BPTT."""
+
+    @staticmethod
+    def forward(ctx, px: Tensor, w_hh: Tensor, w_s: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+        h = w_hh.shape[1]
+        w_big = torch.cat([w_hh.t(), torch.outer(w2, w_s)])  # (H + M, 4H): [h, relu(z)] -> gates
+        u, c, acts = _recurrence_forward(px, w_big, w1.t().contiguous(), b1)
+        ctx.save_for_backward(w_s, w1, w2, w_big, u, c, acts)
+        return u[1:, :, h:].clone()
+
+    @staticmethod
+    def backward(ctx, g_r: Tensor):
+        w_s, w1, w2, w_big, u, c, acts = ctx.saved_tensors
+        steps, b, four_h = acts.shape
+        h, m = four_h // 4, w1.shape[0]
+        d_a, d_z = _recurrence_backward(g_r.contiguous(), w_big, w1, u, c, acts)
+        d_a2, d_z2 = d_a.view(steps * b, four_h), d_z.view(steps * b, m)
+        d_big = u[:-1].reshape(steps * b, h + m).t() @ d_a2  # (H + M, 4H)
+        d_outer = d_big[h:]  # (M, 4H): gradient of outer(w2, w_s)
+        d_w1 = d_z2.t() @ u[1:, :, :h].reshape(steps * b, h)  # (M, H)
+        return d_a, d_big[:h].t(), d_outer.t() @ w2, d_w1, d_z2.sum(0), d_outer @ w_s
 
 
 class SamplingAgent(nn.Module):
-    def __init__(self, dim: int, decoder_hidden: int = 64):
-        super().__init__()
-        self.dim = dim
-        self.cell = nn.LSTMCell(dim + 1, dim + 1)
-        self.decoder = nn.Sequential(nn.Linear(dim + 1, decoder_hidden), nn.ReLU(), nn.Linear(decoder_hidden, 1))
+    """LSTM cell (D + 1 -> D + 1) and 2-layer MLP decoder (D + 1 -> M -> 1); parameters seeded from the config."""
 
-    def forward(self, x: torch.Tensor, chunks: int) -> torch.Tensor:
-        """Scores (U,) for pool embeddings x (U, D) in the given order."""
+    def __init__(self, dim: int, config: AgentConfig):
+        super().__init__()
+        self.dim, self.config = dim, config
+        width = dim + 1
+        self.cell = nn.LSTMCell(width, width, device="meta")
+        self.decoder = nn.Sequential(nn.Linear(width, config.decoder_hidden, device="meta"), nn.ReLU(),
+                                     nn.Linear(config.decoder_hidden, 1, device="meta"))
+        self.to_empty(device="cpu")
+        self._init_parameters(torch.Generator().manual_seed(stream_seed(config.seed, _INIT_STREAM)))
+
+    @torch.no_grad()
+    def _init_parameters(self, generator: torch.Generator) -> None:
+        """PyTorch's default ranges (uniform +-1/sqrt(fan_in)), drawn from `generator` instead of the global RNG."""
+        bound = 1.0 / math.sqrt(self.cell.hidden_size)
+        for p in self.cell.parameters():
+            p.uniform_(-bound, bound, generator=generator)
+        for layer in (self.decoder[0], self.decoder[2]):
+            bound = 1.0 / math.sqrt(layer.in_features)
+            layer.weight.uniform_(-bound, bound, generator=generator)
+            layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def _pieces(self, x: Tensor, chunks: int) -> tuple[Tensor, int]:
+        """x (U, D) in sequence order -> (T, B, D) with piece j = rows [j T, (j + 1) T); zero padding at the end."""
         u = len(x)
         b = max(1, min(chunks, u))
         steps = -(-u // b)
-        padded = torch.zeros(b * steps, self.dim, dtype=x.dtype)
+        padded = x.new_zeros(b * steps, self.dim)
         padded[:u] = x
-        seq = padded.view(steps, b, self.dim)  # (T, B, D): image t*B + j is step t of chunk j
-        h = torch.zeros(b, self.dim + 1)
-        c = torch.zeros(b, self.dim + 1)
-        prev = torch.zeros(b, 1)
+        return padded.view(b, steps, self.dim).transpose(0, 1), u  # (T, B, D)
+
+    def _input_projection(self, seq: Tensor, first_step: bool) -> Tensor:
+        """(T, B, 4H) embedding part of the gates plus biases; the previous score's decoder bias is folded
+        in for every step but a piece's first (whose previous score is 0)."""
+        w_ih = self.cell.weight_ih  # (4H, D + 1): columns [embedding | previous score]
+        w_s, b2 = w_ih[:, self.dim], self.decoder[2].bias
+        px = torch.matmul(seq, w_ih[:, :self.dim].t()) + (self.cell.bias_ih + self.cell.bias_hh)  # (T, B, 4H)
+        fold = torch.ones(len(seq), 1, 1, dtype=seq.dtype)
+        if first_step:
+            fold[0] = 0
+        return px + fold * (w_s * b2)
+
+    def forward(self, x: Tensor, chunks: int | None = None) -> Tensor:
+        """Scores (U,) of pool embeddings x (U, D) read in the given row order; differentiable."""
+        seq, u = self._pieces(x, self.config.chunks if chunks is None else chunks)  # (T, B, D)
+        w2 = self.decoder[2].weight[0]  # (M,)
+        relu_z = ScoreRecurrence.apply(self._input_projection(seq, True), self.cell.weight_hh,
+                                       self.cell.weight_ih[:, self.dim], self.decoder[0].weight,
+                                       self.decoder[0].bias, w2)  # (T, B, M)
+        scores = relu_z @ w2 + self.decoder[2].bias  # (T, B)
+        return scores.t().reshape(-1)[:u]  # (U,) back in row order
+
+    def _recurrent_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        w_s, w2 = self.cell.weight_ih[:, self.dim], self.decoder[2].weight[0]
+        w_big = torch.cat([self.cell.weight_hh.t(), torch.outer(w2, w_s)])  # (H + M, 4H)
+        return w_big, self.decoder[0].weight.t().contiguous(), self.decoder[0].bias, w2
+
+    @torch.no_grad()
+    def score(self, x: Tensor, chunks: int | None = None) -> Tensor:
+        """The scores (U,) of `forward` without autograd, in memory linear in U only through x and the output."""
+        seq, u = self._pieces(x, self.config.chunks if chunks is None else chunks)  # (T, B, D)
+        w_big, w1_t, b1, w2 = self._recurrent_weights()
+        state_u = seq.new_zeros(seq.shape[1], w_big.shape[0])  # (B, H + M)
+        state_c = seq.new_zeros(seq.shape[1], self.cell.hidden_size)  # (B, H)
+        scores = seq.new_empty(len(seq), seq.shape[1])  # (T, B)
+        for start in range(0, len(seq), _INFERENCE_BLOCK):
+            px = self._input_projection(seq[start:start + _INFERENCE_BLOCK], first_step=start == 0)
+            relu_z, state_u, state_c = _recurrence_scan(px, w_big, w1_t, b1, state_u, state_c)
+            scores[start:start + len(px)] = relu_z @ w2 + self.decoder[2].bias
+        return scores.t().reshape(-1)[:u]
+
+    def forward_reference(self, x: Tensor, chunks: int | None = None) -> Tensor:
+        """The same scores (U,) as `forward` by the straightforward per-step nn.LSTMCell loop (slow; for tests)."""
+        seq, u = self._pieces(x, self.config.chunks if chunks is None else chunks)  # (T, B, D)
+        b = seq.shape[1]
+        h = seq.new_zeros(b, self.dim + 1)
+        c = seq.new_zeros(b, self.dim + 1)
+        prev = seq.new_zeros(b, 1)
         out = []
-        for t in range(steps):
+        for t in range(len(seq)):
             h, c = self.cell(torch.cat([seq[t], prev], 1), (h, c))  # (B, D + 1)
             prev = self.decoder(h)  # (B, 1)
-            out.append(prev)
-        return torch.stack(out).reshape(-1)[:u]  # (T, B, 1) -> (U,) back in pool order
+            out.append(prev[:, 0])
+        return torch.stack(out).t().reshape(-1)[:u]
 
 
-def plackett_luce_log_prob(scores: torch.Tensor, ordered: torch.Tensor) -> torch.Tensor:
-    """Exact log-probability of drawing `ordered` (k,) in that order without replacement from softmax(scores)."""
+def gumbel_top_k(scores: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """(k,) an ordered sample of k distinct positions from the Plackett-Luce distribution of `scores` (U,).
+
+    Adding independent Gumbel noise to the scores and taking the top k in descending order draws k
+    items without replacement, each with probability softmax over the items not yet drawn.
+    """
+    uniform = torch.rand(scores.shape, generator=generator, dtype=torch.float64).clamp_(1e-300, 1.0)
+    keys = scores.detach().double() - torch.log(-torch.log(uniform))  # (U,)
+    return torch.topk(keys, k).indices
+
+
+def plackett_luce_log_prob(scores: Tensor, ordered: Tensor) -> Tensor:
+    """Exact log-probability of drawing the positions `ordered` (k,) in that order without replacement.
+
+    log p = sum_j [s_{o_j} - logsumexp(s over the items not drawn before step j)], computed in
+    O(U + k): the items not yet drawn at step j are o_j..o_{k-1} plus every never-drawn item.
+    """
     picked = scores[ordered]  # (k,)
-    mask = torch.zeros(len(ordered), len(scores), dtype=torch.bool)
-    for j in range(1, len(ordered)):  # (k, U): items already drawn before step j
-        mask[j] = mask[j - 1]
-        mask[j, ordered[j - 1]] = True
-    remaining = scores.unsqueeze(0).masked_fill(mask, float("-inf"))
-    return (picked - torch.logsumexp(remaining, dim=1)).sum()
+    never_drawn = torch.ones_like(scores, dtype=torch.bool)
+    never_drawn[ordered] = False
+    rest = scores[never_drawn]
+    rest_lse = torch.logsumexp(rest, 0) if len(rest) else scores.new_tensor(float("-inf"))
+    drawn_later = torch.logcumsumexp(picked.flip(0), 0).flip(0)  # (k,) logsumexp of picked[j:]
+    return (picked - torch.logaddexp(drawn_later, rest_lse)).sum()
 
 
-def gumbel_top_k(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """An ordered sample of k items without replacement from softmax(scores)."""
-    u = torch.rand(len(scores), generator=generator).clamp_(1e-12, 1 - 1e-12)
-    return torch.topk(scores.detach() - torch.log(-torch.log(u)), k).indices
+def softmax_entropy(scores: Tensor) -> Tensor:
+    """Entropy of softmax(scores): the spread of the first draw (the Plackett-Luce entropy is intractable)."""
+    log_p = torch.log_softmax(scores, 0)
+    return -(log_p.exp() * log_p).sum()
 
 
 @dataclass
 class TrainingHistory:
+    """Per-iteration reward R_i and the baseline mAP_ref it was compared with."""
+
     rewards: list[float] = field(default_factory=list)
     baselines: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"rewards": list(self.rewards), "baselines": list(self.baselines)}
 
 
 def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], float], config: AgentConfig,
                 initial_baseline: float, progress: Callable[[int, float], None] | None = None
                 ) -> tuple[SamplingAgent, TrainingHistory]:
-    """Train an agent on pool embeddings (U, D); reward(indices (k,)) -> estimated mAP of L ∪ B."""
-    torch.manual_seed(config.seed)  # parameter init; sampling uses its own generator below
-    generator = torch.Generator().manual_seed(config.seed)
-    x = torch.as_tensor(embeddings, dtype=torch.float32)
-    agent = SamplingAgent(x.shape[1], config.decoder_hidden)
+    """Train a fresh agent by REINFORCE on one pool.
+
+    Each iteration scores the pool, samples an ordered batch of k rows (Gumbel-top-k), gets
+    R = reward(rows), and steps Adam on -(R - mAP_ref) * log p(batch) - entropy_weight * H; then
+    mAP_ref <- beta * mAP_ref + (1 - beta) * R (paper eq. 3-4; the advantage uses the baseline from
+    before this iteration's reward, which keeps the gradient estimate unbiased).
+
+    Args:
+        embeddings: (U, D) pool embeddings; the agent reads them in `sequence_order(U, config.seed)`.
+        k: batch size (the cycle budget), 1 <= k <= U.
+        reward: rows (k,) of `embeddings` -> the estimated value of L ∪ batch. Row positions refer to
+            this array only; map them to image ids before they leave the caller.
+        config: see AgentConfig; its seed fixes everything random here.
+        initial_baseline: mAP_ref before the first iteration (e.g. the random-batch reference value).
+        progress: called with (iteration, reward) after each iteration.
+    """
+    x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)  # (U, D)
+    if x.ndim != 2 or not 1 <= k <= len(x):
+        raise ValueError(f"need embeddings (U, D) and 1 <= k <= U, got shape {tuple(x.shape)} and k={k}")
+    order = sequence_order(len(x), config.seed)  # (U,) sequence position -> row
+    x_seq = x[torch.as_tensor(order)]  # (U, D) in reading order
+    agent = SamplingAgent(x.shape[1], config)
+    with single_thread():
+        history = _reinforce(agent, x_seq, order, k, reward, config, float(initial_baseline), progress)
+    return agent, history
+
+
+def _reinforce(agent: SamplingAgent, x_seq: Tensor, order: np.ndarray, k: int, reward: Callable[[np.ndarray], float],
+               config: AgentConfig, baseline: float, progress: Callable[[int, float], None] | None) -> TrainingHistory:
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.lr)
-    baseline, history = float(initial_baseline), TrainingHistory()
+    generator = torch.Generator().manual_seed(stream_seed(config.seed, _SAMPLING_STREAM))
+    history = TrainingHistory()
     for iteration in range(config.iterations):
-        scores = agent(x, config.chunks)  # (U,)
-        batch = gumbel_top_k(scores, k, generator)
-        value = float(reward(batch.numpy()))
-        loss = -(value - baseline) * plackett_luce_log_prob(scores, batch)
-        optimizer.zero_grad()
+        scores = agent(x_seq)  # (U,) in reading order
+        picked = gumbel_top_k(scores, k, generator)  # (k,) sequence positions, in draw order
+        value = float(reward(order[picked.numpy()]))
+        loss = -(value - baseline) * plackett_luce_log_prob(scores, picked)
+        if config.entropy_weight > 0:
+            loss = loss - config.entropy_weight * softmax_entropy(scores)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         history.rewards.append(value)
@@ -103,23 +381,31 @@ def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], f
         baseline = config.baseline_decay * baseline + (1 - config.baseline_decay) * value
         if progress is not None:
             progress(iteration, value)
-    return agent, history
+    return history
 
 
-@torch.no_grad()
-def select_top_k(agent: SamplingAgent, embeddings: np.ndarray, k: int, chunks: int) -> np.ndarray:
-    """Indices (k,) of the k highest agent scores (ties by index)."""
-    scores = agent(torch.as_tensor(embeddings, dtype=torch.float32), chunks).numpy()
-    return np.argsort(-scores, kind="stable")[:k]
+def score_pool(agent: SamplingAgent, embeddings: np.ndarray, chunks: int | None = None) -> np.ndarray:
+    """(U,) the agent's scores of pool rows embeddings (U, D), read in the agent's sequence order."""
+    x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)  # (U, D)
+    order = sequence_order(len(x), agent.config.seed)
+    scores = np.empty(len(x), np.float64)
+    with single_thread():
+        scores[order] = agent.score(x[torch.as_tensor(order)], chunks).double().numpy()
+    return scores
 
 
-def checkpoint(agent: SamplingAgent, config: AgentConfig) -> dict:
-    """A torch.save-able dict of plain tensors and numbers (loads with weights_only=True)."""
-    return {"state_dict": agent.state_dict(), "config": asdict(config), "dim": agent.dim}
+def select_top_k(agent: SamplingAgent, embeddings: np.ndarray, k: int, chunks: int | None = None) -> np.ndarray:
+    """(k,) rows of embeddings (U, D) with the highest agent scores, best first; ties by row."""
+    return np.argsort(-score_pool(agent, embeddings, chunks), kind="stable")[:k]
 
 
-def load_checkpoint(data: dict) -> tuple[SamplingAgent, AgentConfig]:
-    config = AgentConfig(**data["config"])
-    agent = SamplingAgent(int(data["dim"]), config.decoder_hidden)
+def checkpoint(agent: SamplingAgent, config: AgentConfig | None = None) -> dict:
+    """State dict, config and embedding width as plain tensors and numbers (loads with weights_only=True)."""
+    return {"state_dict": agent.state_dict(), "config": asdict(config or agent.config), "dim": agent.dim}
+
+
+def load_checkpoint(data: dict) -> SamplingAgent:
+    """The agent saved by `checkpoint` (after torch.load(path, weights_only=True))."""
+    agent = SamplingAgent(int(data["dim"]), AgentConfig(**data["config"]))
     agent.load_state_dict(data["state_dict"])
-    return agent, config
+    return agent

@@ -87,6 +87,7 @@ class RewardParams(_Section):
 
     method: Literal["sliced", "exact"] = "sliced"
     n_projections: int = Field(128, ge=1)
+    n_quantiles: int = Field(128, ge=2, description="quantiles per projection in the sliced index")
     n_neighbors: int = Field(3, ge=1)
     fallback_rule: str = Field("mean_minus_std", description="'mean_minus_std', 'quantile:Q' or 'never'")
     max_fallbacks: int = Field(2, ge=0)
@@ -112,6 +113,9 @@ class AgentParams(_Section):
     iterations: int = Field(200, ge=1, description="policy-gradient iterations per cycle (paper: 2200 VOC)")
     lr: float = Field(1e-3, gt=0, le=1)
     baseline_decay: float = Field(0.5, ge=0, le=1, description="momentum of the moving-average baseline")
+    chunks: int = Field(1, ge=1, description="1 = the pool as one sequence (paper); B > 1 = B pieces side by side")
+    decoder_hidden: int = Field(64, ge=1, description="hidden width of the 2-layer decoder MLP")
+    entropy_weight: float = Field(0.0, ge=0, description="entropy bonus on the policy (0 = off)")
     seed: int = 0
 
 

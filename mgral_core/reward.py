@@ -1,91 +1,204 @@
-"""Reward estimator: the proxy mAP of L ∪ B predicted from the lookup table by Wasserstein matching.
+"""Reward estimator: a batch's value predicted from the lookup table by Wasserstein matching (paper III-F).
 
-Estimated value = inverse-distance weighted mean of the nearest records' values (paper III-F).
-When even the nearest record is far (threshold rule), the batch is trained for real through an
-injected `direct_value` callable and becomes a new record (bounded per cycle).
+Estimated value = inverse-distance weighted mean of the n nearest records' values. When even the
+nearest record is farther than a threshold, the batch is valued for real through an injected
+`direct_value` callable (which trains a detector; not this module's business) and becomes a new
+record, at most `max_fallbacks` times per estimator (one estimator per cycle).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from mgral_core.lookup_table import LookupRecord, LookupTable
-from mgral_core.wasserstein import SlicedIndex, distances_to_records
+from mgral_core.wasserstein import DistanceMethod, build_index, distances_to_records
 
-EPS = 1e-9
+
+def inverse_distance_estimate(distances: np.ndarray, values: np.ndarray, n_neighbors: int,
+                              epsilon: float = 1e-9) -> float:
+    """Weighted mean of the values of the n_neighbors nearest records, weights 1 / distance.
+
+    A record at distance <= epsilon is an exact match and its value is returned as is (the first
+    such record by position when several are). Ties in distance are broken by position.
+    """
+    if len(distances) == 0:
+        raise ValueError("no records to estimate from")
+    nearest = np.argsort(distances, kind="stable")[:max(1, n_neighbors)]  # (n,)
+    if distances[nearest[0]] <= epsilon:
+        return float(values[nearest[0]])
+    weights = 1.0 / distances[nearest]  # (n,)
+    return float(weights @ values[nearest] / weights.sum())
+
+
+def fallback_threshold(pairwise: np.ndarray, rule: str) -> float:
+    """The nearest-record distance above which a batch counts as far from the table.
+
+    Args:
+        pairwise: (R, R) symmetric record-to-record distances.
+        rule: "mean_minus_std" (the paper: mean minus one standard deviation of the pairwise record
+            distances), "quantile:q" (the q-quantile of those distances, 0 <= q <= 1) or "never".
+            With fewer than two records there is no pairwise distance and the threshold is infinite.
+    """
+    if rule not in ("never", "mean_minus_std") and not rule.startswith("quantile:"):
+        raise ValueError(f"unknown fallback rule {rule!r}; use 'mean_minus_std', 'quantile:q' or 'never'")
+    if rule == "never" or len(pairwise) < 2:
+        return float("inf")
+    upper = pairwise[np.triu_indices(len(pairwise), k=1)]  # (R (R - 1) / 2,) each pair once
+    if rule == "mean_minus_std":
+        return float(upper.mean() - upper.std())
+    try:
+        q = float(rule.split(":", 1)[1])
+    except ValueError:
+        q = float("nan")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"fallback rule {rule!r}: the quantile must be a number in [0, 1]")
+    return float(np.quantile(upper, q))
+
+
+def fallback_record_id(batch_ids: np.ndarray) -> str:
+    """A stable id for a fallback record: the same batch (in any order) always gets the same id."""
+    digest = hashlib.sha1("\n".join(sorted(np.asarray(batch_ids).astype(str))).encode()).hexdigest()
+    return f"fallback_{digest[:12]}"
 
 
 class RewardEstimator:
-    """Predicts a batch's proxy mAP from the lookup table; see module docstring."""
+    """Predicts the value of L ∪ B for a candidate batch B from a cycle's lookup table.
 
-    def __init__(self, table: LookupTable, embeddings_of: Callable[[np.ndarray], np.ndarray], *,
-                 method: str = "sliced", n_neighbors: int = 3, n_projections: int = 128, seed: int = 0,
-                 fallback_rule: str = "mean_minus_std", max_fallbacks: int = 0,
-                 direct_value: Callable[[np.ndarray], float] | None = None):
-        if len(table.records) < 2:
-            raise ValueError("the reward estimator needs at least 2 lookup-table records")
-        self.records = list(table.records)
+    Args:
+        table: the cycle's records (at least one). Fallback records are added to this table, and
+            written to its directory when it has one.
+        embeddings_of: batch ids (k,) -> embeddings (k, D); needed only when `__call__` is given ids
+            without their embeddings.
+        method: "sliced" (default, fast) or "exact" Wasserstein distance; see mgral_core.wasserstein.
+        n_neighbors: how many nearest records the estimate averages.
+        n_projections, n_quantiles: sliced-distance resolution.
+        seed: seeds the sliced projections; use one per cycle.
+        fallback_rule: see `fallback_threshold`.
+        max_fallbacks: at most this many direct trainings over the estimator's life.
+        direct_value: batch ids (k,) -> the value measured by really training; None disables fallback.
+        epsilon: distances at or below it are exact matches.
+    """
+
+    def __init__(self, table: LookupTable, embeddings_of: Callable[[np.ndarray], np.ndarray] | None = None, *,
+                 method: DistanceMethod = "sliced", n_neighbors: int = 3, n_projections: int = 128,
+                 n_quantiles: int = 128, seed: int = 0, fallback_rule: str = "mean_minus_std",
+                 max_fallbacks: int = 0, direct_value: Callable[[np.ndarray], float] | None = None,
+                 epsilon: float = 1e-9):
+        if len(table) == 0:
+            raise ValueError("the reward estimator needs at least one lookup-table record")
+        if n_neighbors < 1 or max_fallbacks < 0:
+            raise ValueError(f"need n_neighbors >= 1 and max_fallbacks >= 0, got {n_neighbors}, {max_fallbacks}")
+        self.table = table
         self.embeddings_of = embeddings_of
-        self.method, self.n_neighbors = method, n_neighbors
+        self.method, self.n_neighbors, self.epsilon = method, n_neighbors, epsilon
         self.max_fallbacks, self.direct_value = max_fallbacks, direct_value
-        self.fallbacks = 0
-        self.index = (SlicedIndex.build([r.embeddings for r in self.records], n_projections, seed)
-                      if method == "sliced" else None)
-        self.threshold = self._threshold(fallback_rule)
+        self.index = build_index([r.embeddings for r in table], method, n_projections=n_projections,
+                                 n_quantiles=n_quantiles, seed=seed)
+        self._values = table.values  # (R,)
+        self._pairwise: np.ndarray | None = None
+        self.fallback_rule = fallback_rule
+        self.threshold = (float("inf") if fallback_rule == "never"
+                          else fallback_threshold(self.pairwise_distances(), fallback_rule))
+        self.queries = 0
+        self.far_queries = 0  # queries whose nearest record was beyond the threshold
+        self.fallbacks = 0  # of those, how many were trained directly
 
-    def _record_distances(self, embeddings: np.ndarray) -> np.ndarray:
-        return distances_to_records(embeddings, [r.embeddings for r in self.records], self.method, self.index)
-
-    def _threshold(self, rule: str) -> float:
-        """Distance beyond which a batch is 'far from every record' (paper: mean - std of record distances)."""
-        if rule == "never":
-            return float("inf")
-        pairwise = np.concatenate([np.delete(self._record_distances(r.embeddings), i)
-                                   for i, r in enumerate(self.records)])
-        if rule == "mean_minus_std":
-            return float(pairwise.mean() - pairwise.std())
-        if rule.startswith("quantile:"):
-            return float(np.quantile(pairwise, float(rule.split(":", 1)[1])))
-        raise ValueError(f"unknown fallback rule {rule!r}")
+    @property
+    def records(self) -> list[LookupRecord]:
+        return self.table.records
 
     @property
     def reference_value(self) -> float:
-        """Mean record value: the expected proxy mAP of a random batch."""
-        return float(np.mean([r.value for r in self.records]))
+        """Mean value of the random-batch records: the expected value of a random batch.
 
-    def estimate_embeddings(self, embeddings: np.ndarray, exclude: int | None = None) -> float:
-        d = self._record_distances(embeddings)  # (R,)
-        values = np.array([r.value for r in self.records])
-        if exclude is not None:
-            d, values = np.delete(d, exclude), np.delete(values, exclude)
-        nearest = np.argsort(d, kind="stable")[:self.n_neighbors]
-        if d[nearest[0]] < EPS:
-            return float(values[nearest[0]])
-        weights = 1.0 / (d[nearest] + EPS)
-        return float((weights * values[nearest]).sum() / weights.sum())
+        Fallback records are excluded (their batches were chosen by the agent, not at random).
+        """
+        random_values = [r.value for r in self.records if not r.is_fallback]
+        return float(np.mean(random_values if random_values else self._values))
 
-    def __call__(self, batch_ids: np.ndarray) -> float:
-        """Estimated proxy mAP of L ∪ batch; may train directly (fallback) when the batch is far."""
-        embeddings = self.embeddings_of(batch_ids)  # (k, D)
-        nearest = float(self._record_distances(embeddings).min())
-        if nearest > self.threshold and self.direct_value is not None and self.fallbacks < self.max_fallbacks:
-            self.fallbacks += 1
-            value = float(self.direct_value(batch_ids))
-            self.records.append(LookupRecord(f"fallback_{self.fallbacks:03d}", np.asarray(batch_ids), embeddings,
-                                             value, {"fallback": True}))
-            if self.index is not None:
-                self.index = self.index.add(embeddings)
-            return value
-        return self.estimate_embeddings(embeddings)
+    def pairwise_distances(self) -> np.ndarray:
+        """(R, R) record-to-record distances under the estimator's method (cached)."""
+        if self._pairwise is None:
+            self._pairwise = self.index.pairwise()
+        return self._pairwise
+
+    def distances(self, embeddings: np.ndarray) -> np.ndarray:
+        """(R,) distance from a batch's embeddings (k, D) to every record.
+
+        Embeddings are rounded to float32 first, as records store them, so a batch equal to a
+        record is an exact match whatever precision it arrives in.
+        """
+        return distances_to_records(np.asarray(embeddings, dtype=np.float32), self.index)
+
+    def estimate_embeddings(self, embeddings: np.ndarray) -> float:
+        """Estimated value of the batch with these embeddings (k, D); never falls back."""
+        return inverse_distance_estimate(self.distances(embeddings), self._values, self.n_neighbors, self.epsilon)
+
+    def __call__(self, batch_ids: np.ndarray, embeddings: np.ndarray | None = None) -> float:
+        """Estimated value of L ∪ batch; trains directly (fallback) when the batch is far from every record.
+
+        Args:
+            batch_ids: (k,) image ids of the batch.
+            embeddings: (k, D) their embeddings, rows aligned; looked up with `embeddings_of` if None.
+        """
+        batch_ids = np.asarray(batch_ids)
+        if embeddings is None:
+            if self.embeddings_of is None:
+                raise ValueError("pass the batch's embeddings or give the estimator an embeddings_of")
+            embeddings = self.embeddings_of(batch_ids)
+        d = self.distances(embeddings)  # (R,)
+        self.queries += 1
+        if d.min() > self.threshold:
+            self.far_queries += 1
+            if self.direct_value is not None and self.fallbacks < self.max_fallbacks:
+                return self._fall_back(batch_ids, embeddings)
+        return inverse_distance_estimate(d, self._values, self.n_neighbors, self.epsilon)
+
+    def _fall_back(self, batch_ids: np.ndarray, embeddings: np.ndarray) -> float:
+        self.fallbacks += 1
+        value = float(self.direct_value(batch_ids))
+        record = LookupRecord(fallback_record_id(batch_ids), batch_ids, embeddings, value,
+                              {"fallback": True, "fallback_index": self.fallbacks})
+        self.table.add(record)
+        self.index = self.index.add(record.embeddings)
+        self._values = np.append(self._values, value)
+        self._pairwise = None
+        return value
+
+    def leave_one_out_estimates(self) -> np.ndarray:
+        """(R,) each record's value estimated from all the other records (no fallback)."""
+        pairwise = self.pairwise_distances()
+        keep = ~np.eye(len(pairwise), dtype=bool)
+        return np.array([inverse_distance_estimate(pairwise[i][keep[i]], self._values[keep[i]], self.n_neighbors,
+                                                   self.epsilon) for i in range(len(pairwise))])
+
+    def diagnostics(self) -> dict[str, float]:
+        """Numbers worth logging once per cycle."""
+        return {"records": float(len(self.records)), "reference_value": self.reference_value,
+                "threshold": self.threshold, "queries": float(self.queries), "far_queries": float(self.far_queries),
+                "fallbacks": float(self.fallbacks), "loo_spearman": leave_one_out_spearman(self)}
 
 
-def leave_one_out_spearman(estimator: RewardEstimator) -> float:
-    """Spearman between each record's value and its estimate from the other records."""
-    values = np.array([r.value for r in estimator.records])
-    if len(values) < 3 or np.ptp(values) == 0:
+def leave_one_out_spearman(source: LookupTable | RewardEstimator, **estimator_kwargs) -> float:
+    """Spearman correlation between each record's value and its estimate from the other records.
+
+    Args:
+        source: a table (an estimator is built from it with `estimator_kwargs`, fallback off) or an
+            estimator (its own distances and settings are used).
+
+    Returns:
+        The correlation, or NaN with fewer than three records or when values or estimates are constant.
+    """
+    estimator = source if isinstance(source, RewardEstimator) else RewardEstimator(
+        source, **{**estimator_kwargs, "fallback_rule": "never", "direct_value": None})
+    values = estimator.table.values
+    if len(values) < 3:
         return float("nan")
-    estimates = [estimator.estimate_embeddings(r.embeddings, exclude=i) for i, r in enumerate(estimator.records)]
+    estimates = estimator.leave_one_out_estimates()
+    if np.ptp(values) == 0 or np.ptp(estimates) == 0:
+        return float("nan")
     return float(spearmanr(values, estimates).statistic)

@@ -92,8 +92,9 @@ class SlicedIndex:
         record_quantiles: (R, P, m) each record's sorted projections (see `sorted_projections`).
 
     Distances are sqrt(D * mean over directions and levels of squared quantile differences): the
-    sqrt(D) factor puts sliced W2 on the scale of W2 (they coincide for isotropic differences, and
-    sliced never exceeds exact); it changes no ranking and no inverse-distance weight.
+    sqrt(D) factor puts sliced W2 on the scale of W2 (they coincide for isotropic differences, and in
+    expectation over directions sliced never exceeds exact); it changes no ranking and no
+    inverse-distance weight.
     """
 
     directions: np.ndarray

@@ -18,8 +18,7 @@ from mgral_core.inference_cache import load_inference
 from mgral_core.lookup_table import LookupRecord, LookupTable, load_record, random_batches, save_record
 from mgral_core.plots import plot_agent_training
 from mgral_core.pool import PoolState
-from mgral_core.project import load_project_info
-from mgral_core.proxy_training import train_proxy_record
+from mgral_core.proxy_training import train_proxy_record_isolated
 from mgral_core.reward import RewardEstimator, leave_one_out_spearman
 from tasks import tracking
 
@@ -43,10 +42,9 @@ def lookup_record_task(project_dir: str, params: Params, cycle: int, record_inde
     done = load_record(table_dir, record_id)
     if done is not None:
         return {"record_id": record_id, "value": done.value, **done.extras}
-    torch.set_num_threads(1)
+    result = train_proxy_record_isolated(project_dir, params, table_dir / "work" / record_id, Path(weights),
+                                         batch_ids, Path(inference_path))
     inference = load_inference(inference_path)
-    result = train_proxy_record(project_dir, params, table_dir / "work" / record_id, Path(weights), batch_ids,
-                                inference, load_project_info(project_dir).class_names)
     value = result.pop("value")
     result["worker"] = _worker_name()
     save_record(table_dir, LookupRecord(record_id, np.asarray(batch_ids), inference.subset(batch_ids).embeddings,
@@ -75,17 +73,19 @@ def train_agent_task(project_dir: str, params: Params, cycle: int, budget: int, 
 
     def direct_value(ids: np.ndarray) -> float:
         fallback_dir = table_dir / "work" / f"fallback_{len(list(table_dir.glob('work/fallback_*')))}"
-        return train_proxy_record(project_dir, params, fallback_dir, Path(weights), list(ids), inference,
-                                  load_project_info(project_dir).class_names)["value"]
+        return train_proxy_record_isolated(project_dir, params, fallback_dir, Path(weights), list(ids),
+                                           Path(inference_path))["value"]
 
     r = params.reward
     estimator = RewardEstimator(LookupTable.load(table_dir), embeddings_of, method=r.method,
-                                n_neighbors=r.n_neighbors, n_projections=r.n_projections, seed=cycle,
+                                n_neighbors=r.n_neighbors, n_projections=r.n_projections,
+                                n_quantiles=r.n_quantiles, seed=cycle,
                                 fallback_rule=r.fallback_rule, max_fallbacks=r.max_fallbacks,
                                 direct_value=direct_value)
     loo = leave_one_out_spearman(estimator)
-    config = AgentConfig(iterations=params.agent.iterations, lr=params.agent.lr,
-                         baseline_decay=params.agent.baseline_decay, seed=params.agent.seed + cycle)
+    a = params.agent
+    config = AgentConfig(iterations=a.iterations, lr=a.lr, baseline_decay=a.baseline_decay, chunks=a.chunks,
+                         decoder_hidden=a.decoder_hidden, entropy_weight=a.entropy_weight, seed=a.seed + cycle)
     k = min(budget, len(view.unlabeled_ids))
     with tqdm(total=config.iterations, desc="agent (policy gradient)", leave=False) as bar:
         agent, history = train_agent(view.unlabeled_embeddings, k,
@@ -107,6 +107,7 @@ def _log_agent(project_dir, params, run_id, cycle, agent, config, history, estim
     png = plot_agent_training(history.rewards, history.baselines, estimator.reference_value, out / "agent_training.png")
     tracking.log_metrics(project_dir, params, run_id, {
         "lookup_loo_spearman": loo, "lookup_fallbacks": estimator.fallbacks,
+        "lookup_far_queries": estimator.far_queries,
         "lookup_records": len(estimator.records), "lookup_value_mean": float(frame["value"].mean()),
         "lookup_value_std": float(frame["value"].std()), "agent_final_reward": float(np.mean(history.rewards[-20:])),
     })

@@ -16,9 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_dask_cluster_matches_local_threads(tiny_project, prefect_harness):
     params = load_params(tiny_project / "params.yaml")
-    params = params.model_copy(update={  # a base detector good enough for non-zero, batch-dependent records
-        "lookup_table": params.lookup_table.model_copy(update={"records": 4, "pseudo_conf": 0.05, "epochs": 2}),
-        "detector": params.detector.model_copy(update={"epochs": 40})})
+    params = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(update={"records": 4})})
     detector = train_cycle_detector(tiny_project, params, 1)
     inference = infer_pool(tiny_project, detector.weights, params.detector, 1)
     batches = record_batches(str(tiny_project), params, 1, 8)
@@ -38,4 +36,6 @@ def test_dask_cluster_matches_local_threads(tiny_project, prefect_harness):
     assert {r["worker"] for r in remote} <= workers and all(r["worker"].startswith("tcp://127.0.0.1:") for r in remote)
     remote_values = {r.record_id: r.value for r in LookupTable.load(lookup_dir(str(tiny_project), 1)).records}
     assert remote_values == local_values and len(remote_values) == 4
-    assert len(set(local_values.values())) > 1  # the records differ, so equality is a real check
+    # the trained weights themselves are identical (mAP on such tiny data may be 0 everywhere)
+    assert [r["weights_digest"] for r in remote] == [r["weights_digest"] for r in local]
+    assert len({r["weights_digest"] for r in local}) == 4  # and differ between batches
