@@ -138,7 +138,8 @@ class TrackingParams(_Section):
 class BenchmarkProfile(_Section):
     """One benchmark profile: strategies x seeds x cycles on a (possibly smaller) built-in dataset."""
 
-    strategies: list[str] = ["random", "entropy_mean", "entropy_sum", "least_confidence", "coreset", "mgral"]
+    strategies: list[str] = ["random", "entropy_mean", "entropy_sum", "least_confidence", "coreset", "cdal", "ebal",
+                             "mgral"]
     seeds: list[int] = [0, 1, 2]
     cycles: int = Field(2, ge=1)
     budget: int = Field(100, ge=1)
@@ -155,7 +156,8 @@ class BenchmarkParams(_Section):
 
     quick: BenchmarkProfile = BenchmarkProfile()
     full: BenchmarkProfile = BenchmarkProfile(
-        strategies=["random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "mgral"],
+        strategies=["random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "cdal", "ebal",
+                    "mgral"],
         seeds=[0, 1, 2, 3, 4], cycles=5, budget=100, n_pool=2000, image_size=160, epochs=60, finetune_epochs=20,
         lookup_records=16, agent_iterations=300)
 

@@ -1,15 +1,17 @@
-"""Selection strategies by name; every one takes (pool: PoolView, k, rng) and returns k image ids."""
+"""Selection strategies by name; every one is called as strategy(pool, k, rng) and returns k image ids."""
 
 from __future__ import annotations
 
 from mgral_core.strategies.base import PoolView, Strategy
-from mgral_core.strategies.baselines import (
-    coreset,
+from mgral_core.strategies.cdal import cdal
+from mgral_core.strategies.coreset import coreset
+from mgral_core.strategies.ebal import ebal
+from mgral_core.strategies.random_sampling import random_sampling
+from mgral_core.strategies.uncertainty_sampling import (
     entropy_max,
     entropy_mean,
     entropy_sum,
     least_confidence_sampling,
-    random_sampling,
 )
 
 BASELINE_STRATEGIES: dict[str, Strategy] = {
@@ -19,16 +21,27 @@ BASELINE_STRATEGIES: dict[str, Strategy] = {
     "entropy_max": entropy_max,
     "least_confidence": least_confidence_sampling,
     "coreset": coreset,
+    "cdal": cdal,
+    "ebal": ebal,
 }
 MODEL_STRATEGIES = ("mgral",)  # need a per-cycle lookup table; run by the flow, see tasks/mgral_tasks.py
 
 
 def get_strategy(name: str) -> Strategy:
-    """A baseline strategy by name; raises ValueError listing the known names."""
-    if name not in BASELINE_STRATEGIES:
-        known = sorted(BASELINE_STRATEGIES) + list(MODEL_STRATEGIES)
-        raise ValueError(f"unknown strategy {name!r}; known strategies: {', '.join(known)}")
-    return BASELINE_STRATEGIES[name]
+    """The baseline strategy registered under `name`.
+
+    Does not build model strategies (MGRAL): the flow constructs those with their estimator.
+
+    Raises:
+        ValueError: for an unknown name or a model strategy, listing the known names.
+    """
+    if name in BASELINE_STRATEGIES:
+        return BASELINE_STRATEGIES[name]
+    known = ", ".join(sorted(BASELINE_STRATEGIES) + list(MODEL_STRATEGIES))
+    if name in MODEL_STRATEGIES:
+        raise ValueError(f"strategy {name!r} needs a per-cycle lookup table and is run by the flow "
+                         f"(tasks/mgral_tasks.py), not through get_strategy; known strategies: {known}")
+    raise ValueError(f"unknown strategy {name!r}; known strategies: {known}")
 
 
-__all__ = ["BASELINE_STRATEGIES", "PoolView", "Strategy", "get_strategy"]
+__all__ = ["BASELINE_STRATEGIES", "MODEL_STRATEGIES", "PoolView", "Strategy", "get_strategy"]

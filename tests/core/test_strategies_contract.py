@@ -1,4 +1,4 @@
-"""One contract for every selection strategy: k distinct unlabeled ids, deterministic per seed."""
+"""One contract for every registered selection strategy: k distinct unlabeled ids, deterministic per seed."""
 
 import numpy as np
 import pytest
@@ -7,17 +7,22 @@ from mgral_core.detections import Detections
 from mgral_core.strategies import BASELINE_STRATEGIES, get_strategy
 from mgral_core.strategies.base import PoolView
 
+EXPECTED_NAMES = {"random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "cdal", "ebal"}
 
-def make_pool(seed=0, n_unlabeled=40, n_labeled=10, num_classes=3, dim=16):
+
+def random_detections(rng, n, num_classes):
+    probs = rng.dirichlet(np.ones(num_classes) * 0.5, n).astype(np.float32)  # (n, C)
+    xy = rng.uniform(0, 50, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 20, (n, 2))], 1).astype(np.float32)
+    return Detections(boxes, probs.max(1), probs.argmax(1).astype(np.int64), probs)
+
+
+def make_pool(seed=0, n_unlabeled=40, n_labeled=10, num_classes=3, dim=16, empty_every=7):
+    """A synthetic pool view: random embeddings, random detections; every `empty_every`-th image has none."""
     rng = np.random.default_rng(seed)
-    detections = {}
     ids = np.array([f"u{i:03d}" for i in range(n_unlabeled)])
-    for i, image_id in enumerate(ids):
-        n = 0 if i % 7 == 0 else int(rng.integers(1, 5))
-        probs = rng.dirichlet(np.ones(num_classes) * 0.5, n).astype(np.float32)
-        xy = rng.uniform(0, 50, (n, 2))
-        detections[image_id] = Detections(np.concatenate([xy, xy + 10], 1).astype(np.float32),
-                                          probs.max(1), probs.argmax(1).astype(np.int64), probs)
+    detections = {image_id: random_detections(rng, 0 if i % empty_every == 0 else int(rng.integers(1, 6)), num_classes)
+                  for i, image_id in enumerate(ids)}
     return PoolView(
         unlabeled_ids=ids, unlabeled_embeddings=rng.normal(size=(n_unlabeled, dim)).astype(np.float32),
         labeled_ids=np.array([f"l{i:03d}" for i in range(n_labeled)]),
@@ -26,56 +31,87 @@ def make_pool(seed=0, n_unlabeled=40, n_labeled=10, num_classes=3, dim=16):
     )
 
 
+def tempting_labeled_pool():
+    """Labeled images that every strategy would love: detections in the view, flat class
+    probabilities, weak scores, outlying embeddings. None of them may come back."""
+    pool = make_pool()
+    flat = np.full((4, 3), 1 / 3, np.float32)
+    detections = dict(pool.detections)
+    for image_id in pool.labeled_ids:
+        detections[str(image_id)] = Detections(np.tile(np.array([[0, 0, 9, 9]], np.float32), (4, 1)),
+                                               np.full(4, 0.01, np.float32), np.zeros(4, np.int64), flat)
+    return PoolView(pool.unlabeled_ids, pool.unlabeled_embeddings, pool.labeled_ids,
+                    pool.labeled_embeddings * 100, detections, pool.num_classes)
+
+
 @pytest.fixture(params=sorted(BASELINE_STRATEGIES))
 def strategy(request):
     return get_strategy(request.param)
 
 
+def test_registry_names():
+    assert set(BASELINE_STRATEGIES) == EXPECTED_NAMES
+    assert all(get_strategy(name) is BASELINE_STRATEGIES[name] for name in EXPECTED_NAMES)
+
+
+def test_unknown_name_lists_known():
+    with pytest.raises(ValueError, match="unknown strategy 'magic'; known strategies: .*cdal.*coreset.*ebal"):
+        get_strategy("magic")
+    with pytest.raises(ValueError, match="'mgral' needs a per-cycle lookup table"):
+        get_strategy("mgral")
+
+
 def test_returns_k_distinct_unlabeled_ids(strategy):
     pool = make_pool()
     ids = strategy(pool, 12, np.random.default_rng(0))
-    assert len(ids) == 12
-    assert len(set(ids)) == 12
+    assert len(ids) == 12 and len(set(ids)) == 12
     assert set(ids) <= set(pool.unlabeled_ids.tolist())
-    assert not set(ids) & set(pool.labeled_ids.tolist())
-    assert all(isinstance(i, str) for i in ids)
+    assert all(type(i) is str for i in ids)
 
 
 def test_same_seed_same_answer(strategy):
     pool = make_pool()
     assert strategy(pool, 10, np.random.default_rng(3)) == strategy(pool, 10, np.random.default_rng(3))
+    assert strategy(make_pool(), 10, np.random.default_rng(3)) == strategy(pool, 10, np.random.default_rng(3))
+
+
+@pytest.mark.parametrize("k", [5, 40])
+def test_labeled_ids_never_leak(strategy, k):
+    pool = tempting_labeled_pool()
+    ids = strategy(pool, k, np.random.default_rng(0))
+    assert not set(ids) & set(pool.labeled_ids.tolist())
+    assert len(set(ids)) == k and set(ids) <= set(pool.unlabeled_ids.tolist())
 
 
 def test_budget_edges(strategy):
     pool = make_pool()
     assert strategy(pool, 0, np.random.default_rng(0)) == []
-    with pytest.raises(ValueError, match="exceeds the 40 unlabeled"):
+    without_detections = PoolView(pool.unlabeled_ids, pool.unlabeled_embeddings, pool.labeled_ids,
+                                  pool.labeled_embeddings, {}, pool.num_classes)
+    assert strategy(without_detections, 0, np.random.default_rng(0)) == []
+    with pytest.raises(ValueError, match="k=41 exceeds the 40 unlabeled"):
         strategy(pool, 41, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        strategy(pool, -1, np.random.default_rng(0))
     assert sorted(strategy(pool, 40, np.random.default_rng(0))) == sorted(pool.unlabeled_ids.tolist())
 
 
-def test_unknown_name_lists_known():
-    with pytest.raises(ValueError, match="known strategies: .*coreset"):
-        get_strategy("magic")
+def test_degenerate_pools(strategy):
+    no_labeled = make_pool(n_labeled=0)
+    assert len(set(strategy(no_labeled, 6, np.random.default_rng(0)))) == 6
+    nothing_detected = make_pool(empty_every=1)
+    assert len(set(strategy(nothing_detected, 6, np.random.default_rng(0)))) == 6
+    single = make_pool(n_unlabeled=1, n_labeled=0)
+    assert strategy(single, 1, np.random.default_rng(0)) == ["u000"]
 
 
-def test_entropy_prefers_uncertain_images():
+def test_does_not_modify_the_pool(strategy):
     pool = make_pool()
-    hi = pool.unlabeled_ids[1]
-    flat = np.full((3, 3), 1 / 3, np.float32)
-    dets = dict(pool.detections)
-    dets[hi] = Detections(np.tile([[0, 0, 5, 5]], (3, 1)).astype(np.float32), flat.max(1), np.zeros(3, np.int64), flat)
-    pool = PoolView(pool.unlabeled_ids, pool.unlabeled_embeddings, pool.labeled_ids, pool.labeled_embeddings,
-                    dets, 3)
-    assert get_strategy("entropy_mean")(pool, 1, np.random.default_rng(0)) == [hi]
-    assert get_strategy("entropy_max")(pool, 1, np.random.default_rng(0)) == [hi]
-
-
-def test_coreset_covers_clusters_before_repeating():
-    rng = np.random.default_rng(0)
-    centers = rng.normal(0, 50, (5, 8))
-    emb = np.concatenate([c + rng.normal(0, 0.1, (10, 8)) for c in centers]).astype(np.float32)
-    ids = np.array([f"c{i // 10}_{i % 10}" for i in range(50)])
-    pool = PoolView(ids, emb, np.array([]), np.zeros((0, 8), np.float32))
-    picked = get_strategy("coreset")(pool, 5, np.random.default_rng(1))
-    assert sorted(p.split("_")[0] for p in picked) == ["c0", "c1", "c2", "c3", "c4"]
+    before = (pool.unlabeled_embeddings.copy(), pool.labeled_embeddings.copy(),
+              {i: (d.scores.copy(), d.class_probs.copy()) for i, d in pool.detections.items()})
+    strategy(pool, 10, np.random.default_rng(0))
+    np.testing.assert_array_equal(pool.unlabeled_embeddings, before[0])
+    np.testing.assert_array_equal(pool.labeled_embeddings, before[1])
+    for image_id, (scores, probs) in before[2].items():
+        np.testing.assert_array_equal(pool.detections[image_id].scores, scores)
+        np.testing.assert_array_equal(pool.detections[image_id].class_probs, probs)
