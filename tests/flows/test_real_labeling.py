@@ -90,13 +90,18 @@ def test_import_validates_everything_first(real_project, prefect_harness):
     bad.append({"id": 10, "data": {"mgral_id": PoolState.load(project).unlabeled_pool_ids[0]},
                 "annotations": [{"result": []}]})
     bad.append(dict(ls_export[0], id=11))
+    zero = json.loads(json.dumps(ls_export[2]))
+    zero["id"], zero["data"] = 12, {"image": f"/data/local-files/?d=images/{selected[3]}.png"}
+    zero["annotations"][0]["result"][0]["value"]["width"] = 0
+    bad.append(zero)
+    bad.append({"id": 13, "data": {"image": "/data/local-files/?d=/etc/hosts"}, "annotations": [{"result": []}]})
     path = project.parent / "bad.json"
     path.write_text(json.dumps(bad))
     with pytest.raises(AnnotationImportError) as err:
         import_annotations(project, path)
     text = str(err.value)
     for expected in ("unknown class name 'unicorn'", "outside the 64x64 image", "tries to leave the project",
-                     "not in an open batch", "duplicate annotation"):
+                     "not in an open batch", "duplicate annotation", "has zero area", "'/etc/hosts'"):
         assert expected in text
     assert (project / "pool.csv").read_bytes() == pool_before  # nothing changed
 
