@@ -13,8 +13,10 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
+from mgral_core.atomic import write_json_atomic
 from mgral_core.config import Params
-from tasks.mgral_tasks import lookup_record_task
+from mgral_core.lookup_table import table_diagnostics
+from tasks.mgral_tasks import head_features_task, lookup_diagnostic_task, lookup_dir, lookup_record_task
 
 
 def lookup_task_runner(params: Params):
@@ -31,13 +33,29 @@ def lookup_task_runner(params: Params):
 @flow(name="mgral-lookup-table")
 def build_lookup_table(project_dir: str, params: Params, cycle: int, batches: list[list[str]], weights: str,
                        inference_path: str) -> list[dict | None]:
-    """Train one record per batch; returns each record's summary, or None where it failed."""
-    futures = lookup_record_task.map(unmapped(project_dir), unmapped(params), unmapped(cycle),
-                                     list(range(len(batches))), batches, unmapped(weights), unmapped(inference_path))
-    results = [f.result(raise_on_failure=False) for f in futures]
+    """Train one record per batch; returns each record's summary, or None where it failed.
+
+    With `lookup_table.diagnostics` (head proxy), every record is trained again with other seeds
+    and, in simulation, with the oracle's labels of its batch; the table's repeatability and
+    fidelity go to `<table>/diagnostics.json` (logged to MLflow by the agent task).
+    """
+    logger = get_run_logger()
+    head_features_task(project_dir, params, cycle, weights)
+    args = (unmapped(project_dir), unmapped(params), unmapped(cycle), list(range(len(batches))), batches,
+            unmapped(weights), unmapped(inference_path))
+    results = [f.result(raise_on_failure=False) for f in lookup_record_task.map(*args)]
     results = [r if isinstance(r, dict) else None for r in results]
     failed = sum(r is None for r in results)
     if failed:
-        get_run_logger().warning(f"cycle {cycle}: {failed} of {len(batches)} lookup records failed; "
-                                 "continuing with the rest")
+        logger.warning(f"cycle {cycle}: {failed} of {len(batches)} lookup records failed; continuing with the rest")
+    if params.lookup_table.diagnostics and params.lookup_table.proxy == "head":
+        checks = [f.result(raise_on_failure=False) for f in lookup_diagnostic_task.map(*args)]
+        summary = table_diagnostics(results, [c if isinstance(c, dict) else None for c in checks])
+        summary_path = lookup_dir(project_dir, cycle) / "diagnostics.json"
+        write_json_atomic(summary_path, summary)
+        shown = {name: "n/a" if summary[name] is None else f"{summary[name]:.3f}"
+                 for name in ("repeatability", "fidelity")}
+        logger.info(f"cycle {cycle}: lookup table repeatability {shown['repeatability']}, fidelity "
+                    f"{shown['fidelity']} over {summary['records']} records (Spearman; diagnostics only, "
+                    "not used by selection)")
     return results

@@ -70,16 +70,35 @@ class CampaignParams(_Section):
 class LookupTableParams(_Section):
     """Per-cycle lookup table of proxy trainings on random batches (MGRAL inner loop)."""
 
-    records: int = Field(8, ge=2, description="random batches trained per cycle (paper: 200 VOC, 30 COCO)")
-    pseudo_conf: float = Field(0.25, gt=0, lt=1, description="confidence threshold for pseudo-labels")
-    epochs: int = Field(2, ge=1, description="fine-tuning epochs per record")
-    freeze: int = Field(0, ge=0, le=22, description="first N model layers frozen while fine-tuning a record (10 = backbone)")
+    records: int = Field(16, ge=2, description="random batches trained per cycle (paper: 200 VOC, 30 COCO)")
+    proxy: Literal["head", "full"] = Field(
+        "head", description="record = 'head': final head layers fine-tuned on cached features (default, "
+        "measured in docs/method.md) or 'full': the whole detector fine-tuned by the Ultralytics trainer")
+    pseudo_conf: float = Field(0.5, gt=0, lt=1, description="confidence threshold for pseudo-labels")
+    pseudo_ignore: float = Field(0.05, ge=0, lt=1, description="head proxy: B's unassigned anchors with a "
+                                 "detector score >= this are left out of the class loss (0 = off)")
+    head_trainable: Literal["last", "head"] = Field("last", description="head proxy: 'last' = final 1x1 "
+                                                    "convolutions only, 'head' = the whole Detect head")
+    head_epochs: int = Field(10, ge=1, description="head proxy: passes over L + B per seed")
+    head_lr: float = Field(1e-3, gt=0, description="head proxy: AdamW learning rate (cosine decay)")
+    head_seeds: list[int] = Field([0, 1], min_length=1, description="head proxy: seeds averaged per record; "
+                                  "the same for every record (common random numbers)")
+    diagnostics: bool = Field(True, description="measure the table's repeatability (other seeds) and, in "
+                              "simulation, its fidelity (oracle labels of B) every cycle; never used by selection")
+    epochs: int = Field(2, ge=1, description="full proxy: fine-tuning epochs per record")
+    freeze: int = Field(0, ge=0, le=22, description="full proxy: first N model layers frozen (10 = backbone)")
     seed: int = 0
     max_workers: int = Field(2, ge=1, le=64, description="records trained at once by the local thread runner")
     runner: Literal["threads", "dask"] = Field("threads", description="where records are trained")
     dask_address: str | None = Field(None, description="existing Dask scheduler (tcp://host:port); "
                                      "None starts a local cluster; MGRAL_DASK_ADDRESS overrides")
     dask_workers: int = Field(2, ge=1, le=256, description="worker processes of a local Dask cluster")
+
+    @model_validator(mode="after")
+    def _check_seeds(self) -> "LookupTableParams":
+        if len(set(self.head_seeds)) != len(self.head_seeds):
+            raise ValueError(f"head_seeds must be distinct, got {self.head_seeds}")
+        return self
 
 
 class RewardParams(_Section):

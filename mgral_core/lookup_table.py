@@ -165,3 +165,36 @@ def random_batches(candidate_ids: np.ndarray, k: int, n: int, seed: int) -> list
     if k > len(candidate_ids):
         raise ValueError(f"batch size {k} exceeds the {len(candidate_ids)} candidates")
     return [np.random.default_rng([seed, i]).choice(candidate_ids, size=k, replace=False) for i in range(n)]
+
+
+def table_diagnostics(records: list[dict | None], checks: list[dict | None]) -> dict[str, Any]:
+    """Signal-to-noise of a cycle's table from its records and their diagnostic re-trainings.
+
+    `records[i]` has the record's "value"; `checks[i]` its "value_other_seeds" and
+    "value_true_labels" (None outside simulation); failed entries are None. Returns repeatability
+    (Spearman of value vs other seeds), fidelity (Spearman of value vs true labels; None without
+    an oracle), between-batch std, seed noise std (std of the seed difference / sqrt 2) and counts.
+    A Spearman of a constant column is reported as None.
+    """
+    from scipy.stats import spearmanr
+
+    pairs = [(r["value"], c["value_other_seeds"], c.get("value_true_labels"))
+             for r, c in zip(records, checks) if r is not None and c is not None]
+    out: dict[str, Any] = {"records": len(pairs), "repeatability": None, "fidelity": None,
+                           "between_batch_std": None, "seed_noise_std": None}
+    if len(pairs) < 3:
+        return out
+    value, other, true = (np.array([p[i] for p in pairs], dtype=object) for i in range(3))
+    value, other = value.astype(float), other.astype(float)
+
+    def rank_corr(a: np.ndarray, b: np.ndarray) -> float | None:
+        if np.ptp(a) == 0 or np.ptp(b) == 0:
+            return None
+        return float(spearmanr(a, b).statistic)
+
+    out["repeatability"] = rank_corr(value, other)
+    if all(t is not None for t in true):
+        out["fidelity"] = rank_corr(value, true.astype(float))
+    out["between_batch_std"] = float(value.std(ddof=1))
+    out["seed_noise_std"] = float((value - other).std(ddof=1) / np.sqrt(2))
+    return out

@@ -13,12 +13,19 @@ from tqdm.auto import tqdm
 
 from mgral_core import cycle as steps
 from mgral_core.agent import AgentConfig, checkpoint, select_top_k, train_agent
+from mgral_core.atomic import write_json_atomic
 from mgral_core.config import Params
 from mgral_core.inference_cache import load_inference
 from mgral_core.lookup_table import LookupRecord, LookupTable, load_record, random_batches, save_record
 from mgral_core.plots import plot_agent_training
 from mgral_core.pool import PoolState
-from mgral_core.proxy_training import train_proxy_record_isolated
+from mgral_core.project import load_project_info
+from mgral_core.record_values import (
+    cache_cycle_features,
+    diagnostic_seeds,
+    record_value,
+    true_label_record,
+)
 from mgral_core.reward import RewardEstimator, leave_one_out_spearman
 from tasks import tracking
 
@@ -35,6 +42,18 @@ def record_batches(project_dir: str, params: Params, cycle: int, budget: int) ->
                                                seed=params.lookup_table.seed * 1000 + cycle)]
 
 
+@task(name="head-features", retries=1, retry_delay_seconds=2)
+def head_features_task(project_dir: str, params: Params, cycle: int, weights: str) -> str | None:
+    """Cache the Detect-head inputs of L, the unlabeled pool and val once per cycle (head proxy only)."""
+    if params.lookup_table.proxy != "head":
+        return None
+    n = len(PoolState.load(project_dir).table)
+    with tqdm(total=n, desc="head features", unit="img", leave=False) as bar:
+        path = cache_cycle_features(project_dir, params, weights, lookup_dir(project_dir, cycle), bar.update)
+    get_run_logger().info(f"cycle {cycle}: head features cached in {path}")
+    return str(path)
+
+
 @task(name="lookup-record", retries=1, retry_delay_seconds=2)
 def lookup_record_task(project_dir: str, params: Params, cycle: int, record_index: int, batch_ids: list[str],
                        weights: str, inference_path: str) -> dict:
@@ -42,8 +61,7 @@ def lookup_record_task(project_dir: str, params: Params, cycle: int, record_inde
     done = load_record(table_dir, record_id)
     if done is not None:
         return {"record_id": record_id, "value": done.value, **done.extras}
-    result = train_proxy_record_isolated(project_dir, params, table_dir / "work" / record_id, Path(weights),
-                                         batch_ids, Path(inference_path))
+    result = record_value(project_dir, params, table_dir, record_id, weights, batch_ids, inference_path)
     inference = load_inference(inference_path)
     value = result.pop("value")
     result["worker"] = _worker_name()
@@ -51,6 +69,27 @@ def lookup_record_task(project_dir: str, params: Params, cycle: int, record_inde
                                         value, result))
     get_run_logger().info(f"{record_id}: proxy val mAP50-95 {value:.4f} ({result['seconds']} s on {result['worker']})")
     return {"record_id": record_id, "value": value, **result}
+
+
+@task(name="lookup-diagnostic", retries=1, retry_delay_seconds=2)
+def lookup_diagnostic_task(project_dir: str, params: Params, cycle: int, record_index: int, batch_ids: list[str],
+                           weights: str, inference_path: str) -> dict:
+    """Signal-to-noise check of one record: its value under other seeds and (simulation) with true labels.
+
+    Written to `<table>/diagnostics/record_NNN.json`; the estimator and the agent never read it.
+    """
+    table_dir, record_id = lookup_dir(project_dir, cycle), f"record_{record_index:03d}"
+    path = table_dir / "diagnostics" / f"{record_id}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    other = record_value(project_dir, params, table_dir, record_id, weights, batch_ids, inference_path,
+                         seeds=diagnostic_seeds(params))
+    out = {"record_id": record_id, "value_other_seeds": other["value"], "value_true_labels": None}
+    if load_project_info(project_dir).simulate:
+        out["value_true_labels"] = true_label_record(project_dir, params, table_dir, weights, batch_ids)["value"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, out)
+    return out
 
 
 def _worker_name() -> str:
@@ -72,9 +111,9 @@ def train_agent_task(project_dir: str, params: Params, cycle: int, budget: int, 
     embeddings_of = lambda ids: inference.subset(ids).embeddings  # noqa: E731
 
     def direct_value(ids: np.ndarray) -> float:
-        fallback_dir = table_dir / "work" / f"fallback_{len(list(table_dir.glob('work/fallback_*')))}"
-        return train_proxy_record_isolated(project_dir, params, fallback_dir, Path(weights), list(ids),
-                                           Path(inference_path))["value"]
+        fallback_id = f"fallback_{len(list(table_dir.glob('work/fallback_*')))}"
+        (table_dir / "work" / fallback_id).mkdir(parents=True, exist_ok=True)  # numbers the fallbacks
+        return record_value(project_dir, params, table_dir, fallback_id, weights, list(ids), inference_path)["value"]
 
     r = params.reward
     estimator = RewardEstimator(LookupTable.load(table_dir), embeddings_of, method=r.method,
@@ -105,7 +144,11 @@ def _log_agent(project_dir, params, run_id, cycle, agent, config, history, estim
     frame.to_csv(out / "lookup_table.csv", index=False)
     (out / "agent_history.json").write_text(json.dumps({"rewards": history.rewards, "baselines": history.baselines}))
     png = plot_agent_training(history.rewards, history.baselines, estimator.reference_value, out / "agent_training.png")
-    tracking.log_metrics(project_dir, params, run_id, {
+    diagnostics_file = table_dir / "diagnostics.json"
+    diagnostics = json.loads(diagnostics_file.read_text()) if diagnostics_file.exists() else {}
+    snr = {f"lookup_{name}": diagnostics[name] for name in ("repeatability", "fidelity", "seed_noise_std",
+                                                            "between_batch_std") if diagnostics.get(name) is not None}
+    tracking.log_metrics(project_dir, params, run_id, {**snr,
         "lookup_loo_spearman": loo, "lookup_fallbacks": estimator.fallbacks,
         "lookup_far_queries": estimator.far_queries,
         "lookup_records": len(estimator.records), "lookup_value_mean": float(frame["value"].mean()),
@@ -115,5 +158,5 @@ def _log_agent(project_dir, params, run_id, cycle, agent, config, history, estim
     for i in range(0, len(history.rewards), max(1, len(history.rewards) // 200)):
         client.log_metric(run_id, "agent_reward", history.rewards[i], step=i)
         client.log_metric(run_id, "agent_baseline", history.baselines[i], step=i)
-    for path in (out / "agent.pt", out / "lookup_table.csv", png):
+    for path in (out / "agent.pt", out / "lookup_table.csv", png, *([diagnostics_file] if diagnostics else [])):
         tracking.log_artifact(project_dir, params, run_id, path, "mgral")

@@ -1,0 +1,134 @@
+"""The value of one lookup-table record inside a cycle: which proxy, and how its shared parts are cached.
+
+`lookup_table.proxy: head` (default) fine-tunes the final head layers on cached features
+(`proxy_training.HeadProxy`): the features of L, the unlabeled pool and val under the cycle's
+detector are computed once per cycle into `<table>/head_features.pt`, and every process that
+computes records (a thread pool, Dask workers) loads that file once and builds its proxy from it.
+`proxy: full` fine-tunes the whole detector with the Ultralytics trainer in a subprocess per record.
+
+Records travel as ids and paths, never as tensors. Nothing here reads the oracle except
+`true_label_record`, the simulation-only fidelity diagnostic, whose values selection never sees.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mgral_core.config import Params
+from mgral_core.cycle import ground_truth
+from mgral_core.detector import load_detection_model
+from mgral_core.inference_cache import load_inference
+from mgral_core.labels import read_yolo_label
+from mgral_core.pool import PoolState
+from mgral_core.project import load_project_info
+from mgral_core.proxy_training import (
+    HeadProxy,
+    HeadTuneConfig,
+    cache_head_features,
+    load_head_features,
+    pseudo_targets,
+    save_head_features,
+    train_proxy_record_isolated,
+)
+
+FEATURES_FILE = "head_features.pt"
+_proxies: dict[tuple, HeadProxy] = {}
+_proxies_lock = threading.Lock()
+
+
+def head_config(params: Params, seeds: Sequence[int] | None = None) -> HeadTuneConfig:
+    """The HeadTuneConfig a cycle's records use, from params.yaml's lookup_table section."""
+    t = params.lookup_table
+    return HeadTuneConfig(trainable=t.head_trainable, epochs=t.head_epochs, lr=t.head_lr,
+                          seeds=tuple(t.head_seeds if seeds is None else seeds), pseudo_conf=t.pseudo_conf,
+                          pseudo_ignore=t.pseudo_ignore)
+
+
+def diagnostic_seeds(params: Params) -> list[int]:
+    """As many seeds as `head_seeds`, all different from them: the repeatability check's second draw."""
+    used, seeds, candidate = set(params.lookup_table.head_seeds), [], 0
+    while len(seeds) < len(used):
+        if candidate not in used:
+            seeds.append(candidate)
+        candidate += 1
+    return seeds
+
+
+def cache_cycle_features(project_dir: str | Path, params: Params, weights: str | Path, table_dir: Path,
+                         progress: Callable[[int], None] | None = None) -> Path:
+    """Write `<table_dir>/head_features.pt` (L, unlabeled pool, val) once; a re-run reuses a complete file."""
+    path = Path(table_dir) / FEATURES_FILE
+    pool = PoolState.load(project_dir)
+    ids = list(dict.fromkeys([*pool.labeled_pool_ids.tolist(), *pool.unlabeled_pool_ids.tolist(),
+                              *pool.ids("val").tolist()]))
+    if path.exists():
+        try:
+            load_head_features(path).rows(ids)
+            return path
+        except (KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
+            path.unlink()  # stale (another pool) or unreadable: recompute
+    model = load_detection_model(weights)
+    project = Path(project_dir)
+    features = cache_head_features(model, [project / f for f in pool.files(ids)], ids, imgsz=params.detector.imgsz,
+                                   progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_head_features(path, features)
+
+
+def cycle_proxy(project_dir: str | Path, params: Params, weights: str | Path, table_dir: Path) -> HeadProxy:
+    """This process's HeadProxy of the cycle, built once from the cached features (thread-safe)."""
+    path = Path(table_dir) / FEATURES_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: head features of this cycle are missing; cache_cycle_features first")
+    key = (str(Path(project_dir).resolve()), str(weights), str(path), path.stat().st_mtime_ns, head_config(params))
+    with _proxies_lock:
+        proxy = _proxies.get(key)
+        if proxy is None:
+            _proxies.clear()  # one cycle at a time per process: drop the previous cycle's features
+            pool = PoolState.load(project_dir)
+            labeled, val = pool.labeled_pool_ids.tolist(), pool.ids("val").tolist()
+            proxy = HeadProxy(load_detection_model(weights), load_head_features(path),
+                              ground_truth(project_dir, pool, labeled), ground_truth(project_dir, pool, val),
+                              head_config(params))
+            _proxies[key] = proxy
+    return proxy
+
+
+def record_value(project_dir: str | Path, params: Params, table_dir: Path, record_id: str, weights: str | Path,
+                 batch_ids: Sequence[str], inference_path: str | Path, seeds: Sequence[int] | None = None) -> dict:
+    """{"value": val mAP50-95, "map50", "seconds", "weights_digest", ...} of the record L ∪ pseudo(B)."""
+    if params.lookup_table.proxy == "full":
+        return train_proxy_record_isolated(project_dir, params, Path(table_dir) / "work" / record_id, Path(weights),
+                                           batch_ids, Path(inference_path))
+    start = time.time()
+    proxy = cycle_proxy(project_dir, params, weights, table_dir)
+    detections = load_inference(inference_path).detections_by_id()
+    score = proxy.record(pseudo_targets(detections, batch_ids, params.lookup_table.pseudo_conf), seeds=seeds)
+    return _summary(score, time.time() - start)
+
+
+def true_label_record(project_dir: str | Path, params: Params, table_dir: Path, weights: str | Path,
+                      batch_ids: Sequence[str]) -> dict:
+    """Simulation-only fidelity reference: the same record with the oracle's labels of B (head proxy).
+
+    A diagnostic written beside the table and logged to MLflow; selection never reads it.
+    """
+    info, pool = load_project_info(project_dir), PoolState.load(project_dir)
+    if not info.simulate:
+        raise ValueError(f"{project_dir}: fidelity needs the oracle, which only simulation projects have")
+    table = pool.table.set_index("image_id")
+    truth = {i: read_yolo_label(info.oracle_dir / f"{i}.txt", int(table.loc[i, "width"]), int(table.loc[i, "height"]))
+             for i in batch_ids}
+    start = time.time()
+    score = cycle_proxy(project_dir, params, weights, table_dir).record(truth, pseudo=False)
+    return _summary(score, time.time() - start)
+
+
+def _summary(score, seconds: float) -> dict:
+    return {"value": score.map50_95, "map50": score.map50, "val_loss": score.val_loss,
+            "train_loss_first": score.train_loss_first, "train_loss_last": score.train_loss_last,
+            "seconds": round(seconds, 2), "weights_digest": score.digest}

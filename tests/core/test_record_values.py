@@ -1,0 +1,107 @@
+"""A cycle's record values: the head-feature cache, reproducible records, no oracle, and the SNR summary."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mgral_core.config import load_params
+from mgral_core.cycle import infer_pool
+from mgral_core.lookup_table import table_diagnostics
+from mgral_core.pool import PoolState
+from mgral_core.project import load_project_info
+from mgral_core.record_values import (
+    FEATURES_FILE,
+    cache_cycle_features,
+    diagnostic_seeds,
+    record_value,
+    true_label_record,
+)
+from ultralytics.nn.tasks import DetectionModel
+
+
+@pytest.fixture
+def cycle_inputs(tiny_project, tmp_path):
+    """(project, params, weights of a randomly initialised YOLOv8n, pool inference, table dir)."""
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n.yaml", nc=8, verbose=False).eval()
+    model.nc, model.names = 8, {i: f"class{i}" for i in range(8)}  # as the trainer sets them
+    weights = tmp_path / "random.pt"
+    torch.save({"model": model, "train_args": {"imgsz": 64}}, weights)
+    params = load_params(tiny_project / "params.yaml", {"lookup_table.head_epochs": 2,
+                                                         "lookup_table.pseudo_conf": 0.01})
+    inference = infer_pool(tiny_project, weights, params.detector, 1)
+    return tiny_project, params, weights, inference, tmp_path / "table"
+
+
+def test_records_reuse_cached_features_and_are_reproducible(cycle_inputs):
+    project, params, weights, inference, table = cycle_inputs
+    path = cache_cycle_features(project, params, weights, table)
+    assert path == table / FEATURES_FILE
+    mtime = path.stat().st_mtime_ns
+    assert cache_cycle_features(project, params, weights, table).stat().st_mtime_ns == mtime  # reused
+    unlabeled = PoolState.load(project).unlabeled_pool_ids.tolist()
+    a = record_value(project, params, table, "record_000", weights, unlabeled[:8], inference)
+    again = record_value(project, params, table, "record_000", weights, unlabeled[:8], inference)
+    other = record_value(project, params, table, "record_001", weights, unlabeled[8:16], inference)
+    assert a == {**again, "seconds": a["seconds"]}  # bitwise the same training, hence the same value
+    assert a["weights_digest"] != other["weights_digest"]
+    assert np.isfinite(a["value"]) and np.isfinite(a["train_loss_last"])
+    seeds_b = record_value(project, params, table, "record_000", weights, unlabeled[:8], inference,
+                           seeds=diagnostic_seeds(params))
+    assert seeds_b["weights_digest"] != a["weights_digest"]
+
+
+def test_stale_feature_cache_is_recomputed(cycle_inputs):
+    project, params, weights, _, table = cycle_inputs
+    table.mkdir()
+    (table / FEATURES_FILE).write_bytes(b"not a torch file")
+    path = cache_cycle_features(project, params, weights, table)
+    assert path.stat().st_size > 1000
+
+
+def test_records_never_read_the_oracle_but_fidelity_does(cycle_inputs):
+    project, params, weights, inference, table = cycle_inputs
+    cache_cycle_features(project, params, weights, table)
+    batch = PoolState.load(project).unlabeled_pool_ids.tolist()[:8]
+    before = record_value(project, params, table, "record_000", weights, batch, inference)
+    shutil.rmtree(load_project_info(project).oracle_dir)  # the hidden labels are gone
+    after = record_value(project, params, table, "record_000", weights, batch, inference)
+    assert after["weights_digest"] == before["weights_digest"]
+    with pytest.raises(FileNotFoundError):  # the simulation-only diagnostic is the one reader
+        true_label_record(project, params, table, weights, batch)
+
+
+def test_diagnostic_seeds_differ_from_the_record_seeds(tiny_project):
+    params = load_params(tiny_project / "params.yaml", {"lookup_table.head_seeds": [1, 0, 3]})
+    assert diagnostic_seeds(params) == [2, 4, 5]
+
+
+def test_table_diagnostics_measure_repeatability_and_fidelity():
+    records = [{"value": v} for v in (0.1, 0.2, 0.3, 0.4)] + [None]
+    checks = [{"value_other_seeds": v, "value_true_labels": t}
+              for v, t in ((0.11, 0.4), (0.21, 0.3), (0.29, 0.2), (0.41, 0.1))] + [{"value_other_seeds": 0.5}]
+    out = table_diagnostics(records, checks)
+    assert out["records"] == 4 and out["repeatability"] == pytest.approx(1.0)
+    assert out["fidelity"] == pytest.approx(-1.0)  # ranks the batches the opposite way to the true labels
+    assert out["seed_noise_std"] == pytest.approx(np.std([-0.01, -0.01, 0.01, -0.01], ddof=1) / np.sqrt(2))
+    no_oracle = table_diagnostics(records, [{**c, "value_true_labels": None} for c in checks[:4]] + [None])
+    assert no_oracle["fidelity"] is None and no_oracle["repeatability"] == pytest.approx(1.0)
+    flat = table_diagnostics([{"value": 0.0}] * 3, [{"value_other_seeds": 0.0, "value_true_labels": 0.0}] * 3)
+    assert flat["repeatability"] is None and flat["fidelity"] is None  # constant: no ranking to compare
+    assert table_diagnostics(records[:2], checks[:2])["repeatability"] is None  # too few records
+
+
+@pytest.mark.slow
+def test_full_finetune_proxy_is_still_available_and_reproducible(tiny_project, tmp_path):
+    from mgral_core.cycle import train_cycle_detector
+
+    params = load_params(tiny_project / "params.yaml", {"lookup_table.proxy": "full", "lookup_table.epochs": 1})
+    weights = train_cycle_detector(tiny_project, params, 1).weights
+    inference = infer_pool(tiny_project, weights, params.detector, 1)
+    batch = PoolState.load(tiny_project).unlabeled_pool_ids.tolist()[:8]
+    runs = [record_value(tiny_project, params, tmp_path / "table", f"record_{i}", weights, batch, inference)
+            for i in range(2)]
+    assert runs[0]["weights_digest"] == runs[1]["weights_digest"] and np.isfinite(runs[0]["value"])
+    assert not (tmp_path / "table" / FEATURES_FILE).exists()  # the full proxy needs no head features
