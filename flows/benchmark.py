@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 
 from flows.campaign import mgral_campaign
 from mgral_core.benchmark_analysis import TIDY_COLUMNS, auc_table, plot_histograms, plot_learning_curves
-from mgral_core.config import Params, load_params
+from mgral_core.config import Params, load_params, split_strategy_spec
 from mgral_core.dataset_io import load_yolo
 from mgral_core.labels import read_yolo_label
 from mgral_core.pool import PoolState
@@ -98,18 +98,22 @@ def mgral_benchmark(out_dir: str, profile: str = "quick", params_file: str = "pa
     for seed in seeds:
         seed_params = profile_params(params, profile, out, seed)
         base = _seed_base(out, dataset, seed_params, seed)
-        for strategy in strategies:
-            project = out / "runs" / f"seed_{seed}" / strategy
+        for spec in strategies:
+            strategy, overrides = split_strategy_spec(spec)
+            project = out / "runs" / f"seed_{seed}" / spec.replace("@", "__").replace("=", "-").replace(",", "_")
             if not (project / "reports" / "metrics.json").exists():
                 shutil.rmtree(project, ignore_errors=True)
                 shutil.copytree(base, project, symlinks=True)
-                logger.info(f"benchmark: {strategy}, seed {seed}")
+                if overrides:  # a variant: same base, its own parameters
+                    variant = load_params(project / "params.yaml", overrides)
+                    (project / "params.yaml").write_text(yaml.safe_dump(variant.model_dump(), sort_keys=False))
+                logger.info(f"benchmark: {spec}, seed {seed}")
                 mgral_campaign(str(project), strategy=strategy)
             curve = pd.read_csv(project / "reports" / "learning_curve.csv")
-            rows += [{"strategy": strategy, "seed": seed, **r} for r in
+            rows += [{"strategy": spec, "seed": seed, **r} for r in
                      curve[["cycle", "labeled", "map50_95", "map50"]].to_dict("records")]
             if seed == seeds[0]:
-                first_runs[strategy] = project
+                first_runs[spec] = project
     tidy = pd.DataFrame(rows, columns=TIDY_COLUMNS)
     tidy.to_csv(out / "results.csv", index=False)
     tidy.to_parquet(out / "results.parquet", index=False)

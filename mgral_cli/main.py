@@ -80,7 +80,7 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
          builtin: bool = typer.Option(False, "--builtin", help="use the built-in generated dataset"),
          simulate: bool = typer.Option(False, "--simulate",
                                        help="hide the pool's labels in an oracle (built-in data always simulates)"),
-         initial: Optional[int] = typer.Option(None, help="initially labeled pool images (simulation)"),
+         initial: Optional[int] = typer.Option(None, min=0, help="initially labeled pool images (simulation)"),
          params_file: Optional[Path] = typer.Option(None, "--params", help="params.yaml to copy into the project"),
          ) -> None:
     """Create a project from your dataset or from the built-in generator."""
@@ -109,7 +109,7 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
                 err_console.print(report.to_text())
             init_project(project, dataset, simulate=simulate, initial_labeled=n_initial, val_fraction=0.1,
                          test_fraction=0.2, seed=params.simulation.seed, report=report)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # FileExistsError, PermissionError, a malformed dataset ...
         _fail(str(err))
     _write_project_params(project, params)
     if params.tracking.version_pool:
@@ -138,7 +138,7 @@ def import_(project: Path = typer.Argument(..., help="project directory"),
     try:
         with project_lock(project, f"mgral import {source.name}"):
             summary = import_annotations(project, source)
-    except (AnnotationImportError, ProjectLockedError) as err:
+    except (AnnotationImportError, ProjectLockedError, ValueError, OSError) as err:  # ValueError: PoolStateError
         _fail(str(err))
     if summary.imported and params.tracking.version_pool:
         from tasks.versioning import commit_pool, ensure_versioned
@@ -224,7 +224,7 @@ def simulate(dataset: Path = typer.Argument(..., help="a generated dataset (mgra
         init_project(project, loaded, simulate=True, initial_labeled=params.simulation.initial_labeled,
                      val_fraction=0.1, test_fraction=0.2, seed=params.simulation.seed, report=report,
                      metadata=pd_read(metadata) if metadata.exists() else None)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         _fail(str(err))
     _write_project_params(project, params)
     result = _run_flow(mgral_campaign, project_dir=str(project), params_file=str(project / "params.yaml"),
@@ -240,7 +240,7 @@ def pd_read(path: Path):
 
 @app.command()
 def benchmark(out: Path = typer.Option(Path("benchmark"), help="output directory (resumes if it exists)"),
-              profile: str = typer.Option("quick", help="quick | full (params.yaml: benchmark.*)"),
+              profile: str = typer.Option("quick", help="quick | full | table_size (params.yaml: benchmark.*)"),
               params_file: Path = typer.Option(Path("params.yaml"), "--params", help="parameters"),
               strategies: Optional[str] = typer.Option(None, help="comma-separated subset of strategies"),
               seeds: Optional[str] = typer.Option(None, help="comma-separated seeds"),
@@ -248,8 +248,8 @@ def benchmark(out: Path = typer.Option(Path("benchmark"), help="output directory
     """Compare strategies x seeds x cycles in simulation (the `mgral-benchmark` Prefect flow)."""
     from flows.benchmark import mgral_benchmark
 
-    if profile not in ("quick", "full"):
-        _fail(f"--profile must be quick or full, got {profile!r}")
+    if profile not in ("quick", "full", "table_size"):
+        _fail(f"--profile must be quick, full or table_size, got {profile!r}")
     _params(params_file)
     try:
         summary = mgral_benchmark(str(out), profile, str(params_file),

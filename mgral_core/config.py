@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -166,14 +166,40 @@ class BenchmarkProfile(_Section):
     image_size: int = Field(128, ge=32, le=1024)
     epochs: int = Field(40, ge=1)
     finetune_epochs: int = Field(15, ge=1)
-    lookup_records: int = Field(6, ge=2)
+    lookup_records: int = Field(16, ge=2)
     agent_iterations: int = Field(150, ge=1)
+
+    @field_validator("strategies")
+    @classmethod
+    def _check_strategies(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            name, _, overrides = spec.partition("@")
+            pairs = [pair for pair in overrides.split(",") if pair] if overrides else []
+            if not name or any("=" not in pair or "." not in pair.split("=")[0] for pair in pairs):
+                raise ValueError(f"strategy {spec!r}: expected NAME or NAME@section.key=value[,section.key=value]")
+        if len(set(value)) != len(value):
+            raise ValueError(f"strategies must be distinct, got {value}")
+        return value
+
+
+def split_strategy_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """'mgral@lookup_table.records=4' -> ('mgral', {'lookup_table.records': 4}) (values read as YAML)."""
+    name, _, overrides = spec.partition("@")
+    pairs = [pair.split("=", 1) for pair in overrides.split(",") if pair]
+    return name, {key.strip(): yaml.safe_load(value) for key, value in pairs}
 
 
 class BenchmarkParams(_Section):
-    """Profiles of `mgral benchmark` (quick: fits in about 45 minutes here; full: see docs/RESULTS.md)."""
+    """Profiles of `mgral benchmark` (quick: fits in about 45 minutes here; full: see docs/RESULTS.md).
+
+    A strategy may carry parameter overrides after '@' (`mgral@lookup_table.records=4`): the
+    table_size profile is the paper's Table III analog, MGRAL with three lookup-table sizes.
+    """
 
     quick: BenchmarkProfile = BenchmarkProfile()
+    table_size: BenchmarkProfile = BenchmarkProfile(
+        strategies=["mgral@lookup_table.records=4", "mgral@lookup_table.records=16",
+                    "mgral@lookup_table.records=48"], seeds=[0, 1])
     full: BenchmarkProfile = BenchmarkProfile(
         strategies=["random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "cdal", "ebal",
                     "mgral"],

@@ -41,3 +41,15 @@ def test_missing_and_malformed_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_params(listy)
+
+
+def test_benchmark_strategy_variants_parse_and_bad_ones_are_named(tmp_path):
+    from mgral_core.config import split_strategy_spec
+
+    assert split_strategy_spec("mgral@lookup_table.records=4,agent.lr=0.01") == (
+        "mgral", {"lookup_table.records": 4, "agent.lr": 0.01})
+    assert split_strategy_spec("random") == ("random", {})
+    bad = tmp_path / "params.yaml"
+    bad.write_text("benchmark:\n  quick:\n    strategies: [mgral@records]\n")
+    with pytest.raises(ConfigError, match=r"benchmark.quick.strategies[\s\S]*mgral@records"):
+        load_params(bad)
