@@ -148,12 +148,13 @@ def _log_agent(project_dir, params, run_id, cycle, agent, config, history, estim
     diagnostics = json.loads(diagnostics_file.read_text()) if diagnostics_file.exists() else {}
     snr = {f"lookup_{name}": diagnostics[name] for name in ("repeatability", "fidelity", "seed_noise_std",
                                                             "between_batch_std") if diagnostics.get(name) is not None}
-    tracking.log_metrics(project_dir, params, run_id, {**snr,
-        "lookup_loo_spearman": loo, "lookup_fallbacks": estimator.fallbacks,
-        "lookup_far_queries": estimator.far_queries,
-        "lookup_records": len(estimator.records), "lookup_value_mean": float(frame["value"].mean()),
-        "lookup_value_std": float(frame["value"].std()), "agent_final_reward": float(np.mean(history.rewards[-20:])),
-    })
+    metrics = {**snr, "lookup_loo_spearman": loo, "lookup_fallbacks": estimator.fallbacks,
+               "lookup_far_queries": estimator.far_queries, "lookup_records": len(estimator.records),
+               "lookup_value_mean": float(frame["value"].mean()), "lookup_value_std": float(frame["value"].std()),
+               "lookup_reference_value": float(estimator.reference_value),
+               "agent_final_reward": float(np.mean(history.rewards[-20:]))}
+    write_json_atomic(out / "mgral_summary.json", metrics)  # the same figures, for reports without MLflow
+    tracking.log_metrics(project_dir, params, run_id, metrics)
     client = tracking.client_for(project_dir, params)[0]
     for i in range(0, len(history.rewards), max(1, len(history.rewards) // 200)):
         client.log_metric(run_id, "agent_reward", history.rewards[i], step=i)

@@ -1,0 +1,80 @@
+"""Tables and figures of a finished benchmark for docs/RESULTS.md (run by scripts/benchmark.sh).
+
+Copies the learning curves, first-cycle histograms and AUC table into `--docs`, and writes:
+  cycles.md       test mAP50-95 per strategy and labeled count: mean ± std over seeds, and the
+                  paired difference to random (mean, and how many seeds it is positive in);
+  mgral_cycles.md MGRAL's lookup-table diagnostics per seed and cycle (repeatability, fidelity,
+                  leave-one-out Spearman, fallbacks, the agent's final estimated reward against the
+                  random-batch reference) from cycles/cycle_NNN/{lookup_table/diagnostics,mgral_summary}.json.
+
+    python bench/benchmark_report.py --bench benchmark_results/quick --docs docs/results/quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+
+def cycle_table(tidy: pd.DataFrame, metric: str = "map50_95", reference: str = "random") -> pd.DataFrame:
+    """One row per (strategy, labeled): mean, std, paired diff to `reference` and seeds where it is > 0."""
+    rows = []
+    wide = tidy.pivot_table(index=["labeled", "seed"], columns="strategy", values=metric)
+    for (strategy, labeled), group in tidy.groupby(["strategy", "labeled"]):
+        row = {"strategy": strategy, "labeled": labeled, "seeds": len(group),
+               "mean": group[metric].mean(), "std": group[metric].std(ddof=1)}
+        if reference in wide.columns and strategy != reference:
+            diff = (wide.loc[labeled, strategy] - wide.loc[labeled, reference]).dropna()
+            row[f"diff_vs_{reference}"] = diff.mean()
+            row["seeds_better"] = f"{int((diff > 0).sum())}/{len(diff)}"
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["labeled", "mean"], ascending=[True, False])
+
+
+def mgral_table(bench: Path) -> pd.DataFrame:
+    rows = []
+    for summary in sorted(bench.glob("runs/seed_*/mgral*/cycles/cycle_*/mgral_summary.json")):
+        cycle_dir = summary.parent
+        data = json.loads(summary.read_text())
+        diagnostics = cycle_dir / "lookup_table" / "diagnostics.json"
+        snr = json.loads(diagnostics.read_text()) if diagnostics.exists() else {}
+        rows.append({"run": cycle_dir.parents[1].name, "seed": int(cycle_dir.parents[2].name.split("_")[1]),
+                     "cycle": int(cycle_dir.name.split("_")[1]), "records": data.get("lookup_records"),
+                     "repeatability": snr.get("repeatability"), "fidelity": snr.get("fidelity"),
+                     "loo_spearman": data.get("lookup_loo_spearman"), "fallbacks": data.get("lookup_fallbacks"),
+                     "table_mean": data.get("lookup_value_mean"), "table_std": data.get("lookup_value_std"),
+                     "agent_final_reward": data.get("agent_final_reward"),
+                     "random_reference": data.get("lookup_reference_value")})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bench", required=True, help="a finished `mgral benchmark --out` directory")
+    parser.add_argument("--docs", required=True, help="where the figures and tables go")
+    args = parser.parse_args()
+    bench, docs = Path(args.bench), Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    for name in ("learning_curves.png", "first_cycle_classes.png", "first_cycle_domains.png", "auc.md",
+                 "results.csv", "duration.txt"):
+        if (bench / name).exists():
+            shutil.copy(bench / name, docs / name)
+    tidy = pd.read_csv(bench / "results.csv")
+    cycles = cycle_table(tidy)
+    (docs / "cycles.md").write_text(cycles.round(4).to_markdown(index=False) + "\n")
+    print(cycles.round(4).to_markdown(index=False))
+    mgral = mgral_table(bench)
+    if len(mgral):
+        (docs / "mgral_cycles.md").write_text(mgral.round(3).to_markdown(index=False) + "\n")
+        print(mgral.round(3).to_markdown(index=False))
+        means = mgral.groupby("run")[["repeatability", "fidelity", "loo_spearman"]].mean(numeric_only=True)
+        print("means over seeds and cycles:\n" + means.round(3).to_markdown())
+    print(f"written to {docs}")
+
+
+if __name__ == "__main__":
+    main()

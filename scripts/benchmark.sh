@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up, run a benchmark profile and regenerate docs/RESULTS.md's figures and tables from it.
+#   bash scripts/benchmark.sh              # quick profile (about 45 minutes on the 2-core CPU machine)
+#   bash scripts/benchmark.sh table_size   # the lookup-table size ablation (Table III analog)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=${1:-quick}
+out=benchmark_results/$profile
+bash scripts/setup.sh
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1
+start=$(date +%s)
+.venv/bin/mgral benchmark --profile "$profile" --out "$out"
+echo "benchmark $profile: $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s" | tee "$out/duration.txt"
+docs=docs/results/$profile
+mkdir -p "$docs"
+if [ "$profile" = quick ]; then
+  .venv/bin/python bench/first_selections.py --bench "$out"
+  cp "$out/first_selections.png" "$out/first_selections.md" "$docs/"
+fi
+.venv/bin/python bench/benchmark_report.py --bench "$out" --docs "$docs"
+echo "figures and tables in $docs"
