@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -28,7 +29,8 @@ class UserError(Exception):
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    # escaped: file names and messages hold brackets ("box [1, 2, 3, 4]", "[x].png") that are not markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -106,7 +108,7 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
                 _fail(f"{source}: dataset folder not found")
             dataset, report = load_dataset(source, fmt)
             if report.problems:
-                err_console.print(report.to_text())
+                err_console.print(report.to_text(), markup=False, highlight=False, soft_wrap=True)
             init_project(project, dataset, simulate=simulate, initial_labeled=n_initial, val_fraction=0.1,
                          test_fraction=0.2, seed=params.simulation.seed, report=report)
     except (OSError, ValueError) as err:  # FileExistsError, PermissionError, a malformed dataset ...

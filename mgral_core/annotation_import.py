@@ -40,9 +40,19 @@ class ImportSummary:
 class _Entry:
     where: str  # file / task for messages
     name: str  # image reference as given (path, URL or id)
-    boxes: list  # [x1, y1, x2, y2] pixels, or normalized for YOLO (converted later)
-    classes: list  # class indices or names
+    boxes: list  # [x1, y1, x2, y2] pixels, or normalized for YOLO (converted later); None if malformed
+    classes: list  # class indices or names; "<message>" for a malformed box
     normalized: bool = False
+    problem: str | None = None  # the whole entry is unusable (malformed task or image entry)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _key(value):
+    """A JSON id usable as a dict key (ints and strings), else None."""
+    return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
 
 
 def _name_problem(name: str) -> str | None:
@@ -52,7 +62,7 @@ def _name_problem(name: str) -> str | None:
 
 
 def _image_ref(task: dict) -> str:
-    data = task.get("data", {})
+    data = task.get("data") if isinstance(task.get("data"), dict) else {}
     if data.get("mgral_id"):
         return str(data["mgral_id"])
     url = str(data.get("image", ""))
@@ -64,35 +74,93 @@ def _image_ref(task: dict) -> str:
 def _read_label_studio(path: Path, tasks: list) -> list[_Entry]:
     entries = []
     for number, task in enumerate(tasks):
-        annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
+        if not isinstance(task, dict) or not isinstance(task.get("annotations", []), list):
+            entries.append(_Entry(f"{path.name} task #{number}", "", [], [],
+                                  problem="not a Label Studio task (an object with 'data' and 'annotations')"))
+            continue
+        annotations = [a for a in task.get("annotations", []) if isinstance(a, dict) and not a.get("was_cancelled")]
         if not annotations:
             continue  # not labeled yet: stays pending
+        where = f"{path.name} task {task.get('id', number)}"
         result = annotations[-1].get("result", [])
+        if not isinstance(result, list):
+            entries.append(_Entry(where, _image_ref(task), [], [], problem="'result' is not a list"))
+            continue
         boxes, classes = [], []
         for item in result:
-            if item.get("type") != "rectanglelabels":
+            if not isinstance(item, dict) or item.get("type") != "rectanglelabels":
                 continue
-            v, w, h = item["value"], item.get("original_width"), item.get("original_height")
-            boxes.append((v.get("x"), v.get("y"), v.get("width"), v.get("height"), w, h))
-            classes.append((v.get("rectanglelabels") or [None])[0])
-        entries.append(_Entry(f"{path.name} task {task.get('id', number)}", _image_ref(task), boxes, classes))
+            v = item.get("value") if isinstance(item.get("value"), dict) else {}
+            w, h = item.get("original_width"), item.get("original_height")
+            labels = v.get("rectanglelabels")
+            if not all(_is_number(v.get(k)) for k in ("x", "y", "width", "height")):
+                boxes.append(None)
+                classes.append("<rectangle needs numeric x, y, width, height (percent of the image)>")
+            elif _is_number(v.get("rotation")) and abs(v["rotation"]) > 1e-6:
+                boxes.append(None)
+                classes.append(f"<rotated rectangle (rotation {v['rotation']}) is not supported; "
+                               "draw axis-aligned boxes>")
+            elif not isinstance(labels, list) or not labels or not isinstance(labels[0], str):
+                boxes.append(None)
+                classes.append("<rectangle without a label>")
+            else:
+                boxes.append((v["x"], v["y"], v["width"], v["height"], w, h))
+                classes.append(labels[0])
+        entries.append(_Entry(where, _image_ref(task), boxes, classes))
     return entries
 
 
 def _read_coco(path: Path, doc: dict) -> list[_Entry]:
-    names = {c["id"]: c["name"] for c in doc.get("categories", [])}
-    per_image = {img["id"]: [] for img in doc.get("images", [])}
-    for ann in doc.get("annotations", []):
-        per_image.setdefault(ann.get("image_id"), []).append(ann)
-    entries = []
-    for img in doc.get("images", []):
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(doc.get(key, []), list):
+            raise AnnotationImportError([f"{path}: '{key}' must be a list"])
+    names = {_key(c.get("id")): c.get("name") for c in doc.get("categories", []) if isinstance(c, dict)}
+    images = [img for img in doc["images"] if isinstance(img, dict)]
+    entries = [_Entry(f"{path.name} image entry #{n}", "", [], [], problem="not an object")
+               for n, img in enumerate(doc["images"]) if not isinstance(img, dict)]
+    id_count: dict = {}
+    for img in images:
+        id_count[_key(img.get("id"))] = id_count.get(_key(img.get("id")), 0) + 1
+    per_image: dict = {image_id: [] for image_id in id_count}
+    annotation_ids: set = set()
+    for n, ann in enumerate(doc.get("annotations", [])):
+        if not isinstance(ann, dict) or _key(ann.get("image_id")) not in per_image or ann.get("image_id") is None:
+            label = ann.get("id") if isinstance(ann, dict) else f"#{n}"
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            entries.append(_Entry(f"{path.name} annotation {label}", "", [], [],
+                                  problem=f"refers to image id {image_id!r}, not in 'images'"))
+            continue
+        if _key(ann.get("id")) is not None and _key(ann.get("id")) in annotation_ids:
+            entries.append(_Entry(f"{path.name} annotation {ann['id']}", "", [], [],
+                                  problem="annotation id appears more than once"))
+            continue
+        annotation_ids.add(_key(ann.get("id")))
+        per_image[_key(ann["image_id"])].append(ann)
+    for img in images:
+        where = f"{path.name} image {img.get('id')}"
+        name = img.get("mgral_id") or img.get("file_name")
+        if _key(img.get("id")) is None or not isinstance(name, str) or not name:
+            entries.append(_Entry(where, "", [], [], problem="an image entry needs an 'id' and a 'file_name'"))
+            continue
+        if id_count[img["id"]] > 1:
+            entries.append(_Entry(where, name, [], [], problem=f"image id {img['id']!r} is used by "
+                                                                f"{id_count[img['id']]} image entries"))
+            continue
         boxes, classes = [], []
         for ann in per_image[img["id"]]:
-            x, y, w, h = (float(v) if v is not None else math.nan for v in ann.get("bbox", [math.nan] * 4))
+            bbox = ann.get("bbox", [None] * 4)
+            if (not isinstance(bbox, list) or len(bbox) != 4
+                    or not all(v is None or _is_number(v) for v in bbox)):
+                boxes.append(None)
+                classes.append(f"<annotation {ann.get('id')}: bbox must be 4 numbers [x, y, width, height]>")
+                continue
+            x, y, w, h = (float(v) if v is not None else math.nan for v in bbox)
             boxes.append([x, y, x + w, y + h])
-            classes.append(names.get(ann.get("category_id"), f"<category id {ann.get('category_id')}>"))
-        entries.append(_Entry(f"{path.name} image {img.get('id')}", str(img.get("mgral_id") or img["file_name"]),
-                              boxes, classes))
+            category = _key(ann.get("category_id"))
+            classes.append(names[category] if category in names and isinstance(names[category], str)
+                           else f"<annotation {ann.get('id')}: category id {ann.get('category_id')!r} "
+                                "not in the file's 'categories'>")
+        entries.append(_Entry(where, name, boxes, classes))
     return entries
 
 
@@ -100,7 +168,12 @@ def _read_yolo_dir(path: Path) -> list[_Entry]:
     entries = []
     for label in sorted(path.glob("*.txt")):
         boxes, classes = [], []
-        for number, line in enumerate(label.read_text().splitlines(), start=1):
+        try:
+            text = label.read_text()
+        except UnicodeDecodeError as err:
+            entries.append(_Entry(label.name, label.stem, [], [], normalized=True, problem=f"not a text file ({err})"))
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
             parts = line.split()
             if not parts:
                 continue
@@ -124,7 +197,7 @@ def read_annotations(source: str | Path) -> list[_Entry]:
         return _read_yolo_dir(source)
     try:
         doc = json.loads(source.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AnnotationImportError([f"{source}: cannot read as JSON ({err})"]) from None
     if isinstance(doc, list):
         return _read_label_studio(source, doc)
@@ -143,6 +216,9 @@ def import_annotations(project_dir: str | Path, source: str | Path) -> ImportSum
     pending, labeled = set(pool.pending_ids()), set(pool.labeled_pool_ids)
     problems, accepted, unchanged, seen = [], {}, [], {}
     for entry in read_annotations(source):
+        if entry.problem:
+            problems.append(f"{entry.where}: {entry.problem}")
+            continue
         bad_name = _name_problem(entry.name)
         if bad_name:
             problems.append(f"{entry.where}: {bad_name}")

@@ -1,7 +1,9 @@
 """Bring-your-own-data importers (YOLO txt, COCO JSON, Pascal VOC XML) with per-file validation.
 
-An image with any problem (unreadable, bad box, unknown class, duplicate name) is quarantined:
-left out of the dataset and listed in the report with a specific reason. Nothing crashes the import.
+An image with any problem (unreadable, too large, bad box, unknown class, duplicate name or id) is
+quarantined: left out of the dataset and listed in the report with a specific reason. A malformed
+entry or a file name leaving the dataset folder is reported and skipped. Only an unusable top-level
+file (data.yaml, a lone COCO JSON) stops the import, with a ValueError naming it.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import yaml
@@ -26,6 +29,13 @@ if not _pil_open.__module__.startswith("PIL"):
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of the image before it is an error (then clipped)
+# Pillow's default decompression-bomb threshold (about 9459 x 9459). Checked from the header, before
+# decoding, and independently of Image.MAX_IMAGE_PIXELS (which Ultralytics may set to None).
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+class ImageTooLarge(ValueError):
+    """An image above MAX_IMAGE_PIXELS; refused before it is decoded."""
 
 
 @dataclass(frozen=True)
@@ -74,19 +84,48 @@ class ImportReport:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) after fully decoding the file; raises ValueError with the reason."""
+    """(width, height) after fully decoding the file; raises ValueError with the reason.
+
+    An image above MAX_IMAGE_PIXELS raises ImageTooLarge from its header alone, never decoded.
+    """
     if not path.exists():
         raise ValueError("file not found")
     if path.stat().st_size == 0:
         raise ValueError("zero-byte file")
+    advice = f"MGRAL accepts up to {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels; tile or downscale it"
     try:
-        with _pil_open(path) as image:
-            image.load()
-            return image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # reported below, by file
+            with _pil_open(path) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageTooLarge(f"image too large: {width}x{height} = {width * height / 1e6:.1f} "
+                                        f"megapixels (possible decompression bomb); {advice}")
+                image.load()
+                return image.size
+    except Image.DecompressionBombError as err:
+        raise ImageTooLarge(f"image too large, refused by Pillow as a possible decompression bomb ({err}); "
+                            f"{advice}") from None
     except UnidentifiedImageError:
         raise ValueError("not an image (cannot identify the file format)") from None
     except (OSError, SyntaxError) as err:
         raise ValueError(f"unreadable or truncated image ({err})") from None
+
+
+def _read_size(path: Path, report: ImportReport) -> tuple[int, int] | None:
+    """image_size, or None after reporting why the image cannot be used."""
+    try:
+        return image_size(path)
+    except ImageTooLarge as err:
+        report.add(path, "image too large", str(err))
+    except ValueError as err:
+        report.add(path, "unreadable image", str(err))
+    return None
+
+
+def _leaves_folder(name: str) -> bool:
+    """True for an absolute name or one with a '..' part: it could point outside the dataset."""
+    return name.startswith("/") or ".." in PurePosixPath(name).parts
 
 
 def _check_boxes(file: str, boxes: np.ndarray, classes: np.ndarray, width: int, height: int,
@@ -106,7 +145,8 @@ def _check_boxes(file: str, boxes: np.ndarray, classes: np.ndarray, width: int, 
                        f"{where[i]}: box {np.round(box, 2).tolist()} outside the {width}x{height} image")
             return None
         if x2 - x1 <= 0 or y2 - y1 <= 0:
-            report.add(file, "zero-area box", f"{where[i]}: box {np.round(box, 2).tolist()} has no area")
+            report.add(file, "zero-area box", f"{where[i]}: box {np.round(box, 2).tolist()} has no area "
+                                              "(zero or negative width or height)")
             return None
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
@@ -115,17 +155,16 @@ def _check_boxes(file: str, boxes: np.ndarray, classes: np.ndarray, width: int, 
 
 def _add_image(dataset: ImportedDataset, report: ImportReport, seen: dict[str, Path], path: Path,
                split: str | None, boxes: np.ndarray | None, classes: np.ndarray | None, where: Sequence[str],
-               labeled: bool) -> None:
+               labeled: bool, size: tuple[int, int] | None = None) -> None:
     stem = path.stem
     if stem in seen:
         report.add(path, "duplicate name", f"image name {stem!r} also used by {seen[stem]}")
         return
     seen[stem] = path
-    try:
-        width, height = image_size(path)
-    except ValueError as err:
-        report.add(path, "unreadable image", str(err))
+    size = size or _read_size(path, report)
+    if size is None:
         return
+    width, height = size
     boxes = np.zeros((0, 4), np.float32) if boxes is None else boxes
     classes = np.zeros(0, np.int64) if classes is None else np.asarray(classes, np.int64)
     checked = _check_boxes(str(path), boxes, classes, width, height, len(dataset.class_names), report, where)
@@ -148,12 +187,19 @@ def load_yolo(root: Path) -> tuple[ImportedDataset, ImportReport]:
     data_yaml = root / "data.yaml" if root.is_dir() else root
     if not data_yaml.exists():
         raise FileNotFoundError(f"{data_yaml}: YOLO layout needs a data.yaml")
-    data = yaml.safe_load(data_yaml.read_text()) or {}
+    try:
+        data = yaml.safe_load(data_yaml.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"{data_yaml}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{data_yaml}: expected a mapping with 'names' and 'train'/'val'/'test'")
     names = data.get("names")
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names)]
     if not names:
         raise ValueError(f"{data_yaml}: 'names' is missing or empty")
+    if not isinstance(names, list):
+        raise ValueError(f"{data_yaml}: 'names' must be a list or an {{id: name}} mapping, got {names!r}")
     base = (data_yaml.parent / data.get("path", ".")).resolve()
     dataset, report, seen = ImportedDataset(list(map(str, names)), []), ImportReport(), {}
     for split in ("train", "val", "test"):
@@ -164,24 +210,22 @@ def load_yolo(root: Path) -> tuple[ImportedDataset, ImportReport]:
             label = label.with_suffix(".txt")
             boxes = classes = None
             where: list[str] = []
-            try:
-                width, height = image_size(path)
-            except (ValueError, OSError) as err:
-                if path.stem not in seen:
-                    report.add(path, "unreadable image", str(err))
-                    seen[path.stem] = path
-                else:
-                    report.add(path, "duplicate name", f"image name {path.stem!r} also used by {seen[path.stem]}")
+            if path.stem in seen:
+                report.add(path, "duplicate name", f"image name {path.stem!r} also used by {seen[path.stem]}")
+                continue
+            size = _read_size(path, report)
+            if size is None:
+                seen[path.stem] = path
                 continue
             if label.exists():
                 try:
-                    boxes, classes, where = _read_yolo_lines(label, width, height)
-                except ValueError as err:
+                    boxes, classes, where = _read_yolo_lines(label, *size)
+                except ValueError as err:  # UnicodeDecodeError included
                     report.add(path, "bad label file", str(err))
                     seen[path.stem] = path
                     continue
             _add_image(dataset, report, seen, path, "pool" if split == "train" else split, boxes, classes, where,
-                       labeled=label.exists())
+                       labeled=label.exists(), size=size)
     return dataset, report
 
 
@@ -202,7 +246,11 @@ def _yolo_images(base: Path, entry, data_yaml: Path, report: ImportReport) -> li
 def _read_yolo_lines(label: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """YOLO rows as (pixel boxes, classes, where-strings)."""
     boxes, classes, where = [], [], []
-    for number, line in enumerate(label.read_text().splitlines(), start=1):
+    try:
+        text = label.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{label}: not a text file ({err})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
@@ -220,49 +268,165 @@ def _read_yolo_lines(label: Path, width: int, height: int) -> tuple[np.ndarray, 
 
 
 def load_coco(source: Path) -> tuple[ImportedDataset, ImportReport]:
-    """One COCO JSON or a folder of them; category ids mapped to 0..C-1 in sorted id order."""
+    """One COCO JSON or a folder of them; category ids mapped to 0..C-1 in sorted id order.
+
+    In a folder, a JSON file that is not a COCO document is reported and skipped; a lone file
+    given as the source must be one (else ValueError). Image ids are per file.
+    """
     files = [source] if source.is_file() else sorted(source.rglob("*.json"))
     if not files:
         raise FileNotFoundError(f"{source}: no COCO JSON file found")
+    report = ImportReport()
     documents = []
     for file in files:
         try:
-            documents.append((file, json.loads(file.read_text())))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{file}: not valid JSON ({err})") from None
-    categories = {}
-    for file, doc in documents:
-        for cat in doc.get("categories", []):
-            categories.setdefault(int(cat["id"]), str(cat["name"]))
+            doc = json.loads(file.read_text())
+            problem = _coco_shape_problem(doc)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            problem = f"not valid JSON ({err})"
+        if problem is None:
+            documents.append((file, doc))
+        elif source.is_file():
+            raise ValueError(f"{file}: {problem}")
+        else:
+            report.add(file, "bad annotation file", problem, quarantine=False)
+    if not documents:
+        raise ValueError(f"{source}: no usable COCO JSON file\n{report.to_text()}")
+    categories, conflicting = _coco_categories(documents, report)
     ids = sorted(categories)
-    dataset, report, seen = ImportedDataset([categories[i] for i in ids], []), ImportReport(), {}
+    dataset, seen = ImportedDataset([categories[i][0] for i in ids], []), {}
     index_of = {cat_id: i for i, cat_id in enumerate(ids)}
     root = source if source.is_dir() else source.parent
     for file, doc in documents:
-        images = {int(img["id"]): img for img in doc.get("images", [])}
-        per_image: dict[int, list] = {i: [] for i in images}
-        for ann in doc.get("annotations", []):
-            if int(ann.get("image_id", -1)) not in images:
-                report.add(file, "annotation for missing image",
-                           f"annotation {ann.get('id')} refers to image id {ann.get('image_id')} not in 'images'",
-                           quarantine=False)
-                continue
-            per_image[int(ann["image_id"])].append(ann)
-        for image_id, img in images.items():
-            path = _find_image(img["file_name"], file.parent, root)
-            if path is None:
-                report.add(file, "missing image", f"image {img['file_name']!r} (id {image_id}) not found",
-                           quarantine=False)
-                continue
-            boxes, classes, where = [], [], []
-            for ann in per_image[image_id]:
-                x, y, w, h = (float(v) if v is not None else math.nan for v in ann.get("bbox", [math.nan] * 4))
-                boxes.append([x, y, x + w, y + h])
-                classes.append(index_of.get(int(ann.get("category_id", -1)), -1))
-                where.append(f"annotation {ann.get('id')} (category {ann.get('category_id')})")
-            _add_image(dataset, report, seen, path, _split_of(file.stem), np.asarray(boxes).reshape(-1, 4),
-                       np.asarray(classes), where, labeled=True)
+        _load_coco_document(file, doc, root, index_of, conflicting.get(file, {}), dataset, report, seen)
     return dataset, report
+
+
+def _coco_shape_problem(doc) -> str | None:
+    if not isinstance(doc, dict) or "images" not in doc:
+        return "not a COCO document (expected an object with 'images', 'annotations' and 'categories' lists)"
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(doc.get(key, []), list):
+            return f"'{key}' must be a list, got {type(doc[key]).__name__}"
+    return None
+
+
+def _as_int(value) -> int | None:
+    """An id as int (ints, integral floats, digit strings); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _short(value, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _coco_categories(documents, report: ImportReport) -> tuple[dict[int, tuple[str, Path]], dict[Path, dict]]:
+    """{category id: (name, first file)} over all files, and per file the ids whose name conflicts."""
+    categories: dict[int, tuple[str, Path]] = {}
+    conflicting: dict[Path, dict[int, str]] = {}
+    for file, doc in documents:
+        for n, cat in enumerate(doc.get("categories", [])):
+            cat_id = _as_int(cat.get("id")) if isinstance(cat, dict) else None
+            name = str(cat.get("name", "")).strip() if isinstance(cat, dict) else ""
+            if cat_id is None or not name:
+                report.add(file, "bad category", f"category entry {n} needs an integer 'id' and a 'name': "
+                                                 f"{_short(cat)}", quarantine=False)
+                continue
+            if cat_id in categories and categories[cat_id][0] != name:
+                message = (f"category id {cat_id} is {name!r} here but {categories[cat_id][0]!r} in "
+                           f"{categories[cat_id][1]}")
+                conflicting.setdefault(file, {})[cat_id] = message
+                report.add(file, "conflicting category", message + "; its annotations here are quarantined",
+                           quarantine=False)
+                continue
+            categories.setdefault(cat_id, (name, file))
+    return categories, conflicting
+
+
+def _coco_box(ann: dict) -> list[float] | None:
+    """[x1, y1, x2, y2] from a COCO [x, y, w, h]; missing values become NaN; None if malformed."""
+    bbox = ann.get("bbox", [None] * 4)
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        return None
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in bbox):
+        return None
+    x, y, w, h = (math.nan if v is None else float(v) for v in bbox)
+    return [x, y, x + w, y + h]
+
+
+def _load_coco_document(file: Path, doc: dict, root: Path, index_of: dict[int, int], conflicting: dict[int, str],
+                        dataset: ImportedDataset, report: ImportReport, seen: dict[str, Path]) -> None:
+    entries: dict[int, list[str]] = {}  # image id -> file names (more than one: duplicate id)
+    for n, img in enumerate(doc["images"]):
+        image_id = _as_int(img.get("id")) if isinstance(img, dict) else None
+        name = img.get("file_name") if isinstance(img, dict) else None
+        if image_id is None or not isinstance(name, str) or not name.strip():
+            report.add(file, "bad image entry", f"image entry {n} needs an integer 'id' and a 'file_name': "
+                                                f"{_short(img)}", quarantine=False)
+            continue
+        entries.setdefault(image_id, []).append(name.strip().replace("\\", "/"))
+    objects: dict[int, list] = {i: [] for i in entries}
+    bad: dict[int, tuple[str, str]] = {}  # image id -> its first (kind, message)
+    annotation_ids: set = set()
+    for n, ann in enumerate(doc.get("annotations", [])):
+        image_id = _as_int(ann.get("image_id")) if isinstance(ann, dict) else None
+        if image_id not in entries:
+            report.add(file, "annotation for missing image",
+                       f"annotation {ann.get('id') if isinstance(ann, dict) else f'entry {n}'} refers to image id "
+                       f"{ann.get('image_id') if isinstance(ann, dict) else None} not in 'images'", quarantine=False)
+            continue
+        where = f"annotation {ann.get('id')} (category {ann.get('category_id')})"
+        ann_id = ann.get("id") if isinstance(ann.get("id"), (int, str)) else None
+        if ann_id is not None and ann_id in annotation_ids:
+            bad.setdefault(image_id, ("duplicate id", f"{where}: annotation id {ann_id} appears more than once"))
+        annotation_ids.add(ann_id)
+        cat_id = _as_int(ann.get("category_id"))
+        box = _coco_box(ann)
+        if cat_id in conflicting:
+            bad.setdefault(image_id, ("unknown class", f"{where}: {conflicting[cat_id]}"))
+        elif cat_id not in index_of:
+            bad.setdefault(image_id, ("unknown class", f"{where}: category id {ann.get('category_id')!r} not in "
+                                                       f"'categories' (ids {sorted(index_of)})"))
+        elif box is None:
+            bad.setdefault(image_id, ("invalid box", f"{where}: bbox must be 4 numbers [x, y, width, height], "
+                                                     f"got {_short(ann.get('bbox'))}"))
+        else:
+            objects[image_id].append((box, index_of[cat_id], where))
+    for image_id, names in entries.items():
+        for name in names:
+            if _leaves_folder(name):
+                report.add(file, "file name leaves the dataset",
+                           f"image id {image_id}: file name {name!r} is absolute or contains '..'; "
+                           "give it relative to the dataset folder", quarantine=False)
+                continue
+            path = _find_image(name, file.parent, root)
+            if path is None:
+                report.add(file, "missing image", f"image {name!r} (id {image_id}) not found", quarantine=False)
+                continue
+            problem = bad.get(image_id)
+            if len(names) > 1:
+                problem = ("duplicate id", f"image id {image_id} is used by {len(names)} entries ({', '.join(names)}) "
+                                           f"in {file.name}; its annotations cannot be assigned")
+            if problem is not None:
+                report.add(path, *problem)
+                seen.setdefault(path.stem, path)
+                continue
+            found = objects[image_id]
+            _add_image(dataset, report, seen, path, _split_of(file.stem),
+                       np.asarray([o[0] for o in found], np.float64).reshape(-1, 4),
+                       np.asarray([o[1] for o in found], np.int64), [o[2] for o in found], labeled=True)
 
 
 def _find_image(file_name: str, json_dir: Path, root: Path) -> Path | None:
@@ -290,8 +454,14 @@ def load_voc(root: Path, names: Sequence[str] | None = None) -> tuple[ImportedDa
             box = obj.find("bndbox")
             coords = [_float(box.findtext(k)) if box is not None else math.nan for k in ("xmin", "ymin", "xmax", "ymax")]
             objects.append(((obj.findtext("name") or "").strip(), coords, f"{xml_file.name} object {i}"))
-        parsed.append((xml_file, tree.findtext("filename") or f"{xml_file.stem}.jpg", objects))
-    class_names = list(names) if names else sorted({o[0] for _, _, objs in parsed for o in objs})
+        file_name = (tree.findtext("filename") or "").strip().replace("\\", "/") or f"{xml_file.stem}.jpg"
+        if _leaves_folder(file_name):
+            report.add(xml_file, "file name leaves the dataset",
+                       f"<filename> {file_name!r} is absolute or contains '..'; give it relative to JPEGImages/",
+                       quarantine=False)
+            continue
+        parsed.append((xml_file, file_name, objects))
+    class_names = list(names) if names else sorted({o[0] for _, _, objs in parsed for o in objs if o[0]})
     splits = {}
     for split in ("train", "val", "test"):
         listing = root / "ImageSets" / "Main" / f"{split}.txt"
@@ -307,7 +477,9 @@ def load_voc(root: Path, names: Sequence[str] | None = None) -> tuple[ImportedDa
             continue
         unknown = [o for o in objects if o[0] not in class_names]
         if unknown:
-            report.add(path, "unknown class", f"{unknown[0][2]}: class {unknown[0][0]!r} not in {class_names}")
+            message = (f"{unknown[0][2]}: class {unknown[0][0]!r} not in {class_names}" if unknown[0][0]
+                       else f"{unknown[0][2]}: object without a <name>")
+            report.add(path, "unknown class", message)
             continue
         boxes = np.asarray([o[1] for o in objects], np.float64).reshape(-1, 4)
         classes = np.asarray([class_names.index(o[0]) for o in objects], np.int64)

@@ -33,6 +33,41 @@ class DetectorError(RuntimeError):
     """Training or inference failed in a way the user should see (bad weights, diverged loss)."""
 
 
+class TrainingDiverged(DetectorError):
+    """The training loss or validation fitness became NaN or infinite; no weights were kept."""
+
+    def __init__(self, run_dir: Path, epoch: int, epochs: int, what: str):
+        super().__init__(
+            f"detector training diverged: {what} at epoch {epoch}/{epochs} (run dir {run_dir}); "
+            "its weights were discarded. Check the warm-start weights, the labels and the detector "
+            "settings in params.yaml"
+        )
+        self.run_dir, self.epoch, self.epochs = run_dir, epoch, epochs
+
+
+def _stop_on_divergence(model, run_dir: Path) -> None:
+    """Raise TrainingDiverged at the first non-finite batch loss or validation fitness.
+
+    Ultralytics carries on past a NaN in the first epoch and later rewinds to last.pt, whose
+    weights it has already NaN-zeroed (`save_model` applies nan_to_num), so its own recovery can
+    silently end with garbage weights. One NaN batch poisons the weights through the optimizer,
+    so the first one is enough to stop.
+    """
+
+    def check_loss(trainer) -> None:
+        loss = trainer.loss
+        if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+            raise TrainingDiverged(run_dir, trainer.epoch + 1, trainer.epochs, f"training loss {loss.item()}")
+
+    def check_fitness(trainer) -> None:
+        if trainer.fitness is not None and not np.isfinite(trainer.fitness):
+            raise TrainingDiverged(run_dir, trainer.epoch + 1, trainer.epochs,
+                                   f"validation fitness {trainer.fitness}")
+
+    model.add_callback("on_train_batch_end", check_loss)
+    model.add_callback("on_fit_epoch_end", check_fitness)
+
+
 @dataclass(frozen=True)
 class TrainedDetector:
     """Where a finished training left its weights, and its own validation figures."""
@@ -83,35 +118,51 @@ def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, ep
                    freeze: int | None = None) -> TrainedDetector:
     """Train (or warm-start fine-tune) a YOLO detector; return its best weights copied to out_dir/best.pt.
 
-    Does not evaluate on the test split; see `predict_images` plus `evaluation` for that.
+    Raises TrainingDiverged (a DetectorError) as soon as the loss is NaN or infinite; then no
+    best.pt is left in out_dir and the run's weights are deleted. Does not evaluate on the test
+    split; see `predict_images` plus `evaluation` for that.
     """
     out_dir = Path(out_dir).resolve()  # Ultralytics puts relative project dirs under its own runs_dir
     run_dir = out_dir / "ultralytics"
+    final = out_dir / "best.pt"
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    if init_weights is None or Path(init_weights).resolve() != final:
+        final.unlink(missing_ok=True)  # a failed run must not leave an older best.pt looking like its result
     model = YOLO(_resolve_model(params, init_weights))
+    _stop_on_divergence(model, run_dir)
     captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        results = model.train(
-            data=str(data_yaml), epochs=epochs, imgsz=params.imgsz, batch=params.batch,
-            lr0=params.lr0, device=params.device, workers=params.workers,
-            cache="ram" if params.cache else False, seed=params.seed if seed is None else seed,
-            deterministic=True, plots=False, amp=False, verbose=False, exist_ok=True, val=params.val_each_epoch,
-            warmup_epochs=0.0 if init_weights is not None else 3.0,
-            project=str(out_dir), name="ultralytics", patience=max(epochs, 50), freeze=freeze,
-        )
+    try:
+        with contextlib.redirect_stdout(captured):
+            results = model.train(
+                data=str(data_yaml), epochs=epochs, imgsz=params.imgsz, batch=params.batch,
+                lr0=params.lr0, device=params.device, workers=params.workers,
+                cache="ram" if params.cache else False, seed=params.seed if seed is None else seed,
+                deterministic=True, plots=False, amp=False, verbose=False, exist_ok=True,
+                val=params.val_each_epoch, warmup_epochs=0.0 if init_weights is not None else 3.0,
+                project=str(out_dir), name="ultralytics", patience=max(epochs, 50), freeze=freeze,
+            )
+    except TrainingDiverged:
+        shutil.rmtree(run_dir / "weights", ignore_errors=True)
+        raise
+    except RuntimeError as err:  # Ultralytics' own NaN recovery giving up ("NaN persisted", "NaN/Inf")
+        if "NaN" not in str(err):
+            raise
+        shutil.rmtree(run_dir / "weights", ignore_errors=True)
+        epoch = getattr(getattr(model, "trainer", None), "epoch", epochs - 1) + 1
+        raise TrainingDiverged(run_dir, epoch, epochs, str(err)) from err
     best = run_dir / "weights" / "best.pt"
     if not best.exists():
         best = run_dir / "weights" / "last.pt"
     if not best.exists():
         raise DetectorError(f"training in {run_dir} produced no weights")
-    final = out_dir / "best.pt"
-    shutil.copy2(best, final)
     box = getattr(results, "box", None)
     val_map = float(box.map) if box is not None else float("nan")
     val_map50 = float(box.map50) if box is not None else float("nan")
     if not np.isfinite(val_map):
-        raise DetectorError(f"training in {run_dir} ended with a non-finite validation mAP (diverged?)")
+        shutil.rmtree(run_dir / "weights", ignore_errors=True)
+        raise TrainingDiverged(run_dir, epochs, epochs, f"final validation mAP50-95 {val_map}")
+    shutil.copy2(best, final)
     shutil.rmtree(run_dir / "weights", ignore_errors=True)
     return TrainedDetector(final, val_map, val_map50, epochs)
 

@@ -1,0 +1,515 @@
+"""The bad-input catalogue of docs/RELIABILITY.md: image modes and sizes, negative and malformed boxes,
+duplicate ids, path traversal, malformed annotation exports, CLI user errors, a diverging training."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import mgral_core.dataset_io as dataset_io
+from mgral_core.annotation_import import AnnotationImportError, import_annotations
+from mgral_core.dataset_io import load_dataset
+from mgral_core.labels import read_yolo_label
+from mgral_core.pool import PoolState
+from mgral_core.project import init_project
+
+BIN = Path(sys.executable).parent
+
+
+def _image(path, size=(48, 40), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size).save(path)
+    return path
+
+
+def _yolo(root, labels, names=("a", "b")):
+    """A YOLO dataset: {split/name: label text or None (unlabeled)}, 48x40 RGB images."""
+    for key, text in labels.items():
+        split, name = key.split("/")
+        _image(root / "images" / split / f"{name}.png")
+        if text is not None:
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{name}.txt").write_text(text)
+    (root / "data.yaml").write_text(f"names: {list(names)}\ntrain: images/train\nval: images/val\n"
+                                    "test: images/test\n")
+    return root
+
+
+GOOD = {"train/t0": "0 0.5 0.5 0.2 0.2\n", "train/t1": "1 0.3 0.3 0.2 0.1\n", "train/t2": "",
+        "val/v0": "0 0.5 0.5 0.2 0.2\n", "test/s0": "1 0.5 0.5 0.4 0.4\n"}
+
+
+def _coco(root, images, annotations, categories=({"id": 1, "name": "a"},), image_files=("x.png", "y.png")):
+    for name in image_files:
+        _image(root / "images" / name)
+    (root / "instances.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                     "categories": list(categories)}))
+    return root
+
+
+def _voc(root, file_name, box=(5, 6, 20, 30), name="dog"):
+    _image(root / "JPEGImages" / "im1.jpg", (50, 50))
+    tags = "".join(f"<{k}>{v}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    (root / "Annotations" / "im1.xml").write_text(
+        f"<annotation><filename>{file_name}</filename><object><name>{name}</name><bndbox>{tags}</bndbox>"
+        "</object></annotation>")
+    return root
+
+
+def _kinds(report):
+    return {p.kind: p.message for p in report.problems}
+
+
+# images: modes and sizes ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("mode", "suffix"), [
+    ("RGBA", ".png"), ("LA", ".png"), ("P", ".png"), ("1", ".png"), ("L", ".png"), ("CMYK", ".jpg"),
+    ("I;16", ".png"), ("I;16", ".tif"),
+])
+def test_image_modes_are_converted_to_8bit_rgb(tmp_path, mode, suffix):
+    root = _yolo(tmp_path / "ds", GOOD)
+    (root / "images/train/t1.png").unlink()
+    if mode == "I;16":
+        Image.fromarray(np.full((40, 48), 40000, np.uint16)).save(root / f"images/train/t1{suffix}")
+    else:
+        image = Image.new(mode, (48, 40))
+        if mode == "P":
+            image.info["transparency"] = 0
+        image.save(root / f"images/train/t1{suffix}")
+    dataset, report = load_dataset(root)
+    assert report.problems == [] and len(dataset.images) == 5
+    project = init_project(tmp_path / "p", dataset, simulate=True, initial_labeled=3)
+    converted = Image.open(project / "images" / "t1.png")
+    assert (converted.mode, converted.size) == ("RGB", (48, 40))
+    _, classes = read_yolo_label(project / "labels" / "t1.txt", 48, 40)
+    assert classes.tolist() == [1]
+
+
+@pytest.mark.parametrize("pillow_guard", ["default", "disabled"])
+def test_huge_image_is_refused_from_its_header(tmp_path, monkeypatch, pillow_guard):
+    """12000 x 12000 (144 MP): above MGRAL's limit, quarantined without being decoded."""
+    if pillow_guard == "disabled":  # what Ultralytics' compress_one_image does to the global
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    root = _yolo(tmp_path / "ds", GOOD)
+    Image.new("1", (12000, 12000)).save(root / "images/train/t1.png")  # 18 kB on disk
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or None)
+    dataset, report = load_dataset(root)
+    message = _kinds(report)["image too large"]
+    assert "12000x12000 = 144.0 megapixels" in message and "tile or downscale" in message
+    assert str(root / "images/train/t1.png") in report.quarantined
+    assert (12000, 12000) not in decoded
+    assert sorted(r.name for r in dataset.images) == ["s0", "t0", "t2", "v0"]
+
+
+def test_decompression_bomb_error_becomes_a_message(tmp_path):
+    """14000 x 14000 (196 MP): Pillow itself raises DecompressionBombError on open."""
+    root = _yolo(tmp_path / "ds", GOOD)
+    Image.new("1", (14000, 14000)).save(root / "images/train/t1.png")
+    dataset, report = load_dataset(root)
+    assert "decompression bomb" in _kinds(report)["image too large"]
+    assert len(dataset.images) == 4
+    project = init_project(tmp_path / "p", dataset, simulate=True, initial_labeled=1, report=report)
+    assert "image too large" in (project / "quarantine" / "import_report.txt").read_text()
+
+
+def test_pixel_limit_boundary(tmp_path, monkeypatch):
+    monkeypatch.setattr(dataset_io, "MAX_IMAGE_PIXELS", 48 * 40)
+    root = _yolo(tmp_path / "ds", GOOD)
+    _image(root / "images/train/t1.png", (49, 40))
+    dataset, report = load_dataset(root)
+    assert [p.file for p in report.problems] == [str(root / "images/train/t1.png")]
+    assert len(dataset.images) == 4  # the 48x40 ones, exactly at the limit, are accepted
+
+
+# labels: negative, malformed, unknown, duplicate --------------------------------------------------
+
+@pytest.mark.parametrize(("line", "kind", "text"), [
+    ("0 -0.2 0.5 0.1 0.1", "box outside image", "outside the 48x40 image"),
+    ("0 0.5 -0.3 0.2 0.2", "box outside image", "outside"),
+    ("0 0.5 0.5 -0.1 0.1", "zero-area box", "negative width or height"),
+    ("-1 0.5 0.5 0.1 0.1", "unknown class", "class id -1 not in 0..1"),
+    ("0 0.5 0.5 0.1", "bad label file", "expected 'class cx cy w h'"),
+    ("0.0 0.5 0.5 0.1 0.1", "bad label file", "non-numeric"),
+    ("0 inf 0.5 0.1 0.1", "invalid box", "NaN or infinite"),
+])
+def test_yolo_negative_and_malformed_labels(tmp_path, line, kind, text):
+    root = _yolo(tmp_path / "ds", {**GOOD, "train/t1": line + "\n"})
+    dataset, report = load_dataset(root)
+    assert text in _kinds(report)[kind], report.to_text()
+    assert str(root / "images/train/t1.png") in report.quarantined
+    assert "t1" not in {r.name for r in dataset.images}
+
+
+def test_negative_coordinate_within_a_pixel_is_clipped(tmp_path):
+    root = _yolo(tmp_path / "ds", {**GOOD, "train/t1": "0 0.05 0.5 0.12 0.2\n"})  # x1 = -0.48 px
+    dataset, report = load_dataset(root)
+    assert report.problems == []
+    t1 = next(r for r in dataset.images if r.name == "t1")
+    assert t1.boxes_xyxy[0, 0] == 0
+
+
+def test_empty_label_file_means_labeled_without_objects(tmp_path):
+    root = _yolo(tmp_path / "ds", {**GOOD, "train/t2": "", "train/u0": None})
+    dataset, report = load_dataset(root)
+    by_name = {r.name: r for r in dataset.images}
+    assert report.problems == [] and by_name["t2"].labeled and by_name["t2"].boxes_xyxy.shape == (0, 4)
+    assert not by_name["u0"].labeled  # no label file at all: unlabeled
+    project = init_project(tmp_path / "p", dataset, simulate=False, initial_labeled=0)
+    pool = PoolState.load(project)
+    assert "t2" in set(pool.labeled_pool_ids) and "u0" in set(pool.unlabeled_pool_ids)
+    assert (project / "labels" / "t2.txt").read_text() == ""
+
+
+def test_yolo_label_that_is_not_text(tmp_path):
+    root = _yolo(tmp_path / "ds", GOOD)
+    (root / "labels/train/t1.txt").write_bytes(b"\xff\xfe\x00binary")
+    _, report = load_dataset(root)
+    assert "not a text file" in _kinds(report)["bad label file"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("names: [a, b\ntrain: images/train\n", "not valid YAML"),
+    ("names: abc\ntrain: images/train\n", "'names' must be a list"),
+    ("- just\n- a list\n", "expected a mapping"),
+])
+def test_malformed_data_yaml_names_the_file(tmp_path, text, message):
+    root = _yolo(tmp_path / "ds", GOOD)
+    (root / "data.yaml").write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        load_dataset(root)
+    assert str(root / "data.yaml") in str(err.value)
+
+
+@pytest.mark.parametrize(("bbox", "kind", "text"), [
+    ([-5, 2, 10, 10], "box outside image", "box [-5.0, 2.0, 5.0, 12.0] outside the 48x40 image"),
+    ([2, -4, 10, 10], "box outside image", "outside"),
+    ([20, 2, -10, 10], "zero-area box", "negative width or height"),
+    ([1, 1, 5], "invalid box", "bbox must be 4 numbers"),
+    (["1", 1, 5, 5], "invalid box", "bbox must be 4 numbers"),
+    ([1, None, 5, 5], "invalid box", "NaN"),
+])
+def test_coco_negative_and_malformed_boxes(tmp_path, bbox, kind, text):
+    root = _coco(tmp_path / "coco", [{"id": 1, "file_name": "x.png"}, {"id": 2, "file_name": "y.png"}],
+                 [{"id": 7, "image_id": 1, "category_id": 1, "bbox": bbox}])
+    dataset, report = load_dataset(root, "coco")
+    assert text in _kinds(report)[kind], report.to_text()
+    assert str(root / "images" / "x.png") in report.quarantined
+    assert [r.name for r in dataset.images] == ["y"]
+
+
+def test_coco_unknown_category_and_duplicate_ids(tmp_path):
+    images = [{"id": 1, "file_name": "x.png"}, {"id": 2, "file_name": "y.png"}, {"id": 2, "file_name": "z.png"},
+              {"id": 3, "file_name": "w.png"}, {"id": 4, "file_name": "v.png"}]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 9, "bbox": [1, 1, 5, 5]},
+                   {"id": 2, "image_id": 2, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                   {"id": 3, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                   {"id": 3, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                   {"id": 4, "image_id": 4, "category_id": 1, "bbox": [1, 1, 5, 5]}]
+    root = _coco(tmp_path / "coco", images, annotations, image_files=("x.png", "y.png", "z.png", "w.png", "v.png"))
+    dataset, report = load_dataset(root, "coco")
+    by_file = {Path(p.file).name: p.message for p in report.problems}
+    assert "category id 9 not in 'categories' (ids [1])" in by_file["x.png"]
+    assert "image id 2 is used by 2 entries (y.png, z.png)" in by_file["y.png"] and "z.png" in by_file
+    assert "annotation id 3 appears more than once" in by_file["w.png"]
+    assert [r.name for r in dataset.images] == ["v"]
+    assert set(report.quarantined) == {str(root / "images" / n) for n in ("x.png", "y.png", "z.png", "w.png")}
+
+
+def test_coco_malformed_entries_are_reported_not_raised(tmp_path):
+    images = [{"id": 1}, "not an object", {"id": 2, "file_name": "y.png"}, {"id": 3, "file_name": "x.png"}]
+    annotations = [{"id": 1, "image_id": 77, "category_id": 1, "bbox": [1, 1, 5, 5]}, ["nope"],
+                   {"id": 2, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5]}]
+    categories = [{"id": 1, "name": "a"}, {"name": "no id"}]
+    root = _coco(tmp_path / "coco", images, annotations, categories)
+    dataset, report = load_dataset(root, "coco")
+    kinds = [p.kind for p in report.problems]
+    assert kinds.count("bad image entry") == 2 and kinds.count("annotation for missing image") == 2
+    assert "bad category" in kinds
+    assert sorted(r.name for r in dataset.images) == ["x", "y"] and dataset.class_names == ["a"]
+
+
+def test_coco_file_that_is_not_coco(tmp_path):
+    root = _coco(tmp_path / "coco", [{"id": 1, "file_name": "x.png"}], [])
+    (root / "notes.json").write_text(json.dumps(["a", "list"]))
+    (root / "broken.json").write_text("{not json")
+    dataset, report = load_dataset(root, "coco")  # a folder: other JSON files are reported, skipped
+    assert len(dataset.images) == 1
+    assert {Path(p.file).name for p in report.problems if p.kind == "bad annotation file"} == {"notes.json",
+                                                                                              "broken.json"}
+    with pytest.raises(ValueError, match="notes.json: not a COCO document"):
+        load_dataset(root / "notes.json", "coco")  # a lone file must be COCO
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+        load_dataset(root / "broken.json", "coco")
+
+
+def test_voc_negative_inverted_and_nameless_boxes(tmp_path):
+    _, report = load_dataset(_voc(tmp_path / "neg", "im1.jpg", (-5, 6, 20, 30)))
+    assert "box [-5.0, 6.0, 20.0, 30.0] outside the 50x50 image" in _kinds(report)["box outside image"]
+    _, report = load_dataset(_voc(tmp_path / "inv", "im1.jpg", (20, 6, 5, 30)))
+    assert "negative width or height" in _kinds(report)["zero-area box"]
+    _, report = load_dataset(_voc(tmp_path / "nameless", "im1.jpg", name=""))
+    assert "object without a <name>" in _kinds(report)["unknown class"]
+    dataset, report = load_dataset(_voc(tmp_path / "missing", "gone.jpg"))
+    assert "gone.jpg not found in JPEGImages/" in _kinds(report)["annotation for missing image"]
+    assert dataset.images == []
+
+
+def test_every_strategy_runs_on_a_single_class_pool():
+    from mgral_core.strategies import BASELINE_STRATEGIES, get_strategy
+    from tests.core.test_strategies_contract import make_pool
+
+    pool = make_pool(num_classes=1)
+    for name in sorted(BASELINE_STRATEGIES):
+        ids = get_strategy(name)(pool, 6, np.random.default_rng(0))
+        assert len(set(ids)) == 6 and set(ids) <= set(pool.unlabeled_ids.tolist()), name
+
+
+# path traversal ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../outside.png", "images/../../outside.png", "ABSOLUTE", "..\\outside.png"])
+def test_coco_file_name_cannot_leave_the_dataset(tmp_path, name):
+    outside = _image(tmp_path / "outside.png")  # exists: only the rule keeps it out
+    name = str(outside) if name == "ABSOLUTE" else name
+    root = _coco(tmp_path / "coco", [{"id": 1, "file_name": name}, {"id": 2, "file_name": "y.png"}], [])
+    dataset, report = load_dataset(root, "coco")
+    assert "is absolute or contains '..'" in _kinds(report)["file name leaves the dataset"]
+    assert [r.name for r in dataset.images] == ["y"]
+
+
+@pytest.mark.parametrize("name", ["../../outside.jpg", "ABSOLUTE"])
+def test_voc_filename_cannot_leave_the_dataset(tmp_path, name):
+    outside = _image(tmp_path / "outside.jpg", (50, 50))
+    root = _voc(tmp_path / "voc", str(outside) if name == "ABSOLUTE" else name)
+    dataset, report = load_dataset(root)
+    assert "<filename>" in _kinds(report)["file name leaves the dataset"]
+    assert dataset.images == []
+
+
+@pytest.fixture
+def open_batch(tmp_path):
+    """A real-labeling project (no simulation) with t3, t4 selected in cycle 1 and unlabeled."""
+    labels = {**GOOD, "train/t3": None, "train/t4": None, "train/t5": None}
+    dataset, _ = load_dataset(_yolo(tmp_path / "ds", labels))
+    project = init_project(tmp_path / "p", dataset, simulate=False, initial_labeled=0)
+    PoolState.load(project).mark_selected(["t3", "t4"], 1).save(project)
+    return project
+
+
+def _ls_task(task_id, image, value=None, data_key="image"):
+    value = value or {"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}
+    return {"id": task_id, "data": {data_key: image},
+            "annotations": [{"result": [{"type": "rectanglelabels", "original_width": 48, "original_height": 40,
+                                         "value": value}]}]}
+
+
+def _refused(project, export, tmp_path):
+    before = (project / "pool.csv").read_bytes()
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    with pytest.raises(AnnotationImportError) as err:
+        import_annotations(project, path)
+    assert (project / "pool.csv").read_bytes() == before
+    assert not (project / "labels" / "t3.txt").exists() and not (project / "labels" / "t4.txt").exists()
+    return str(err.value)
+
+
+def test_label_studio_import_path_traversal(open_batch, tmp_path):
+    export = [_ls_task(1, "/data/local-files/?d=images/t3.png"),  # fine on its own
+              _ls_task(2, "/data/local-files/?d=images%2F..%2F..%2F..%2Fetc%2Ft4.png"),
+              _ls_task(3, "/data/local-files/?d=images/%2E%2E/t4.png"),
+              _ls_task(4, "../t4", data_key="mgral_id"),
+              _ls_task(5, "/data/local-files/?d=/etc/t4.png"),
+              _ls_task(6, "/data/local-files/?d=..\\t4.png")]
+    text = _refused(open_batch, export, tmp_path)
+    for task in (2, 3, 4, 5, 6):
+        assert f"export.json task {task}: file name" in text and "tries to leave the project" in text
+    assert "task 1:" not in text
+
+
+def test_coco_import_path_traversal(open_batch, tmp_path):
+    doc = {"images": [{"id": 1, "file_name": "../../images/t3.png"}, {"id": 2, "file_name": "/abs/t4.png"}],
+           "annotations": [], "categories": [{"id": 1, "name": "a"}]}
+    text = _refused(open_batch, doc, tmp_path)
+    assert "export.json image 1: file name '../../images/t3.png' tries to leave the project" in text
+    assert "export.json image 2: file name '/abs/t4.png' tries to leave the project" in text
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ({"y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}, "needs numeric x, y, width, height"),
+    ({"x": None, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}, "needs numeric"),
+    ({"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": []}, "without a label"),
+    ({"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 30, "rectanglelabels": ["a"]}, "rotated"),
+    ({"x": -30, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}, "outside the 48x40 image"),
+    ({"x": 10, "y": 10, "width": -5, "height": 20, "rectanglelabels": ["a"]}, "has zero area"),
+])
+def test_malformed_label_studio_rectangles_are_refused(open_batch, tmp_path, value, message):
+    text = _refused(open_batch, [_ls_task(1, "t3", value, data_key="mgral_id")], tmp_path)
+    assert "export.json task 1 box 0: " in text and message in text
+
+
+def test_malformed_import_documents_are_refused(open_batch, tmp_path):
+    text = _refused(open_batch, ["not a task", {"id": 2, "annotations": "nope"}], tmp_path)
+    assert "export.json task #0: not a Label Studio task" in text and "export.json task #1" in text
+    doc = {"images": [{"id": 1, "file_name": "t3.png"}, {"id": 1, "file_name": "t4.png"}, {"file_name": "t5.png"}],
+           "annotations": [{"id": 1, "image_id": 99, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                           {"id": 2, "image_id": 1, "category_id": 5, "bbox": [1, 1, 5, 5]}],
+           "categories": [{"id": 1, "name": "a"}]}
+    text = _refused(open_batch, doc, tmp_path)
+    assert "annotation 1: refers to image id 99, not in 'images'" in text
+    assert "image id 1 is used by 2 image entries" in text and "needs an 'id' and a 'file_name'" in text
+    doc["images"] = [{"id": 1, "file_name": "t3.png"}]
+    doc["annotations"] = [{"id": 2, "image_id": 1, "category_id": 5, "bbox": [1, 1, 5, 5]}]
+    assert "category id 5 not in the file's 'categories'" in _refused(open_batch, doc, tmp_path)
+    doc["annotations"] = [{"id": 2, "image_id": 1, "category_id": 1, "bbox": [1, 1, "5", 5]}]
+    assert "bbox must be 4 numbers" in _refused(open_batch, doc, tmp_path)
+    (tmp_path / "latin1.json").write_bytes(b'{"images": ["\xe9"]}')
+    with pytest.raises(AnnotationImportError, match="cannot read as JSON"):
+        import_annotations(open_batch, tmp_path / "latin1.json")
+
+
+def test_import_of_images_not_in_the_project(open_batch, tmp_path):
+    text = _refused(open_batch, [_ls_task(1, "/data/local-files/?d=images/elsewhere.png")], tmp_path)
+    assert "image 'images/elsewhere.png' is not in the project" in text
+
+
+# CLI: user errors are one clear line, never a traceback ---------------------------------------------
+
+def _params_without_versioning(tmp_path):
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    data["tracking"]["version_pool"] = False
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_cli_init_from_a_malformed_dataset(tmp_path):
+    from mgral_cli.main import app
+
+    root = _yolo(tmp_path / "ds", GOOD)
+    (root / "data.yaml").write_text("names: [a, b\n")
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--from", str(root),
+                                      "--params", str(_params_without_versioning(tmp_path))])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert f"error: {root / 'data.yaml'}: not valid YAML" in result.output
+    assert not (tmp_path / "p").exists()
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--from", str(root), "--initial", "-3"])
+    assert result.exit_code == 2 and "greater than or equal to 0" in result.output
+
+
+def test_cli_init_reports_quarantined_files_and_succeeds(tmp_path):
+    from mgral_cli.main import app
+
+    root = _yolo(tmp_path / "ds", GOOD)
+    Image.new("1", (14000, 14000)).save(root / "images/train/t1.png")
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--from", str(root),
+                                      "--params", str(_params_without_versioning(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert f"{root / 'images/train/t1.png'}: [image too large] image too large" in result.output
+    assert PoolState.load(tmp_path / "p").counts()["labeled"] == 2
+
+
+def test_cli_import_errors_in_a_real_process(open_batch, tmp_path):
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([_ls_task(1, "/data/local-files/?d=../../t3.png")]))
+    markup = tmp_path / "markup.json"  # brackets in a message are printed, not read as rich markup
+    markup.write_text(json.dumps([_ls_task(1, "[/]t9", data_key="mgral_id")]))
+    cases = [([str(open_batch), str(export)], "tries to leave the project"),
+             ([str(open_batch), str(markup)], "image '[/]t9' is not in the project"),
+             ([str(open_batch), str(tmp_path / "missing.json")], "not found"),
+             ([str(tmp_path / "nowhere"), str(export)], "not an MGRAL project")]
+    for args, message in cases:
+        run = subprocess.run([str(BIN / "mgral"), "import", *args], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2, run.stderr
+        assert message in " ".join(run.stderr.split()) and "Traceback" not in run.stderr + run.stdout
+
+
+# a detector training whose loss becomes NaN --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_training_data(tmp_path_factory):
+    from mgral_core.detector import write_data_yaml
+    from mgral_core.synthetic import SyntheticSpec, generate_dataset
+
+    root = generate_dataset(SyntheticSpec(seed=0, image_size=64, n_pool=16, n_val=4, n_test=4),
+                            tmp_path_factory.mktemp("train") / "data")
+    import yaml
+
+    names = yaml.safe_load((root / "data.yaml").read_text())["names"]
+    names = list(names.values()) if isinstance(names, dict) else names
+    return write_data_yaml(root.parent / "run" / "data.yaml", sorted((root / "images" / "train").glob("*.png")),
+                           sorted((root / "images" / "val").glob("*.png")), names)
+
+
+def _detector_params():
+    from mgral_core.config import DetectorParams
+
+    return DetectorParams(imgsz=64, batch=16, workers=0, cache=False)
+
+
+@pytest.mark.slow
+def test_nan_loss_mid_training_raises_training_diverged(tiny_training_data, tmp_path, monkeypatch):
+    import mgral_core.detector as detector
+
+    def poisoned_yolo(*args, **kwargs):  # the weights turn NaN at the start of the second epoch
+        model = real_yolo(*args, **kwargs)
+
+        def poison(trainer):
+            if trainer.epoch == 1:
+                with torch.no_grad():
+                    next(trainer.model.parameters()).fill_(float("nan"))
+
+        model.add_callback("on_train_epoch_start", poison)
+        return model
+
+    real_yolo = detector.YOLO
+    monkeypatch.setattr(detector, "YOLO", poisoned_yolo)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"an older run's weights")
+    with pytest.raises(detector.TrainingDiverged) as err:
+        detector.train_detector(tiny_training_data, out, _detector_params(), epochs=2)
+    assert isinstance(err.value, detector.DetectorError) and (err.value.epoch, err.value.epochs) == (2, 2)
+    assert f"training loss nan at epoch 2/2 (run dir {out / 'ultralytics'})" in str(err.value)
+    assert not (out / "best.pt").exists() and not (out / "ultralytics" / "weights").exists()
+
+
+@pytest.mark.slow
+def test_nan_warm_start_weights_fail_in_the_first_epoch(tiny_training_data, tmp_path):
+    """Ultralytics alone would finish this 1-epoch fine-tune with NaN-zeroed weights and mAP 0."""
+    from mgral_core.detector import TrainingDiverged, train_detector
+
+    good = train_detector(tiny_training_data, tmp_path / "good", _detector_params(), epochs=1)
+    assert good.weights.exists() and np.isfinite(good.val_map50_95)  # the guard passes a finite run
+    checkpoint = torch.load(good.weights, weights_only=False)  # our own file, written just above
+    with torch.no_grad():
+        for tensor in checkpoint["model"].parameters():
+            tensor.fill_(float("nan"))
+    poisoned = tmp_path / "poisoned.pt"
+    torch.save(checkpoint, poisoned)
+    with pytest.raises(TrainingDiverged, match="epoch 1/1") as err:
+        train_detector(tiny_training_data, tmp_path / "fine", _detector_params(), epochs=1, init_weights=poisoned)
+    assert err.value.run_dir == tmp_path / "fine" / "ultralytics" and "training loss nan" in str(err.value)
+    assert not (tmp_path / "fine" / "best.pt").exists()
+
+
+def test_missing_detector_weights_are_a_clear_error(tiny_training_data, tmp_path, monkeypatch):
+    from mgral_core.config import DetectorParams
+    from mgral_core.detector import DetectorError, train_detector
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DetectorError, match="detector.model: yolov8n.pt does not exist; MGRAL never downloads"):
+        train_detector(tiny_training_data, tmp_path / "out", DetectorParams(model="yolov8n.pt"), epochs=1)
+    with pytest.raises(DetectorError, match="gone.pt: warm-start weights not found"):
+        train_detector(tiny_training_data, tmp_path / "out", _detector_params(), epochs=1,
+                       init_weights=tmp_path / "gone.pt")
+    assert not list(tmp_path.rglob("*.pt"))  # nothing was downloaded
