@@ -44,7 +44,10 @@ class DetectorParams(_Section):
     warm_start: bool = Field(True, description="start each cycle from the previous cycle's weights")
     batch: int = Field(16, ge=1)
     val_each_epoch: bool = Field(False, description="validate every epoch (best.pt by val mAP); else only the last")
-    lr0: float = Field(0.01, gt=0, le=1)
+    optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] = Field(
+        "auto", description="Ultralytics optimizer; 'auto' picks AdamW or SGD and its own learning rate "
+        "from the number of iterations, ignoring lr0")
+    lr0: float = Field(0.01, gt=0, le=1, description="initial learning rate (used unless optimizer is 'auto')")
     workers: int = Field(2, ge=0, le=32, description="dataloader worker processes")
     device: str = Field("cpu", description="'cpu', or a CUDA index such as '0' where a GPU exists")
     cache: bool = Field(True, description="cache decoded images in RAM")
@@ -135,6 +138,12 @@ class AgentParams(_Section):
     chunks: int = Field(1, ge=1, description="1 = the pool as one sequence (paper); B > 1 = B pieces side by side")
     decoder_hidden: int = Field(64, ge=1, description="hidden width of the 2-layer decoder MLP")
     entropy_weight: float = Field(0.0, ge=0, description="entropy bonus on the policy (0 = off)")
+    large_pool: int = Field(5000, ge=0, description="above this many candidates the agent runs in pieces of 256 "
+                            "steps with bfloat16 products where the CPU has them (0 = never; docs/PERFORMANCE.md)")
+    shortlist: int = Field(0, ge=0, description="0 = the agent reads every candidate; N = only N of them, "
+                           "shortlisted by shortlist_method (hierarchical selection for large pools; N >= budget)")
+    shortlist_method: Literal["kmeans", "random"] = Field(
+        "kmeans", description="'kmeans': cluster-stratified random sample; 'random': uniform random sample")
     seed: int = 0
 
 

@@ -10,9 +10,10 @@ from tqdm.auto import tqdm
 
 from mgral_core import cycle as steps
 from mgral_core.config import Params
+from tasks.retry import transient_only
 
 
-@task(name="train-detector", retries=1, retry_delay_seconds=5)
+@task(name="train-detector", retries=1, retry_condition_fn=transient_only, retry_delay_seconds=5)
 def train_detector_task(project_dir: str, params: Params, cycle: int) -> dict:
     logger = get_run_logger()
     trained = steps.train_cycle_detector(project_dir, params, cycle, log=logger.info)

@@ -28,6 +28,7 @@ from mgral_core.record_values import (
 )
 from mgral_core.reward import RewardEstimator, leave_one_out_spearman
 from tasks import tracking
+from tasks.retry import transient_only
 
 
 def lookup_dir(project_dir: str, cycle: int) -> Path:
@@ -42,7 +43,7 @@ def record_batches(project_dir: str, params: Params, cycle: int, budget: int) ->
                                                seed=params.lookup_table.seed * 1000 + cycle)]
 
 
-@task(name="head-features", retries=1, retry_delay_seconds=2)
+@task(name="head-features", retries=1, retry_condition_fn=transient_only, retry_delay_seconds=2)
 def head_features_task(project_dir: str, params: Params, cycle: int, weights: str) -> str | None:
     """Cache the Detect-head inputs of L, the unlabeled pool and val once per cycle (head proxy only)."""
     if params.lookup_table.proxy != "head":
@@ -54,7 +55,7 @@ def head_features_task(project_dir: str, params: Params, cycle: int, weights: st
     return str(path)
 
 
-@task(name="lookup-record", retries=1, retry_delay_seconds=2)
+@task(name="lookup-record", retries=1, retry_condition_fn=transient_only, retry_delay_seconds=2)
 def lookup_record_task(project_dir: str, params: Params, cycle: int, record_index: int, batch_ids: list[str],
                        weights: str, inference_path: str) -> dict:
     table_dir, record_id = lookup_dir(project_dir, cycle), f"record_{record_index:03d}"
@@ -71,7 +72,7 @@ def lookup_record_task(project_dir: str, params: Params, cycle: int, record_inde
     return {"record_id": record_id, "value": value, **result}
 
 
-@task(name="lookup-diagnostic", retries=1, retry_delay_seconds=2)
+@task(name="lookup-diagnostic", retries=1, retry_condition_fn=transient_only, retry_delay_seconds=2)
 def lookup_diagnostic_task(project_dir: str, params: Params, cycle: int, record_index: int, batch_ids: list[str],
                            weights: str, inference_path: str) -> dict:
     """Signal-to-noise check of one record: its value under other seeds and (simulation) with true labels.

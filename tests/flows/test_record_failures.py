@@ -1,0 +1,35 @@
+"""A lookup record that diverges fails alone, is not retried, and the table goes on with the rest."""
+
+import pytest
+
+import mgral_core.record_values as record_values
+from flows.lookup_table import build_lookup_table, lookup_task_runner
+from mgral_core.config import load_params
+from mgral_core.cycle import infer_pool, train_cycle_detector
+from mgral_core.lookup_table import LookupTable
+from tasks.mgral_tasks import lookup_dir, record_batches
+
+pytestmark = pytest.mark.slow
+
+
+def test_diverging_record_fails_alone_without_retry(tiny_project, prefect_harness, monkeypatch):
+    params = load_params(tiny_project / "params.yaml", {"lookup_table.records": 4, "lookup_table.diagnostics": False})
+    detector = train_cycle_detector(tiny_project, params, 1)
+    inference = infer_pool(tiny_project, detector.weights, params.detector, 1)
+    batches = record_batches(str(tiny_project), params, 1, 8)
+    calls = []
+    real = record_values.record_value
+
+    def diverging_for_record_2(project_dir, params, table_dir, record_id, *args, **kwargs):
+        calls.append(record_id)
+        if record_id == "record_002":
+            raise FloatingPointError("head fine-tune diverged (loss nan)")
+        return real(project_dir, params, table_dir, record_id, *args, **kwargs)
+
+    monkeypatch.setattr("tasks.mgral_tasks.record_value", diverging_for_record_2)
+    results = build_lookup_table.with_options(task_runner=lookup_task_runner(params))(
+        str(tiny_project), params, 1, batches, str(detector.weights), str(inference))
+    assert results[2] is None and all(r is not None for i, r in enumerate(results) if i != 2)
+    assert calls.count("record_002") == 1  # a deterministic failure is not retried
+    assert sorted(r.record_id for r in LookupTable.load(lookup_dir(str(tiny_project), 1)).records) == [
+        "record_000", "record_001", "record_003"]
