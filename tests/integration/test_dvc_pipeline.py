@@ -48,6 +48,6 @@ def test_dvc_repro_twice(tmp_path):
     assert "didn't change, skipping" in second and "Running stage" not in second
     shown = _run(["dvc", "metrics", "show"], work, env)
     assert "final_map50_95" in shown
-    assert len(pd.read_csv(work / "benchmark_results" / "results.csv")) == 2 * 2 * 2
+    assert len(pd.read_csv(work / "benchmark_results" / "quick" / "results.csv")) == 2 * 2 * 2
     plots = _run(["dvc", "plots", "show", "reports/learning_curve.csv", "-o", str(tmp_path / "plots")], work, env)
     assert (tmp_path / "plots" / "index.html").exists(), plots
