@@ -10,22 +10,29 @@ baseline mAP_ref of paper eq. 3-4). Selection takes the top-k scores.
 The recurrence runs in a hand-written step loop with a hand-written backward pass (`ScoreRecurrence`):
 the embedding half of the input projection is one matrix product over the whole pool, and each step
 does one fused (B, D + 1 + M) x (D + 1 + M, 4 (D + 1)) product. `SamplingAgent.forward_reference`
-is the straightforward `nn.LSTMCell` loop with autograd; tests check the two agree.
+is the straightforward `nn.LSTMCell` loop with autograd; tests check the two agree. For large pools,
+`config_for_pool` switches to pieces of `LARGE_POOL_PIECE_STEPS` steps and bfloat16 matrix products
+(docs/PERFORMANCE.md); tests check how far that path is from the float32 one.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 _INIT_STREAM, _ORDER_STREAM, _SAMPLING_STREAM = 0, 1, 2
-_INFERENCE_BLOCK = 4096  # steps whose input projection is materialised at once when scoring
+_INFERENCE_BLOCK = 1 << 16  # pool rows (steps x pieces) whose input projection is materialised at once when scoring
+_BACKWARD_BLOCK = 1 << 13  # pool rows whose backward factors are materialised at once
+LARGE_POOL_PIECE_STEPS = 256  # steps per piece on the large-pool path (`config_for_pool`)
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,12 @@ class AgentConfig:
             contiguous pieces run side by side (each piece starts from a zero state and a zero
             previous score): much faster on large pools, but images at piece starts lose their context.
         entropy_weight: weight of an entropy bonus on softmax(scores); 0 (off) by default.
+        precision: "float32" (default) or "bfloat16": the operands of the large matrix products (input
+            projection, recurrent step, weight gradients) are rounded to bfloat16; products accumulate in
+            float32 inside the kernel and everything else (state, activations, element-wise maths, the
+            loss) stays in the parameters' dtype. About 4x faster products on CPUs with AVX512-BF16 or
+            AMX; scores differ from float32 by a few thousandths of their spread, so near-tied selections
+            can differ (tests/core/test_agent_scale_paths.py).
         seed: seeds parameter initialisation, the sequence order and batch sampling (separate streams).
     """
 
@@ -50,16 +63,40 @@ class AgentConfig:
     decoder_hidden: int = 64
     chunks: int = 1
     entropy_weight: float = 0.0
+    precision: str = "float32"
     seed: int = 0
 
     def __post_init__(self) -> None:
         checks = {"iterations": self.iterations >= 0, "lr": self.lr > 0,
                   "baseline_decay": 0 <= self.baseline_decay <= 1,
                   "decoder_hidden": self.decoder_hidden >= 1, "chunks": self.chunks >= 1,
-                  "entropy_weight": self.entropy_weight >= 0, "seed": self.seed >= 0}
+                  "entropy_weight": self.entropy_weight >= 0, "precision": self.precision in PRECISIONS,
+                  "seed": self.seed >= 0}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid agent config value(s) {bad}: {self}")
+
+
+def bfloat16_matmul_is_fast() -> bool:
+    """True when this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX); elsewhere torch
+    emulates them, slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def config_for_pool(config: AgentConfig, pool_size: int, large_pool: int) -> AgentConfig:
+    """The config to train and score a pool of `pool_size` rows with: `config` itself up to `large_pool` rows.
+
+    Above it (large_pool > 0), the sequence is cut into pieces of at most LARGE_POOL_PIECE_STEPS steps
+    (chunks = ceil(pool_size / LARGE_POOL_PIECE_STEPS), or the configured chunks if larger) and, on a CPU
+    with native bfloat16 products, precision becomes "bfloat16". Both change the scores (see
+    AgentConfig); docs/PERFORMANCE.md gives the speed at each scale. large_pool = 0 never switches.
+    """
+    if large_pool <= 0 or pool_size <= large_pool:
+        return config
+    chunks = max(config.chunks, -(-pool_size // LARGE_POOL_PIECE_STEPS))
+    precision = "bfloat16" if bfloat16_matmul_is_fast() else config.precision
+    return replace(config, chunks=chunks, precision=precision)
 
 
 @contextmanager
@@ -77,6 +114,52 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
+_GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
+_heap_lock = threading.Lock()
+_heap_users = 0
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+@contextmanager
+def retained_heap() -> Iterator[None]:
+    """Let freed memory be reused inside the process while the agent runs, then hand it back.
+
+    Every training iteration allocates and frees the same large arrays (tens to hundreds of MB).
+    glibc serves such blocks with fresh mmap pages, so each iteration page-faults over all of them
+    again (about a fifth of an iteration at VOC scale). Inside this context glibc neither mmaps nor
+    trims, so freed blocks are reused; on exit its defaults are restored and malloc_trim returns the
+    memory. Numerics are untouched. A no-op without glibc; helps the main thread's heap only (other
+    threads' large blocks are still mmapped). Re-entrant and thread-safe.
+    """
+    global _heap_users
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    with _heap_lock:
+        _heap_users += 1
+        if _heap_users == 1:
+            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    try:
+        yield
+    finally:
+        with _heap_lock:
+            _heap_users -= 1
+            if _heap_users == 0:
+                for parameter, value in _GLIBC_DEFAULTS.items():
+                    libc.mallopt(parameter, value)
+                libc.malloc_trim(0)
+
+
 def stream_seed(seed: int, stream: int) -> int:
     """A 63-bit seed for one random stream (init, order, sampling) derived from the config seed."""
     return int(np.random.SeedSequence([seed, stream]).generate_state(2, np.uint64)[0] >> np.uint64(1))
@@ -87,52 +170,73 @@ def sequence_order(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(stream_seed(seed, _ORDER_STREAM)).permutation(n)
 
 
+def _tanh(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """tanh(x) as 2 sigmoid(2x) - 1, into `out` if given: torch's CPU tanh is several times slower than
+    its sigmoid. Equal to tanh within a few units of the dtype's epsilon (absolute)."""
+    out = torch.mul(x, 2) if out is None else torch.mul(x, 2, out=out)
+    return torch.sigmoid(out, out=out).mul_(2).sub_(1)
+
+
 def _lstm_step(px_t: Tensor, u_prev: Tensor, c_prev: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor,
                act: Tensor, c_out: Tensor, u_out: Tensor) -> None:
     """One step of the score recurrence, written into act (B, 4H), c_out (B, H) and u_out (B, H + M).
 
     px_t (B, 4H) is the step's input projection with the previous score's bias folded in; w_big
     (H + M, 4H) maps the previous state u = [h, relu(z)] to the gates (the previous score is
-    w2 . relu(z) + b2, so its gate weight w_s is folded into w_big as outer(w2, w_s)).
+    w2 . relu(z) + b2, so its gate weight w_s is folded into w_big as outer(w2, w_s)). When w_big is
+    in a lower precision than the state, u_prev is rounded to it for the product only; px_t may be in
+    either precision. The gates and everything after them are computed in the state's precision.
     """
     h = c_prev.shape[1]
-    a = torch.addmm(px_t, u_prev, w_big)  # (B, 4H) gates i, f, g, o
+    if w_big.dtype == u_prev.dtype:
+        a = torch.addmm(px_t, u_prev, w_big)  # (B, 4H) gates i, f, g, o
+    else:
+        a = torch.mm(u_prev.to(w_big.dtype), w_big).to(u_prev.dtype).add_(px_t)  # (B, 4H)
+    a[:, 2 * h:3 * h].mul_(2)
     torch.sigmoid(a, out=act)
-    torch.tanh(a[:, 2 * h:3 * h], out=act[:, 2 * h:3 * h])
+    act[:, 2 * h:3 * h].mul_(2).sub_(1)  # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1 (see _tanh)
     torch.mul(act[:, :h], act[:, 2 * h:3 * h], out=c_out)
     c_out.addcmul_(act[:, h:2 * h], c_prev)  # c_t = f * c_{t-1} + i * g
     hidden, relu_z = u_out[:, :h], u_out[:, h:]
-    torch.tanh(c_out, out=hidden).mul_(act[:, 3 * h:])  # h_t = o * tanh(c_t)
+    _tanh(c_out, out=hidden).mul_(act[:, 3 * h:])  # h_t = o * tanh(c_t)
     torch.addmm(b1, hidden, w1_t, out=relu_z).relu_()  # (B, M) decoder hidden layer
 
 
-def _recurrence_forward(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _recurrence_forward(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, first_offset: Tensor
+                        ) -> tuple[Tensor, Tensor, Tensor]:
     """Step loop from a zero state, keeping what the backward pass needs; no autograd.
 
+    first_offset (4H,) is added to the first step's px only (see `SamplingAgent._input_projection`).
     Returns u (T + 1, B, H + M) with u[0] = 0, c (T + 1, B, H) with c[0] = 0, and the gate
     activations (T, B, 4H).
     """
     steps, b, four_h = px.shape
     h, m = four_h // 4, w1_t.shape[1]
-    u = px.new_zeros(steps + 1, b, h + m)
-    c = px.new_zeros(steps + 1, b, h)
-    acts = px.new_empty(steps, b, four_h)
-    px_t, u_t, c_t, acts_t = px.unbind(0), u.unbind(0), c.unbind(0), acts.unbind(0)  # per-step views, made once
+    u = w1_t.new_zeros(steps + 1, b, h + m)  # the state is in the parameters' dtype whatever px's
+    c = w1_t.new_zeros(steps + 1, b, h)
+    acts = w1_t.new_empty(steps, b, four_h)
+    px_t, u_t, c_t, acts_t = list(px.unbind(0)), u.unbind(0), c.unbind(0), acts.unbind(0)  # per-step views
+    px_t[0] = px_t[0] + first_offset
     for t in range(steps):
         _lstm_step(px_t[t], u_t[t], c_t[t], w_big, w1_t, b1, acts_t[t], c_t[t + 1], u_t[t + 1])
     return u, c, acts
 
 
-def _recurrence_scan(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, u0: Tensor, c0: Tensor
-                     ) -> tuple[Tensor, Tensor, Tensor]:
-    """Step loop from state (u0, c0) keeping only the outputs: relu(z) (T, B, M) and the final (u, c)."""
+def _recurrence_scan(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, u0: Tensor, c0: Tensor,
+                     first_offset: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Step loop from state (u0, c0) keeping only the outputs: relu(z) (T, B, M) and the final (u, c).
+
+    first_offset, if given, is added to the first step's px as in `_recurrence_forward`.
+    """
     steps, b, four_h = px.shape
     h = four_h // 4
     u = torch.stack([u0, u0])  # (2, B, H + M) rolling
     c = torch.stack([c0, c0])  # (2, B, H) rolling
-    act = px.new_empty(b, four_h)
-    out = px.new_empty(steps, b, u0.shape[1] - h)
-    px_t, out_t, u_t, c_t = px.unbind(0), out.unbind(0), u.unbind(0), c.unbind(0)
+    act = u0.new_empty(b, four_h)
+    out = u0.new_empty(steps, b, u0.shape[1] - h)
+    px_t, out_t, u_t, c_t = list(px.unbind(0)), out.unbind(0), u.unbind(0), c.unbind(0)
+    if first_offset is not None:
+        px_t[0] = px_t[0] + first_offset
     for t in range(steps):
         cur, nxt = t % 2, (t + 1) % 2
         _lstm_step(px_t[t], u_t[cur], c_t[cur], w_big, w1_t, b1, act, c_t[nxt], u_t[nxt])
@@ -140,64 +244,96 @@ def _recurrence_scan(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, u0: Te
     return out, u[steps % 2].clone(), c[steps % 2].clone()
 
 
+def _gate_factors(acts: Tensor, c_prev: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The factors of the backward step that do not depend on the incoming gradient, for a block of steps.
+
+    acts (n, B, 4H) gate activations, c_prev and c (n, B, H) the cell states before and after each
+    step. Returns to_igf (n, B, 3, H): dc -> da_i, da_f, da_g; to_o (n, B, H): dh -> da_o; and
+    h_to_c (n, B, H): dh -> dc.
+    """
+    h = c.shape[2]
+    i, f, g, o = acts.split(h, dim=2)  # (n, B, H) each
+    tanh_c = _tanh(c)  # (n, B, H)
+    to_igf = torch.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], dim=2)
+    return to_igf, tanh_c * o * (1 - o), o * (1 - tanh_c * tanh_c)
+
+
 def _recurrence_backward(g_r: Tensor, w_big: Tensor, w1: Tensor, u: Tensor, c: Tensor, acts: Tensor
-                         ) -> tuple[Tensor, Tensor]:
+                         ) -> tuple[Tensor, Tensor, Tensor]:
     """Backward step loop: gradients of the gate pre-activations (T, B, 4H) and decoder pre-activations (T, B, M).
 
     g_r (T, B, M) is the loss gradient with respect to each step's relu(z) through the outputs only;
-    the recurrent paths (through h, c and the previous score) are added here. Every factor that does
-    not depend on the incoming gradient is computed for all steps at once before the loop.
+    the recurrent paths (through h, c and the previous score) are added here. The factors that do not
+    depend on the incoming gradient (`_gate_factors`) are computed for a block of about
+    _BACKWARD_BLOCK pool rows at a time, so they never exist for the whole sequence at once. A w_big
+    in a lower precision than acts makes the per-step product d_a x w_big^T run in that precision,
+    and d_a is then stored (and returned) in that precision, each step computed in acts' first.
     """
     steps, b, four_h = acts.shape
     h, m = four_h // 4, w1.shape[0]
-    i, f, g, o = acts.split(h, dim=2)  # (T, B, H) each
-    tanh_c = torch.tanh(c[1:])  # (T, B, H)
-    # (T, B, 3, H): dc -> da_i, da_f, da_g
-    to_igf = torch.stack([g * i * (1 - i), c[:-1] * f * (1 - f), i * (1 - g * g)], dim=2)
-    to_o = tanh_c * o * (1 - o)  # (T, B, H): dh -> da_o
-    h_to_c = o * (1 - tanh_c * tanh_c)  # (T, B, H): dh -> dc
-    relu_open = (u[1:, :, h:] > 0).to(acts.dtype)  # (T, B, M)
-    d_a = acts.new_empty(steps, b, four_h)
+    low = w_big.dtype if w_big.dtype != acts.dtype else None
+    d_a = acts.new_empty(steps, b, four_h, dtype=low or acts.dtype)
     d_z = acts.new_empty(steps, b, m)
     d_u = acts.new_zeros(b, h + m)  # gradient reaching u_t from step t + 1
     d_c = acts.new_zeros(b, h)  # gradient reaching c_t from step t + 1
     w_big_t = w_big.t()
     d_a_t, d_z_t, g_r_t = d_a.unbind(0), d_z.unbind(0), g_r.unbind(0)
-    d_igf_t, d_o_t = d_a[:, :, :3 * h].unflatten(2, (3, h)).unbind(0), d_a[:, :, 3 * h:].unbind(0)
-    to_igf_t, to_o_t, h_to_c_t, relu_open_t, f_t = (x.unbind(0) for x in (to_igf, to_o, h_to_c, relu_open, f))
-    for t in range(steps - 1, -1, -1):
-        dz = torch.add(g_r_t[t], d_u[:, h:], out=d_z_t[t]).mul_(relu_open_t[t])  # (B, M)
-        dh = torch.addmm(d_u[:, :h], dz, w1)  # (B, H)
-        dc = torch.addcmul(d_c, dh, h_to_c_t[t])  # (B, H)
-        torch.mul(dh, to_o_t[t], out=d_o_t[t])
-        torch.mul(dc.unsqueeze(1), to_igf_t[t], out=d_igf_t[t])
-        d_c = dc.mul_(f_t[t])  # to c_{t-1}
-        d_u = torch.mm(d_a_t[t], w_big_t)  # (B, H + M)
+    step_grad = [acts.new_empty(b, four_h)] * steps if low else d_a_t  # where each step's d_a is computed
+    d_igf_t = [x[:, :3 * h].unflatten(1, (3, h)) for x in step_grad]
+    d_o_t = [x[:, 3 * h:] for x in step_grad]
+    f_t = acts[:, :, h:2 * h].unbind(0)
+    block = max(1, _BACKWARD_BLOCK // b)  # steps per block
+    for stop in range(steps, 0, -block):
+        first = max(0, stop - block)
+        to_igf, to_o, h_to_c = (x.unbind(0) for x in _gate_factors(acts[first:stop], c[first:stop],
+                                                                     c[first + 1:stop + 1]))
+        relu_open = (u[first + 1:stop + 1, :, h:] > 0).to(acts.dtype).unbind(0)  # (n, B, M)
+        for t in range(stop - 1, first - 1, -1):
+            j = t - first
+            dz = torch.add(g_r_t[t], d_u[:, h:], out=d_z_t[t]).mul_(relu_open[j])  # (B, M)
+            dh = torch.addmm(d_u[:, :h], dz, w1)  # (B, H)
+            dc = torch.addcmul(d_c, dh, h_to_c[j])  # (B, H)
+            torch.mul(dh, to_o[j], out=d_o_t[t])
+            torch.mul(dc.unsqueeze(1), to_igf[j], out=d_igf_t[t])
+            d_c = dc.mul_(f_t[t])  # to c_{t-1}
+            if low is None:
+                d_u = torch.mm(d_a_t[t], w_big_t)  # (B, H + M)
+            else:
+                d_u = torch.mm(d_a_t[t].copy_(step_grad[t]), w_big_t).to(acts.dtype)  # (B, H + M)
     return d_a, d_z
 
 
 class ScoreRecurrence(torch.autograd.Function):
-    """relu(z_t) (T, B, M) of every step from px (T, B, 4H) and the recurrent weights, with a manual BPTT."""
+    """relu(z_t) (T, B, M) of every step from px (T, B, 4H) and the recurrent weights, with a manual BPTT.
+
+    first_offset (4H,) is added to the first step's px only (a piece's first image has no previous
+    score). `low` (a dtype or None) is the precision of the recurrent products and of the gradients of
+    px and w_big (px itself should then be in it too); None keeps the parameters' dtype throughout.
+    """
 
     @staticmethod
-    def forward(ctx, px: Tensor, w_hh: Tensor, w_s: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+    def forward(ctx, px: Tensor, first_offset: Tensor, w_hh: Tensor, w_s: Tensor, w1: Tensor, b1: Tensor,
+                w2: Tensor, low: torch.dtype | None = None) -> Tensor:
         h = w_hh.shape[1]
         w_big = torch.cat([w_hh.t(), torch.outer(w2, w_s)])  # (H + M, 4H): [h, relu(z)] -> gates
-        u, c, acts = _recurrence_forward(px, w_big, w1.t().contiguous(), b1)
-        ctx.save_for_backward(w_s, w1, w2, w_big, u, c, acts)
+        w_step = w_big if low is None else w_big.to(low)
+        u, c, acts = _recurrence_forward(px, w_step, w1.t().contiguous(), b1, first_offset)
+        ctx.save_for_backward(w_s, w1, w2, w_step, u, c, acts)
         return u[1:, :, h:].clone()
 
     @staticmethod
     def backward(ctx, g_r: Tensor):
-        w_s, w1, w2, w_big, u, c, acts = ctx.saved_tensors
+        w_s, w1, w2, w_step, u, c, acts = ctx.saved_tensors
         steps, b, four_h = acts.shape
         h, m = four_h // 4, w1.shape[0]
-        d_a, d_z = _recurrence_backward(g_r.contiguous(), w_big, w1, u, c, acts)
-        d_a2, d_z2 = d_a.view(steps * b, four_h), d_z.view(steps * b, m)
-        d_big = u[:-1].reshape(steps * b, h + m).t() @ d_a2  # (H + M, 4H)
+        d_a, d_z = _recurrence_backward(g_r.contiguous(), w_step, w1, u, c, acts)  # d_a in w_step's dtype
+        d_z2 = d_z.view(steps * b, m)
+        u_prev = u[:-1].reshape(steps * b, h + m).to(w_step.dtype)  # (T B, H + M)
+        d_big = (d_a.view(steps * b, four_h).t() @ u_prev).t().to(acts.dtype)  # (H + M, 4H)
         d_outer = d_big[h:]  # (M, 4H): gradient of outer(w2, w_s)
         d_w1 = d_z2.t() @ u[1:, :, :h].reshape(steps * b, h)  # (M, H)
-        return d_a, d_big[:h].t(), d_outer.t() @ w2, d_w1, d_z2.sum(0), d_outer @ w_s
+        return (d_a, d_a[0].to(acts.dtype).sum(0), d_big[:h].t(), d_outer.t() @ w2, d_w1, d_z2.sum(0),
+                d_outer @ w_s, None)
 
 
 class SamplingAgent(nn.Module):
@@ -231,45 +367,61 @@ class SamplingAgent(nn.Module):
         steps = -(-u // b)
         padded = x.new_zeros(b * steps, self.dim)
         padded[:u] = x
-        return padded.view(b, steps, self.dim).transpose(0, 1), u  # (T, B, D)
+        return padded.view(b, steps, self.dim).transpose(0, 1).contiguous(), u  # (T, B, D)
 
-    def _input_projection(self, seq: Tensor, first_step: bool) -> Tensor:
-        """(T, B, 4H) embedding part of the gates plus biases; the previous score's decoder bias is folded
-        in for every step but a piece's first (whose previous score is 0)."""
-        w_ih = self.cell.weight_ih  # (4H, D + 1): columns [embedding | previous score]
-        w_s, b2 = w_ih[:, self.dim], self.decoder[2].bias
-        px = torch.matmul(seq, w_ih[:, :self.dim].t()) + (self.cell.bias_ih + self.cell.bias_hh)  # (T, B, 4H)
-        fold = torch.ones(len(seq), 1, 1, dtype=seq.dtype)
-        if first_step:
-            fold[0] = 0
-        return px + fold * (w_s * b2)
+    @property
+    def low_precision(self) -> torch.dtype | None:
+        """The dtype of the large matrix products when it is not the parameters' own (config.precision)."""
+        return torch.bfloat16 if self.config.precision == "bfloat16" else None
+
+    def _folded_bias(self) -> Tensor:
+        """(4H,) the previous score's decoder bias b2 seen through its gate weight w_s."""
+        return self.cell.weight_ih[:, self.dim] * self.decoder[2].bias
+
+    def _input_projection(self, seq: Tensor) -> Tensor:
+        """(T, B, 4H) embedding part of the gates plus biases, with `_folded_bias` in every step: a piece's
+        first step (previous score 0) must have it taken out by the caller. In config.precision."""
+        w_emb = self.cell.weight_ih[:, :self.dim]  # (4H, D): the embedding columns
+        bias = self.cell.bias_ih + self.cell.bias_hh + self._folded_bias()  # (4H,)
+        low = self.low_precision
+        if low is None:
+            return torch.matmul(seq, w_emb.t()).add_(bias)  # (T, B, 4H)
+        return torch.matmul(seq.to(low), w_emb.to(low).t()).add_(bias.to(low))  # (T, B, 4H) in low precision
 
     def forward(self, x: Tensor, chunks: int | None = None) -> Tensor:
         """Scores (U,) of pool embeddings x (U, D) read in the given row order; differentiable."""
         seq, u = self._pieces(x, self.config.chunks if chunks is None else chunks)  # (T, B, D)
         w2 = self.decoder[2].weight[0]  # (M,)
-        relu_z = ScoreRecurrence.apply(self._input_projection(seq, True), self.cell.weight_hh,
+        relu_z = ScoreRecurrence.apply(self._input_projection(seq), -self._folded_bias(), self.cell.weight_hh,
                                        self.cell.weight_ih[:, self.dim], self.decoder[0].weight,
-                                       self.decoder[0].bias, w2)  # (T, B, M)
+                                       self.decoder[0].bias, w2, self.low_precision)  # (T, B, M)
         scores = relu_z @ w2 + self.decoder[2].bias  # (T, B)
         return scores.t().reshape(-1)[:u]  # (U,) back in row order
 
     def _recurrent_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         w_s, w2 = self.cell.weight_ih[:, self.dim], self.decoder[2].weight[0]
         w_big = torch.cat([self.cell.weight_hh.t(), torch.outer(w2, w_s)])  # (H + M, 4H)
+        if self.low_precision is not None:
+            w_big = w_big.to(self.low_precision)
         return w_big, self.decoder[0].weight.t().contiguous(), self.decoder[0].bias, w2
 
     @torch.no_grad()
     def score(self, x: Tensor, chunks: int | None = None) -> Tensor:
-        """The scores (U,) of `forward` without autograd, in memory linear in U only through x and the output."""
+        """The scores (U,) of `forward` without autograd, in memory linear in U only through x and the output.
+
+        The input projection is materialised for about _INFERENCE_BLOCK pool rows at a time (at least
+        one step of every piece), whatever the number of pieces.
+        """
         seq, u = self._pieces(x, self.config.chunks if chunks is None else chunks)  # (T, B, D)
         w_big, w1_t, b1, w2 = self._recurrent_weights()
         state_u = seq.new_zeros(seq.shape[1], w_big.shape[0])  # (B, H + M)
         state_c = seq.new_zeros(seq.shape[1], self.cell.hidden_size)  # (B, H)
         scores = seq.new_empty(len(seq), seq.shape[1])  # (T, B)
-        for start in range(0, len(seq), _INFERENCE_BLOCK):
-            px = self._input_projection(seq[start:start + _INFERENCE_BLOCK], first_step=start == 0)
-            relu_z, state_u, state_c = _recurrence_scan(px, w_big, w1_t, b1, state_u, state_c)
+        block = max(1, _INFERENCE_BLOCK // seq.shape[1])  # steps per block
+        for start in range(0, len(seq), block):
+            px = self._input_projection(seq[start:start + block])
+            first_offset = -self._folded_bias() if start == 0 else None  # a piece's first step: no previous score
+            relu_z, state_u, state_c = _recurrence_scan(px, w_big, w1_t, b1, state_u, state_c, first_offset)
             scores[start:start + len(px)] = relu_z @ w2 + self.decoder[2].bias
         return scores.t().reshape(-1)[:u]
 
@@ -356,7 +508,7 @@ def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], f
     order = sequence_order(len(x), config.seed)  # (U,) sequence position -> row
     x_seq = x[torch.as_tensor(order)]  # (U, D) in reading order
     agent = SamplingAgent(x.shape[1], config)
-    with single_thread():
+    with single_thread(), retained_heap():
         history = _reinforce(agent, x_seq, order, k, reward, config, float(initial_baseline), progress)
     return agent, history
 
@@ -389,7 +541,7 @@ def score_pool(agent: SamplingAgent, embeddings: np.ndarray, chunks: int | None 
     x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)  # (U, D)
     order = sequence_order(len(x), agent.config.seed)
     scores = np.empty(len(x), np.float64)
-    with single_thread():
+    with single_thread(), retained_heap():
         scores[order] = agent.score(x[torch.as_tensor(order)], chunks).double().numpy()
     return scores
 

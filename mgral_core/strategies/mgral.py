@@ -7,12 +7,53 @@ from dataclasses import replace
 
 import numpy as np
 
-from mgral_core.agent import AgentConfig, TrainingHistory, checkpoint, select_top_k, train_agent
+from mgral_core.agent import (
+    AgentConfig,
+    SamplingAgent,
+    TrainingHistory,
+    checkpoint,
+    config_for_pool,
+    select_top_k,
+    train_agent,
+)
 from mgral_core.reward import RewardEstimator
+from mgral_core.shortlist import shortlist_rows
 from mgral_core.strategies.base import PoolView
 from mgral_core.strategies.ranking import check_budget
 
 EstimatorFactory = Callable[[PoolView, int], RewardEstimator]
+
+
+def train_and_select(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], float], config: AgentConfig,
+                     initial_baseline: float, *, shortlist: int = 0, shortlist_method: str = "kmeans",
+                     large_pool: int = 0, progress: Callable[[int, float], None] | None = None
+                     ) -> tuple[np.ndarray, SamplingAgent, TrainingHistory]:
+    """The agent's part of one MGRAL selection: optional shortlist, training, top-k.
+
+    With `shortlist` = S > 0 the agent is trained on and scores only the S rows of
+    `shortlist_rows(embeddings, k, S, config.seed, shortlist_method)` (hierarchical selection);
+    `config_for_pool(config, rows read, large_pool)` then picks the large-pool settings if needed.
+    The agent returned carries the config it really ran with (`agent.config`): checkpoint that one.
+
+    Args:
+        embeddings: (U, D) the unlabeled pool.
+        k: the budget.
+        reward: pool rows (k,) of `embeddings` -> the estimated value of L ∪ batch.
+        config: agent settings; its seed also fixes the shortlist.
+        initial_baseline: mAP_ref before the first iteration.
+        shortlist, shortlist_method, large_pool: see AgentParams (0 = off for both).
+        progress: passed to `train_agent`.
+
+    Returns:
+        The chosen pool rows (k,) best first, the trained agent and its history.
+    """
+    embeddings = np.asarray(embeddings)
+    rows = shortlist_rows(embeddings, k, shortlist, config.seed, shortlist_method)  # (S,) pool rows
+    candidates = embeddings if len(rows) == len(embeddings) else embeddings[rows]  # (S, D)
+    config = config_for_pool(config, len(rows), large_pool)
+    agent, history = train_agent(candidates, k, lambda picked: reward(rows[picked]), config, initial_baseline,
+                                 progress)
+    return rows[select_top_k(agent, candidates, k)], agent, history
 
 
 class MgralStrategy:
@@ -29,15 +70,19 @@ class MgralStrategy:
         estimator_factory: builds the estimator from the pool view and the budget.
         agent_config: agent settings; None means AgentConfig().
         progress: passed to `train_agent` (called with (iteration, reward)).
+        shortlist, shortlist_method, large_pool: hierarchical selection and large-pool settings, see
+            `train_and_select`; off by default here.
     """
 
     def __init__(self, estimator: RewardEstimator | None = None, *, estimator_factory: EstimatorFactory | None = None,
-                 agent_config: AgentConfig | None = None, progress: Callable[[int, float], None] | None = None):
+                 agent_config: AgentConfig | None = None, progress: Callable[[int, float], None] | None = None,
+                 shortlist: int = 0, shortlist_method: str = "kmeans", large_pool: int = 0):
         if (estimator is None) == (estimator_factory is None):
             raise ValueError("give exactly one of estimator and estimator_factory")
         self.estimator, self.estimator_factory = estimator, estimator_factory
         self.agent_config = agent_config if agent_config is not None else AgentConfig()
         self.progress = progress
+        self.shortlist, self.shortlist_method, self.large_pool = shortlist, shortlist_method, large_pool
         self.last_history: TrainingHistory | None = None
         self.last_checkpoint: dict | None = None
         self.last_estimator: RewardEstimator | None = None
@@ -53,7 +98,8 @@ class MgralStrategy:
         def reward(rows: np.ndarray) -> float:
             return estimator(ids[rows], embeddings[rows])
 
-        agent, history = train_agent(embeddings, k, reward, config, estimator.reference_value, self.progress)
-        chosen = select_top_k(agent, embeddings, k)  # (k,) rows, best first
+        chosen, agent, history = train_and_select(
+            embeddings, k, reward, config, estimator.reference_value, shortlist=self.shortlist,
+            shortlist_method=self.shortlist_method, large_pool=self.large_pool, progress=self.progress)
         self.last_history, self.last_checkpoint, self.last_estimator = history, checkpoint(agent), estimator
         return [str(ids[i]) for i in chosen]

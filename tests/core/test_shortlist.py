@@ -1,0 +1,120 @@
+"""Hierarchical selection: the shortlist keeps the pool's composition, is deterministic, and the agent
+only ever reads and returns shortlisted rows; off, it changes nothing."""
+
+import numpy as np
+import pytest
+
+from mgral_core.agent import AgentConfig, select_top_k, train_agent
+from mgral_core.lookup_table import LookupRecord, LookupTable
+from mgral_core.reward import RewardEstimator
+from mgral_core.shortlist import kmeans, nearest_center, proportional_quotas, shortlist_rows
+from mgral_core.strategies.base import PoolView
+from mgral_core.strategies.mgral import MgralStrategy, train_and_select
+
+SIZES = (600, 300, 80, 20)  # a long tail of four well-separated clusters
+
+
+def tailed_pool(seed=0, dim=8):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 10, (len(SIZES), dim))
+    labels = np.repeat(np.arange(len(SIZES)), SIZES)
+    rng.shuffle(labels)
+    return (centers[labels] + rng.normal(0, 0.5, (len(labels), dim))).astype(np.float32), labels
+
+
+def test_off_means_every_row():
+    x, _ = tailed_pool()
+    np.testing.assert_array_equal(shortlist_rows(x, 10, 0, seed=0), np.arange(len(x)))
+    np.testing.assert_array_equal(shortlist_rows(x, 10, len(x) + 5, seed=0), np.arange(len(x)))
+
+
+def test_bad_sizes_and_methods_are_refused():
+    x, _ = tailed_pool()
+    with pytest.raises(ValueError, match="at least the budget"):
+        shortlist_rows(x, 50, 40, seed=0)
+    with pytest.raises(ValueError, match="unknown shortlist method"):
+        shortlist_rows(x, 5, 40, seed=0, method="entropy")
+
+
+@pytest.mark.parametrize("method", ["kmeans", "random"])
+def test_shortlist_is_sorted_distinct_and_seeded(method):
+    x, _ = tailed_pool()
+    rows = shortlist_rows(x, 20, 100, seed=3, method=method, n_clusters=4)
+    assert len(rows) == 100 and len(set(rows.tolist())) == 100
+    assert np.all(np.diff(rows) > 0) and rows.min() >= 0 and rows.max() < len(x)
+    np.testing.assert_array_equal(rows, shortlist_rows(x, 20, 100, seed=3, method=method, n_clusters=4))
+    assert not np.array_equal(rows, shortlist_rows(x, 20, 100, seed=4, method=method, n_clusters=4))
+
+
+def test_kmeans_shortlist_keeps_the_composition_and_the_rare_cluster():
+    x, labels = tailed_pool()
+    rows = shortlist_rows(x, 20, 50, seed=0, n_clusters=4)
+    counts = np.bincount(labels[rows], minlength=4)
+    expected = 50 * np.array(SIZES) / sum(SIZES)  # 30, 15, 4, 1
+    assert np.all(np.abs(counts - expected) <= 1), counts
+    assert counts[3] >= 1  # the 2 % cluster is represented
+
+
+def test_kmeans_recovers_separated_clusters_and_assigns_to_the_nearest_center():
+    x, labels = tailed_pool(1)
+    centers, found = kmeans(x, 4, seed=0)
+    for cluster in range(4):  # each true cluster lands in one found cluster
+        assert len(set(found[labels == cluster].tolist())) == 1
+    assert len(set(found.tolist())) == 4
+    brute = np.argmin(((x[:, None, :] - centers[None]) ** 2).sum(2), axis=1)
+    np.testing.assert_array_equal(nearest_center(x, centers), brute)
+
+
+def test_quotas_are_proportional_with_one_per_cluster_and_within_capacity():
+    np.testing.assert_array_equal(proportional_quotas(np.array([1, 1, 1, 97]), 5), [1, 1, 1, 2])
+    np.testing.assert_array_equal(proportional_quotas(np.array([0, 10, 30, 60]), 10), [0, 1, 3, 6])
+    np.testing.assert_array_equal(proportional_quotas(np.array([3, 3, 3]), 9), [3, 3, 3])
+    for size in (5, 7, 50, 99):
+        counts = np.array([2, 5, 40, 50, 3])
+        quotas = proportional_quotas(counts, size)
+        assert quotas.sum() == size and np.all(quotas >= 1) and np.all(quotas <= counts)
+    with pytest.raises(ValueError):
+        proportional_quotas(np.array([5, 5, 5]), 2)
+
+
+def test_train_and_select_reads_and_returns_only_shortlisted_rows():
+    x, labels = tailed_pool()
+    rows = shortlist_rows(x, 10, 120, seed=7)
+    queried = []
+
+    def reward(batch_rows):
+        queried.append(np.asarray(batch_rows))
+        return float((labels[batch_rows] == 2).mean())
+
+    chosen, agent, history = train_and_select(x, 10, reward, AgentConfig(iterations=5, seed=7), 0.1, shortlist=120)
+    assert len(chosen) == 10 and len(set(chosen.tolist())) == 10
+    assert set(chosen.tolist()) <= set(rows.tolist())
+    assert len(queried) == 5 and all(set(q.tolist()) <= set(rows.tolist()) for q in queried)
+    assert agent.config.chunks == 1 and agent.config.precision == "float32"  # 120 rows: not a large pool
+
+
+def test_train_and_select_without_shortlist_equals_the_plain_agent():
+    x, labels = tailed_pool(2)
+
+    def reward(batch_rows):
+        return float((labels[batch_rows] == 1).mean())
+
+    config = AgentConfig(iterations=4, seed=11)
+    chosen, _, history = train_and_select(x, 15, reward, config, 0.3)
+    agent, plain_history = train_agent(x, 15, reward, config, 0.3)
+    np.testing.assert_array_equal(chosen, select_top_k(agent, x, 15))
+    assert history.rewards == plain_history.rewards
+
+
+def test_mgral_strategy_with_a_shortlist_keeps_the_contract():
+    x, labels = tailed_pool(3)
+    ids = np.array([f"u{i:04d}" for i in range(len(x))])
+    pool = PoolView(ids[:900], x[:900], ids[900:], x[900:])
+    rng = np.random.default_rng(0)
+    records = [LookupRecord(f"record_{r:03d}", ids[b], x[b], float((labels[b] == 2).mean()))
+               for r, b in enumerate(rng.choice(900, (20, 12))) if len(set(b.tolist())) == 12]
+    strategy = MgralStrategy(RewardEstimator(LookupTable(records), fallback_rule="never"),
+                             agent_config=AgentConfig(iterations=3), shortlist=60)
+    picked = strategy(pool, 12, np.random.default_rng(5))
+    assert len(picked) == 12 and len(set(picked)) == 12 and set(picked) <= set(ids[:900].tolist())
+    assert picked == strategy(pool, 12, np.random.default_rng(5))
