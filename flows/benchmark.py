@@ -15,6 +15,7 @@ import yaml
 from prefect import flow, get_run_logger
 
 from flows.campaign import mgral_campaign
+from mgral_core.benchmark_reuse import copy_finished, write_seed_settings
 from mgral_core.benchmark_analysis import TIDY_COLUMNS, auc_table, plot_histograms, plot_learning_curves
 from mgral_core.config import Params, load_params, split_strategy_spec
 from mgral_core.dataset_io import load_yolo
@@ -36,15 +37,19 @@ def profile_params(params: Params, profile: str, out: Path, seed: int) -> Params
         "selection": params.selection.model_copy(update={"budget": p.budget, "seed": seed}),
         "simulation": params.simulation.model_copy(update={"seed": seed}),
         "campaign": params.campaign.model_copy(update={"cycles": p.cycles}),
-        "lookup_table": params.lookup_table.model_copy(update={"records": p.lookup_records}),
+        "lookup_table": params.lookup_table.model_copy(update={"records": p.lookup_records,
+                                                               "diagnostics": p.lookup_diagnostics}),
         "agent": params.agent.model_copy(update={"iterations": p.agent_iterations, "seed": seed}),
         "tracking": params.tracking.model_copy(update={"uri": f"sqlite:///{(out / 'mlflow.db').resolve()}",
                                                        "experiment": "mgral-benchmark", "version_pool": False}),
     })
 
 
-def _seed_base(out: Path, dataset: Path, params: Params, seed: int) -> Path:
+def _seed_base(out: Path, dataset: Path, params: Params, seed: int, reuse: Path | None) -> Path:
     base = out / "runs" / f"seed_{seed}" / "base"
+    if reuse is not None and not (base / "pool.csv").exists() and copy_finished(
+            reuse / "runs" / f"seed_{seed}", base.parent, "base", params, "pool.csv"):
+        get_run_logger().info(f"benchmark: seed {seed} base copied from {reuse} (identical settings)")
     if not (base / "pool.csv").exists():
         shutil.rmtree(base, ignore_errors=True)
         loaded, report = load_yolo(dataset)
@@ -94,13 +99,21 @@ def mgral_benchmark(out_dir: str, profile: str = "quick", params_file: str = "pa
         d = params.dataset
         generate_dataset(SyntheticSpec(seed=d.seed, image_size=chosen.image_size, n_pool=chosen.n_pool,
                                        n_val=d.n_val, n_test=d.n_test), dataset)
+    reuse = (out.parent / chosen.reuse).resolve() if chosen.reuse else None
     rows, first_runs = [], {}
     for seed in seeds:
         seed_params = profile_params(params, profile, out, seed)
-        base = _seed_base(out, dataset, seed_params, seed)
+        seed_dir = out / "runs" / f"seed_{seed}"
+        write_seed_settings(seed_dir, seed_params)
+        base = _seed_base(out, dataset, seed_params, seed, reuse)
         for spec in strategies:
             strategy, overrides = split_strategy_spec(spec)
-            project = out / "runs" / f"seed_{seed}" / spec.replace("@", "__").replace("=", "-").replace(",", "_")
+            name = spec.replace("@", "__").replace("=", "-").replace(",", "_")
+            project = seed_dir / name
+            if (reuse is not None and not (project / "reports" / "metrics.json").exists()
+                    and copy_finished(reuse / "runs" / f"seed_{seed}", seed_dir, name, seed_params,
+                                      "reports/metrics.json")):
+                logger.info(f"benchmark: {spec}, seed {seed} copied from {reuse} (identical settings)")
             if not (project / "reports" / "metrics.json").exists():
                 shutil.rmtree(project, ignore_errors=True)
                 shutil.copytree(base, project, symlinks=True)
@@ -108,7 +121,7 @@ def mgral_benchmark(out_dir: str, profile: str = "quick", params_file: str = "pa
                     variant = load_params(project / "params.yaml", overrides)
                     (project / "params.yaml").write_text(yaml.safe_dump(variant.model_dump(), sort_keys=False))
                 logger.info(f"benchmark: {spec}, seed {seed}")
-                mgral_campaign(str(project), strategy=strategy)
+                mgral_campaign(str(project), strategy=strategy, label=spec)
             curve = pd.read_csv(project / "reports" / "learning_curve.csv")
             rows += [{"strategy": spec, "seed": seed, **r} for r in
                      curve[["cycle", "labeled", "map50_95", "map50"]].to_dict("records")]

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from flows.cycle import mgral_cycle
 from flows.params import resolve_params
 from mgral_core.atomic import atomic_open, write_json_atomic
+from mgral_core.project import load_project_info
 from mgral_core.project_lock import project_lock
 from tasks import tracking
 from tasks.reporting_tasks import learning_curve_task
@@ -18,24 +19,32 @@ from tasks.reporting_tasks import learning_curve_task
 @flow(name="mgral-campaign", log_prints=True)
 def mgral_campaign(project_dir: str, cycles: int | None = None, strategy: str | None = None,
                    budget: int | None = None, params_file: str | None = None,
-                   reports_dir: str | None = None) -> dict:
+                   reports_dir: str | None = None, label: str | None = None) -> dict:
     """Run `cycles` selection cycles in simulation and evaluate the final labeled set.
 
     Writes <reports_dir>/metrics.json (final figures, for `dvc metrics`), learning_curve.csv
     (for `dvc plots`) and learning_curve.png; logs a parent MLflow run with one child per cycle.
+    `label` names the run and is tagged as its `variant` (the benchmark passes specs such as
+    'mgral@lookup_table.records=4'); by default the strategy.
     """
     with project_lock(project_dir, "mgral campaign"):
-        return _run_campaign(project_dir, cycles, strategy, budget, params_file, reports_dir)
+        return _run_campaign(project_dir, cycles, strategy, budget, params_file, reports_dir, label)
 
 
 def _run_campaign(project_dir: str, cycles: int | None, strategy: str | None, budget: int | None,
-                  params_file: str | None, reports_dir: str | None) -> dict:
+                  params_file: str | None, reports_dir: str | None, label: str | None) -> dict:
     logger = get_run_logger()
+    if not load_project_info(project_dir).simulate:
+        raise ValueError(f"{project_dir}: a campaign runs simulated cycles (an oracle labels each batch), but this "
+                         "project is labeled by people; run `mgral cycle` once per batch instead (docs: README, "
+                         "Real labeling)")
     params = resolve_params(project_dir, params_file, strategy=strategy, budget=budget, cycles=cycles)
     strategy, budget, cycles = params.selection.strategy, params.selection.budget, params.campaign.cycles
     reports = Path(reports_dir) if reports_dir else Path(project_dir) / "reports"
-    parent = tracking.start_run(project_dir, params, f"campaign {strategy}",
-                                {"strategy": strategy, "kind": "campaign", "seed": str(params.selection.seed)})
+    label = label or strategy
+    parent = tracking.start_run(project_dir, params, f"campaign {label}",
+                                {"strategy": strategy, "variant": label, "kind": "campaign",
+                                 "seed": str(params.selection.seed)})
     try:
         tracking.log_params(project_dir, params, parent, tracking.flat_params(params))
         points = []

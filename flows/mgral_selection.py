@@ -16,7 +16,7 @@ def select_mgral(project_dir: str, params: Params, inference_path: str, cycle: i
     cached = steps.load_selection(project_dir, cycle)
     if cached is not None:
         return cached
-    batches = record_batches(project_dir, params, cycle, budget)
+    batches = record_batches(project_dir, params, cycle, budget, inference_path)
     get_run_logger().info(f"cycle {cycle}: building a lookup table of {len(batches)} records")
     build_lookup_table.with_options(task_runner=lookup_task_runner(params))(
         project_dir, params, cycle, batches, weights, inference_path)

@@ -190,6 +190,8 @@ def campaign(project: Path = typer.Argument(..., help="project directory (simula
 @app.command()
 def demo(out: Path = typer.Option(Path("projects/demo"), help="project directory to create"),
          params_file: Optional[Path] = typer.Option(None, "--params", help="parameters (default: ./params.yaml)"),
+         cycles: int = typer.Option(2, min=1, help="selection cycles (then a final train-and-evaluate); "
+                                    "2 keeps the demo within 15 minutes on a 2-core CPU"),
          diagnostics: bool = typer.Option(False, "--diagnostics/--no-diagnostics",
                                           help="also measure the lookup table's repeatability and fidelity every "
                                                "cycle (lookup_table.diagnostics; about 1.5 min more per cycle)"),
@@ -205,7 +207,7 @@ def demo(out: Path = typer.Option(Path("projects/demo"), help="project directory
     if params.lookup_table.diagnostics != diagnostics:
         _write_project_params(out, params.model_copy(update={"lookup_table": params.lookup_table.model_copy(
             update={"diagnostics": diagnostics})}))
-    result = _run_flow(mgral_campaign, project_dir=str(out))
+    result = _run_flow(mgral_campaign, project_dir=str(out), cycles=cycles)
     _print_campaign(out, result)
     console.print(f"demo finished in {(time.time() - start) / 60:.1f} minutes")
 
@@ -248,17 +250,20 @@ def pd_read(path: Path):
 
 
 @app.command()
-def benchmark(out: Path = typer.Option(Path("benchmark"), help="output directory (resumes if it exists)"),
-              profile: str = typer.Option("quick", help="quick | full | table_size (params.yaml: benchmark.*)"),
+def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, resumed if it exists "
+                                                   "(default benchmark_results/PROFILE)"),
+              profile: str = typer.Option("quick", help="quick | ablation | full (params.yaml: benchmark.*)"),
               params_file: Path = typer.Option(Path("params.yaml"), "--params", help="parameters"),
               strategies: Optional[str] = typer.Option(None, help="comma-separated subset of strategies"),
               seeds: Optional[str] = typer.Option(None, help="comma-separated seeds"),
               ) -> None:
     """Compare strategies x seeds x cycles in simulation (the `mgral-benchmark` Prefect flow)."""
     from flows.benchmark import mgral_benchmark
+    from mgral_core.config import PROFILES
 
-    if profile not in ("quick", "full", "table_size"):
-        _fail(f"--profile must be quick, full or table_size, got {profile!r}")
+    if profile not in PROFILES:
+        _fail(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    out = out or Path("benchmark_results") / profile
     _params(params_file)
     try:
         summary = mgral_benchmark(str(out), profile, str(params_file),

@@ -55,6 +55,10 @@ class AgentConfig:
             AMX; scores differ from float32 by a few thousandths of their spread, so near-tied selections
             can differ (tests/core/test_agent_scale_paths.py).
         seed: seeds parameter initialisation, the sequence order and batch sampling (separate streams).
+        threads: torch intra-op threads while the agent trains and scores (restored afterwards). 1 by
+            default: the step loop issues many small ops, and a second thread made it over 30x slower
+            whenever the other core was busy; on an otherwise idle machine more threads speed up the
+            large products (docs/PERFORMANCE.md). Numerics can differ in the last bits across counts.
     """
 
     iterations: int = 200
@@ -65,13 +69,14 @@ class AgentConfig:
     entropy_weight: float = 0.0
     precision: str = "float32"
     seed: int = 0
+    threads: int = 1
 
     def __post_init__(self) -> None:
         checks = {"iterations": self.iterations >= 0, "lr": self.lr > 0,
                   "baseline_decay": 0 <= self.baseline_decay <= 1,
                   "decoder_hidden": self.decoder_hidden >= 1, "chunks": self.chunks >= 1,
                   "entropy_weight": self.entropy_weight >= 0, "precision": self.precision in PRECISIONS,
-                  "seed": self.seed >= 0}
+                  "seed": self.seed >= 0, "threads": self.threads >= 1}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid agent config value(s) {bad}: {self}")
@@ -100,14 +105,14 @@ def config_for_pool(config: AgentConfig, pool_size: int, large_pool: int) -> Age
 
 
 @contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread, then restore the previous count.
+def intra_op_threads(n: int = 1) -> Iterator[None]:
+    """Run torch on `n` intra-op threads, then restore the previous count.
 
     The step loops issue tens of thousands of tiny ops; on this 2-core machine a second intra-op
-    thread made them over 30x slower whenever the other core was busy.
+    thread made them over 30x slower whenever the other core was busy (hence 1 by default).
     """
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -508,7 +513,7 @@ def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], f
     order = sequence_order(len(x), config.seed)  # (U,) sequence position -> row
     x_seq = x[torch.as_tensor(order)]  # (U, D) in reading order
     agent = SamplingAgent(x.shape[1], config)
-    with single_thread(), retained_heap():
+    with intra_op_threads(config.threads), retained_heap():
         history = _reinforce(agent, x_seq, order, k, reward, config, float(initial_baseline), progress)
     return agent, history
 
@@ -541,7 +546,7 @@ def score_pool(agent: SamplingAgent, embeddings: np.ndarray, chunks: int | None 
     x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)  # (U, D)
     order = sequence_order(len(x), agent.config.seed)
     scores = np.empty(len(x), np.float64)
-    with single_thread(), retained_heap():
+    with intra_op_threads(agent.config.threads), retained_heap():
         scores[order] = agent.score(x[torch.as_tensor(order)], chunks).double().numpy()
     return scores
 

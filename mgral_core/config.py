@@ -63,6 +63,15 @@ class SelectionParams(_Section):
     budget: int = Field(100, ge=1, description="images selected per cycle (k)")
     seed: int = 0
 
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from mgral_core.strategies import STRATEGY_NAMES
+
+        if value not in STRATEGY_NAMES:
+            raise ValueError(f"unknown strategy {value!r}; known strategies: {', '.join(STRATEGY_NAMES)}")
+        return value
+
 
 class CampaignParams(_Section):
     """A simulated campaign: several cycles in a row."""
@@ -77,6 +86,12 @@ class LookupTableParams(_Section):
     proxy: Literal["head", "full"] = Field(
         "head", description="record = 'head': final head layers fine-tuned on cached features (default, "
         "measured in docs/method.md) or 'full': the whole detector fine-tuned by the Ultralytics trainer")
+    batch_sampling: Literal["random", "mixed"] = Field(
+        "random", description="record batches: 'random' (the paper) or 'mixed' (cluster mix drawn from a "
+        "Dirichlet per batch, so records cover different batch compositions; docs/method.md)")
+    mix_clusters: int = Field(8, ge=1, description="mixed batches: k-means clusters of the candidates' embeddings")
+    mix_concentration: float = Field(0.7, gt=0, description="mixed batches: Dirichlet concentration "
+                                     "(smaller = batches more concentrated on few clusters)")
     pseudo_conf: float = Field(0.5, gt=0, lt=1, description="confidence threshold for pseudo-labels")
     pseudo_ignore: float = Field(0.05, ge=0, lt=1, description="head proxy: B's unassigned anchors with a "
                                  "detector score >= this are left out of the class loss (0 = off)")
@@ -144,6 +159,8 @@ class AgentParams(_Section):
                            "shortlisted by shortlist_method (hierarchical selection for large pools; N >= budget)")
     shortlist_method: Literal["kmeans", "random"] = Field(
         "kmeans", description="'kmeans': cluster-stratified random sample; 'random': uniform random sample")
+    threads: int = Field(1, ge=1, le=256, description="torch intra-op threads for the agent (1 is safe on a "
+                         "busy machine; more speed up large pools on an idle one, docs/PERFORMANCE.md)")
     seed: int = 0
 
 
@@ -174,9 +191,14 @@ class BenchmarkProfile(_Section):
     n_pool: int = Field(1000, ge=10)
     image_size: int = Field(128, ge=32, le=1024)
     epochs: int = Field(40, ge=1)
-    finetune_epochs: int = Field(15, ge=1)
+    finetune_epochs: int = Field(10, ge=1)
     lookup_records: int = Field(16, ge=2)
     agent_iterations: int = Field(150, ge=1)
+    lookup_diagnostics: bool = False
+    """Measure MGRAL's lookup-table repeatability/fidelity every cycle (triples the table's cost)."""
+    reuse: str | None = None
+    """Another profile whose finished runs (and per-seed base) are copied instead of re-run when their
+    run settings are identical (e.g. the ablation reuses quick's random and mgral runs)."""
 
     @field_validator("strategies")
     @classmethod
@@ -202,18 +224,32 @@ class BenchmarkParams(_Section):
     """Profiles of `mgral benchmark` (quick: fits in about 45 minutes here; full: see docs/RESULTS.md).
 
     A strategy may carry parameter overrides after '@' (`mgral@lookup_table.records=4`): the
-    table_size profile is the paper's Table III analog, MGRAL with three lookup-table sizes.
+    ablation profile is the paper's Table III analog (MGRAL with lookup tables of 4, 16 and 48
+    records), hierarchical selection (a shortlist of 400) and mixed record batches, next to random
+    and plain MGRAL.
     """
 
     quick: BenchmarkProfile = BenchmarkProfile()
-    table_size: BenchmarkProfile = BenchmarkProfile(
-        strategies=["mgral@lookup_table.records=4", "mgral@lookup_table.records=16",
-                    "mgral@lookup_table.records=48"], seeds=[0, 1])
+    ablation: BenchmarkProfile = BenchmarkProfile(
+        strategies=["random", "mgral", "mgral@lookup_table.records=4", "mgral@lookup_table.records=48",
+                    "mgral@agent.shortlist=400", "mgral@lookup_table.batch_sampling=mixed"], seeds=[0, 1],
+        reuse="quick")
     full: BenchmarkProfile = BenchmarkProfile(
         strategies=["random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "cdal", "ebal",
                     "mgral"],
         seeds=[0, 1, 2, 3, 4], cycles=5, budget=100, n_pool=2000, image_size=160, epochs=60, finetune_epochs=20,
-        lookup_records=16, agent_iterations=300)
+        lookup_records=16, agent_iterations=300, lookup_diagnostics=True)
+
+    @model_validator(mode="after")
+    def _check_reuse(self) -> "BenchmarkParams":
+        for name in PROFILES:
+            reuse = getattr(self, name).reuse
+            if reuse is not None and reuse not in PROFILES:
+                raise ValueError(f"benchmark.{name}.reuse: expected one of {list(PROFILES)}, got {reuse!r}")
+        return self
+
+
+PROFILES = ("quick", "ablation", "full")
 
 
 class Params(_Section):

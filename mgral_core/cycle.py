@@ -25,6 +25,7 @@ from mgral_core.labels import read_yolo_label
 from mgral_core.pool import PoolState, PoolStateError
 from mgral_core.project import load_project_info
 from mgral_core.strategies.base import PoolView
+from mgral_core.visualize import render_grid
 
 
 def cycle_dir(project_dir: str | Path, cycle: int) -> Path:
@@ -189,6 +190,18 @@ def class_histogram(project_dir: str | Path, ids: Sequence[str]) -> dict[str, in
     for _, classes in ground_truth(project, pool, ids).values():
         counts += np.bincount(classes, minlength=len(info.class_names))
     return dict(zip(info.class_names, counts.tolist()))
+
+
+def selected_grid(project_dir: str | Path, cycle: int, ids: Sequence[str], max_images: int = 40) -> Path:
+    """A grid of the first `max_images` selected images with their labels (once annotated), as
+    cycles/cycle_NNN/selected_grid.png; captions are the image ids."""
+    project = Path(project_dir)
+    info, pool = load_project_info(project), PoolState.load(project)
+    table = pool.table.set_index("image_id")
+    shown = list(ids)[:max_images]
+    truth = ground_truth(project, pool, shown)
+    items = [(project / table.loc[i, "file"], *truth[i], i) for i in shown]
+    return render_grid(items, info.class_names, cycle_dir(project, cycle) / "selected_grid.png", cols=10, tile=128)
 
 
 def open_batch_progress(project_dir: str | Path) -> tuple[int, int, int]:

@@ -167,6 +167,31 @@ def random_batches(candidate_ids: np.ndarray, k: int, n: int, seed: int) -> list
     return [np.random.default_rng([seed, i]).choice(candidate_ids, size=k, replace=False) for i in range(n)]
 
 
+def mixed_batches(candidate_ids: np.ndarray, embeddings: np.ndarray, k: int, n: int, seed: int,
+                  n_clusters: int = 8, concentration: float = 0.7) -> list[np.ndarray]:
+    """n batches of k distinct ids whose composition varies: batch i draws cluster weights from a
+    Dirichlet(concentration) over k-means clusters of the candidates' embeddings (N, D), then k ids
+    with probability proportional to their cluster's weight. Depends only on (seed, i) and the inputs.
+
+    Random batches from one pool all have nearly the same embedding distribution, so the Wasserstein
+    distance between them carries little information; mixed batches spread the table over batch
+    compositions (docs/method.md). Not random batches: their mean value is not a random batch's.
+    """
+    if k > len(candidate_ids):
+        raise ValueError(f"batch size {k} exceeds the {len(candidate_ids)} candidates")
+    if len(embeddings) != len(candidate_ids):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(candidate_ids)} candidates")
+    from mgral_core.shortlist import kmeans
+
+    _, labels = kmeans(embeddings, min(n_clusters, len(candidate_ids)), seed=seed)  # (N,)
+    batches = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i, 1])
+        weights = rng.dirichlet(np.full(labels.max() + 1, concentration))[labels] + 1e-12  # (N,)
+        batches.append(rng.choice(candidate_ids, size=k, replace=False, p=weights / weights.sum()))
+    return batches
+
+
 def table_diagnostics(records: list[dict | None], checks: list[dict | None]) -> dict[str, Any]:
     """Signal-to-noise of a cycle's table from its records and their diagnostic re-trainings.
 

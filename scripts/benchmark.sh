@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up, run a benchmark profile and regenerate docs/RESULTS.md's figures and tables from it.
+# Set up, run a benchmark profile and regenerate the figures and tables docs/RESULTS.md shows (docs/results/PROFILE).
 #   bash scripts/benchmark.sh              # quick profile (about 45 minutes on the 2-core CPU machine)
-#   bash scripts/benchmark.sh table_size   # the lookup-table size ablation (Table III analog)
+#   bash scripts/benchmark.sh ablation     # table sizes 4/16/48 (Table III analog) and a shortlist; reuses quick's runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-quick}

@@ -12,11 +12,11 @@ from prefect import get_run_logger, task
 from tqdm.auto import tqdm
 
 from mgral_core import cycle as steps
-from mgral_core.agent import AgentConfig, checkpoint, select_top_k, train_agent
+from mgral_core.agent import AgentConfig, checkpoint
 from mgral_core.atomic import write_json_atomic
 from mgral_core.config import Params
 from mgral_core.inference_cache import load_inference
-from mgral_core.lookup_table import LookupRecord, LookupTable, load_record, random_batches, save_record
+from mgral_core.lookup_table import LookupRecord, LookupTable, load_record, mixed_batches, random_batches, save_record
 from mgral_core.plots import plot_agent_training
 from mgral_core.pool import PoolState
 from mgral_core.project import load_project_info
@@ -27,6 +27,7 @@ from mgral_core.record_values import (
     true_label_record,
 )
 from mgral_core.reward import RewardEstimator, leave_one_out_spearman
+from mgral_core.strategies.mgral import train_and_select
 from tasks import tracking
 from tasks.retry import transient_only
 
@@ -35,12 +36,22 @@ def lookup_dir(project_dir: str, cycle: int) -> Path:
     return steps.cycle_dir(project_dir, cycle) / "lookup_table"
 
 
-def record_batches(project_dir: str, params: Params, cycle: int, budget: int) -> list[list[str]]:
-    """The R random batches of this cycle (fixed by seed and cycle, so a re-run gets the same ones)."""
+def record_batches(project_dir: str, params: Params, cycle: int, budget: int,
+                   inference_path: str | None = None) -> list[list[str]]:
+    """The R record batches of this cycle (fixed by seed and cycle, so a re-run gets the same ones).
+
+    Random batches, or with `lookup_table.batch_sampling: mixed` batches of varying cluster mix
+    (needs the cycle's pool embeddings, `inference_path`)."""
     candidates = PoolState.load(project_dir).unlabeled_pool_ids
-    k = min(budget, len(candidates))
-    return [b.tolist() for b in random_batches(candidates, k, params.lookup_table.records,
-                                               seed=params.lookup_table.seed * 1000 + cycle)]
+    k, t = min(budget, len(candidates)), params.lookup_table
+    seed = t.seed * 1000 + cycle
+    if t.batch_sampling == "random":
+        return [b.tolist() for b in random_batches(candidates, k, t.records, seed=seed)]
+    if inference_path is None:
+        raise ValueError("lookup_table.batch_sampling: mixed needs the cycle's pool embeddings")
+    embeddings = load_inference(inference_path).subset(list(candidates)).embeddings  # (N, D)
+    return [b.tolist() for b in mixed_batches(candidates, embeddings, k, t.records, seed,
+                                              t.mix_clusters, t.mix_concentration)]
 
 
 @task(name="head-features", retries=1, retry_condition_fn=transient_only, retry_delay_seconds=2)
@@ -125,20 +136,24 @@ def train_agent_task(project_dir: str, params: Params, cycle: int, budget: int, 
     loo = leave_one_out_spearman(estimator)
     a = params.agent
     config = AgentConfig(iterations=a.iterations, lr=a.lr, baseline_decay=a.baseline_decay, chunks=a.chunks,
-                         decoder_hidden=a.decoder_hidden, entropy_weight=a.entropy_weight, seed=a.seed + cycle)
+                         decoder_hidden=a.decoder_hidden, entropy_weight=a.entropy_weight, seed=a.seed + cycle,
+                         threads=a.threads)
     k = min(budget, len(view.unlabeled_ids))
     with tqdm(total=config.iterations, desc="agent (policy gradient)", leave=False) as bar:
-        agent, history = train_agent(view.unlabeled_embeddings, k,
-                                     lambda idx: estimator(view.unlabeled_ids[idx]), config,
-                                     estimator.reference_value, progress=lambda i, v: bar.update(1))
-    chosen = [str(view.unlabeled_ids[i]) for i in select_top_k(agent, view.unlabeled_embeddings, k, config.chunks)]
-    _log_agent(project_dir, params, run_id, cycle, agent, config, history, estimator, loo, table_dir)
+        rows, agent, history = train_and_select(
+            view.unlabeled_embeddings, k, lambda idx: estimator(view.unlabeled_ids[idx]), config,
+            estimator.reference_value, shortlist=a.shortlist, shortlist_method=a.shortlist_method,
+            large_pool=a.large_pool, progress=lambda i, v: bar.update(1))
+    chosen = [str(view.unlabeled_ids[i]) for i in rows]
+    read = len(view.unlabeled_ids) if not 0 < a.shortlist < len(view.unlabeled_ids) else a.shortlist
+    _log_agent(project_dir, params, run_id, cycle, agent, agent.config, history, estimator, loo, table_dir, read)
     logger.info(f"cycle {cycle}: agent reward {np.mean(history.rewards[-20:]):.4f} (last 20) vs random-batch "
                 f"{estimator.reference_value:.4f}; LOO spearman {loo:.3f}; {estimator.fallbacks} fallbacks")
     return chosen
 
 
-def _log_agent(project_dir, params, run_id, cycle, agent, config, history, estimator, loo, table_dir) -> None:
+def _log_agent(project_dir, params, run_id, cycle, agent, config, history, estimator, loo, table_dir,
+               candidates_read) -> None:
     out = steps.cycle_dir(project_dir, cycle)
     torch.save(checkpoint(agent, config), out / "agent.pt")
     frame = LookupTable(estimator.records).to_frame()
@@ -153,7 +168,8 @@ def _log_agent(project_dir, params, run_id, cycle, agent, config, history, estim
                "lookup_far_queries": estimator.far_queries, "lookup_records": len(estimator.records),
                "lookup_value_mean": float(frame["value"].mean()), "lookup_value_std": float(frame["value"].std()),
                "lookup_reference_value": float(estimator.reference_value),
-               "agent_final_reward": float(np.mean(history.rewards[-20:]))}
+               "agent_final_reward": float(np.mean(history.rewards[-20:])), "agent_candidates_read": candidates_read,
+               "agent_chunks": config.chunks}
     write_json_atomic(out / "mgral_summary.json", metrics)  # the same figures, for reports without MLflow
     tracking.log_metrics(project_dir, params, run_id, metrics)
     client = tracking.client_for(project_dir, params)[0]

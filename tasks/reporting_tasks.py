@@ -28,6 +28,8 @@ def log_cycle_task(project_dir: str, params: Params, run_id: str, cycle: int, la
             png = plot_class_histogram(histogram, steps.cycle_dir(project_dir, cycle) / "selected_classes.png",
                                        title=f"cycle {cycle}: classes in the {strategy} batch")
             tracking.log_artifact(project_dir, params, run_id, png, "plots")
+            grid = steps.selected_grid(project_dir, cycle, selected)
+            tracking.log_artifact(project_dir, params, run_id, grid, "plots")
             tracking.log_metrics(project_dir, params, run_id,
                                  {f"selected_instances_{k}": v for k, v in histogram.items()}, step=labeled)
 

@@ -17,7 +17,10 @@ from prefect import get_run_logger, task
 
 from mgral_core.config import Params
 
-IGNORED = ["/cycles/", "/exports/", "/inbox/", "/reports/", "/mlruns/", "/mlflow.db", "/quarantine/", "/params.yaml.*"]
+# Never versioned: per-cycle work, tracking stores, and the writer lock (its content changes with
+# every holder, so versioning it would make `git checkout <earlier commit>` refuse to run).
+IGNORED = ["/cycles/", "/exports/", "/inbox/", "/reports/", "/mlruns/", "/mlflow.db", "/quarantine/", "/params.yaml.*",
+           "/.mgral.lock"]
 
 
 class VersioningError(RuntimeError):

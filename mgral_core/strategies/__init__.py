@@ -25,6 +25,7 @@ BASELINE_STRATEGIES: dict[str, Strategy] = {
     "ebal": ebal,
 }
 MODEL_STRATEGIES = ("mgral",)  # need a per-cycle lookup table; run by the flow, see tasks/mgral_tasks.py
+STRATEGY_NAMES = (*MODEL_STRATEGIES, *BASELINE_STRATEGIES)
 
 
 def get_strategy(name: str) -> Strategy:

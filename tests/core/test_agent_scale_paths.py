@@ -132,3 +132,18 @@ def test_precision_is_validated_and_checkpointed():
     restored = agent_module.load_checkpoint(agent_module.checkpoint(agent))
     assert restored.config.precision == "bfloat16"
     np.testing.assert_array_equal(select_top_k(restored, emb, 10), select_top_k(agent, emb, 10))
+
+
+def test_two_threads_select_what_one_thread_selects():
+    emb, labels = clustered(seed=3, n=600, dim=32)
+    runs = []
+    for threads in (1, 2):
+        config = AgentConfig(iterations=20, lr=3e-3, seed=3, threads=threads)
+        agent, history = train_agent(emb, 30, lambda rows: float((labels[rows] == 1).mean()), config,
+                                     float((labels == 1).mean()))
+        runs.append((set(select_top_k(agent, emb, 30).tolist()), history.rewards))
+    assert len(runs[0][0] & runs[1][0]) >= 27  # thread count changes float rounding at most
+    assert np.allclose(runs[0][1], runs[1][1], atol=0.05)
+    assert torch.get_num_threads() >= 1 and AgentConfig().threads == 1
+    with pytest.raises(ValueError, match="threads"):
+        AgentConfig(threads=0)

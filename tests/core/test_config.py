@@ -21,6 +21,7 @@ def test_repo_params_yaml_loads_and_matches_defaults():
         ({"agent.baseline_decay": 1.5}, "agent.baseline_decay"),
         ({"campaign.cycles": "many"}, "campaign.cycles"),
         ({"detector.unknown_key": 1}, "detector.unknown_key"),
+        ({"selection.strategy": "entropy"}, "selection.strategy"),
     ],
 )
 def test_bad_value_names_its_key(override, key):

@@ -11,6 +11,7 @@ from mgral_core.lookup_table import (
     finished_record_ids,
     load_record,
     missing_record_ids,
+    mixed_batches,
     random_batches,
     save_record,
 )
@@ -97,3 +98,19 @@ def test_random_batches_are_seeded_per_record():
     assert first[0].tolist() != first[1].tolist()
     with pytest.raises(ValueError, match="exceeds"):
         random_batches(ids, 51, 1, seed=0)
+
+
+def test_mixed_batches_vary_in_composition_and_are_seeded():
+    rng = np.random.default_rng(0)
+    cluster = rng.integers(0, 4, 400)  # (N,) four well separated groups of candidates
+    embeddings = (np.eye(4)[cluster] * 10 + rng.normal(0, 0.1, (400, 4))).astype(np.float32)  # (N, 4)
+    ids = np.array([f"img{i:03d}" for i in range(400)])
+    batches = mixed_batches(ids, embeddings, 40, 12, seed=5, n_clusters=4)
+    again = mixed_batches(ids, embeddings, 40, 12, seed=5, n_clusters=4)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    assert all(len(set(b)) == 40 and set(b) <= set(ids) for b in batches)
+    share = lambda bs: np.array([(cluster[np.searchsorted(ids, b)] == 0).mean() for b in bs])  # noqa: E731
+    random_share = share(random_batches(ids, 40, 12, seed=5))
+    assert share(batches).std() > 3 * random_share.std()  # mixed batches differ; random ones are all alike
+    with pytest.raises(ValueError, match="exceeds"):
+        mixed_batches(ids, embeddings, 401, 1, seed=0)

@@ -10,12 +10,15 @@ from flows.campaign import mgral_campaign
 from flows.cycle import mgral_cycle
 from mgral_core.pool import PoolState
 from mgral_core.strategies import BASELINE_STRATEGIES
+from tests.conftest import write_params
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("strategy", sorted(BASELINE_STRATEGIES) + ["mgral"])
 def test_three_cycle_campaign_is_tracked(strategy, tiny_project, prefect_harness):
+    if strategy == "mgral":  # hierarchical selection on: the agent reads a shortlist of 24 of the 40 candidates
+        write_params(tiny_project / "params.yaml", agent__shortlist=24)
     result = mgral_campaign(str(tiny_project), cycles=3, strategy=strategy)
     pool = PoolState.load(tiny_project)
     assert pool.counts()["labeled"] == 20 + 3 * 8
@@ -36,6 +39,9 @@ def test_three_cycle_campaign_is_tracked(strategy, tiny_project, prefect_harness
     assert "test_map50" in first.data.metrics and "val_map50_95" in first.data.metrics
     artifacts = {a.path for a in client.list_artifacts(first.info.run_id)}
     assert {"detector", "selected_ids.json", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(first.info.run_id, "plots")}
+    assert {"plots/selected_classes.png", "plots/selected_grid.png"} <= plots
+    assert (tiny_project / "cycles" / "cycle_001" / "selected_grid.png").stat().st_size > 2000
     assert (tiny_project / "reports" / "learning_curve.png").stat().st_size > 1000
     metrics = json.loads((tiny_project / "reports" / "metrics.json").read_text())
     assert metrics["final_labeled"] == 44 and metrics["strategy"] == strategy
@@ -43,6 +49,7 @@ def test_three_cycle_campaign_is_tracked(strategy, tiny_project, prefect_harness
         mgral_artifacts = {a.path for a in client.list_artifacts(first.info.run_id, "mgral")}
         assert {"mgral/agent.pt", "mgral/lookup_table.csv"} <= mgral_artifacts
         assert "agent_reward" in first.data.metrics and first.data.metrics["lookup_records"] >= 3
+        assert first.data.metrics["agent_candidates_read"] == 24
 
 
 def test_selection_never_reads_the_oracle(tiny_project, tmp_path, prefect_harness):

@@ -5,10 +5,13 @@ import io
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from pycocotools.coco import COCO
 
+from flows.campaign import mgral_campaign
 from flows.cycle import mgral_cycle
 from mgral_core.annotation_import import AnnotationImportError, import_annotations, import_inbox
 from mgral_core.dataset_io import load_dataset
@@ -70,6 +73,22 @@ def test_export_wait_import_cycle(real_project, tmp_path, prefect_harness):
     assert (project / "inbox" / "done" / "batch1").is_dir()
     log = subprocess.run(["git", "log", "--oneline"], cwd=project, capture_output=True, text=True).stdout
     assert "cycle 2: entropy_sum selected 6" in log and "project created" in log
+
+    # the README's recovery recipe: the pool of cycle 1, then back to the latest
+    def run(*args):
+        return subprocess.run(list(args), cwd=project, capture_output=True, text=True, check=True).stdout
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    cycle1 = next(line.split()[0] for line in log.splitlines() if "cycle 1: entropy_sum selected 6" in line)
+    run("git", "checkout", "-q", cycle1)
+    run(dvc, "checkout", "-q")
+    assert set(PoolState.load(project).pending_ids()) == set(first["selected"])
+    run("git", "checkout", "-q", "-")
+    run(dvc, "checkout", "-q")
+    assert PoolState.load(project).counts()["labeled"] == 16 + 4
+
+    with pytest.raises(ValueError, match="campaign runs simulated cycles"):
+        mgral_campaign(str(project))
 
 
 def test_import_validates_everything_first(real_project, prefect_harness):

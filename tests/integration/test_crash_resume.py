@@ -39,11 +39,14 @@ def test_kill_mid_lookup_table_then_resume(tiny_project, tmp_path):
     assert 2 <= len(finished) < 6
     weights = tiny_project / "cycles" / "cycle_001" / "detector" / "best.pt"
     weights_mtime = weights.stat().st_mtime_ns
+    embeddings = tiny_project / "cycles" / "cycle_001" / "pool_inference.npz"
+    embeddings_mtime = embeddings.stat().st_mtime_ns
 
     done = subprocess.run([str(mgral), "cycle", str(tiny_project)], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert weights.stat().st_mtime_ns == weights_mtime  # detector training reused
+    assert embeddings.stat().st_mtime_ns == embeddings_mtime  # pool detections + embeddings reused (once per cycle)
     for name, mtime in finished.items():  # finished records reused, not retrained
         assert (table / name).stat().st_mtime_ns == mtime
     assert len(list(table.glob("record_*.json"))) == 6

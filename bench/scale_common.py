@@ -1,0 +1,113 @@
+"""Shared pieces of the scale benchmarks (bench/reward_speed.py, agent_scale.py, hierarchical.py,
+embed_throughput.py): synthetic pools and lookup tables, machine facts, verdicts and result files.
+
+Not a benchmark itself. The synthetic embeddings imitate detector embeddings: 8 clusters in a
+16-d latent space, mapped into 256-d and rectified (like a ReLU feature), plus noise; the same
+generator as tests/core/test_wasserstein.py, built block by block so 1M rows stay cheap in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mgral_core.lookup_table import LookupRecord, LookupTable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CLUSTERS, LATENT = 8, 16
+_BLOCK = 1 << 16
+
+
+def detector_like_embeddings(n: int, dim: int = 256, seed: int = 0, noise: float = 0.3
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """(n, dim) float32 embeddings and (n,) cluster labels; row i depends only on (seed, its block)."""
+    rng = np.random.default_rng([seed, 0])
+    centers = rng.normal(0, 2.0, (CLUSTERS, LATENT))
+    mix = rng.normal(0, 1 / np.sqrt(LATENT), (LATENT, dim))
+    prevalence = rng.dirichlet(np.full(CLUSTERS, 2.0))  # unequal cluster sizes
+    out = np.empty((n, dim), np.float32)
+    labels = np.empty(n, np.int64)
+    for block, start in enumerate(range(0, n, _BLOCK)):
+        b_rng = np.random.default_rng([seed, 1, block])
+        m = min(_BLOCK, n - start)
+        lab = b_rng.choice(CLUSTERS, m, p=prevalence)
+        z = centers[lab] + b_rng.normal(0, 1, (m, LATENT))
+        out[start:start + m] = np.maximum(z @ mix, 0) + noise * b_rng.standard_normal((m, dim), np.float32)
+        labels[start:start + m] = lab
+    return out, labels
+
+
+def mixed_batch(rng: np.random.Generator, labels: np.ndarray, k: int, concentration: float = 0.7) -> np.ndarray:
+    """k distinct rows drawn with a random cluster mix (Dirichlet), so batches differ in composition."""
+    weights = rng.dirichlet(np.full(CLUSTERS, concentration))[labels]
+    return rng.choice(len(labels), k, replace=False, p=weights / weights.sum())
+
+
+def synthetic_table(embeddings: np.ndarray, labels: np.ndarray, k: int, records: int, seed: int,
+                    mixed: bool = True) -> LookupTable:
+    """`records` records of k rows each: Dirichlet-mixed batches (or uniform random ones with mixed=False);
+    value = 0.3 + 0.2 x (share of cluster 0) + noise, a smooth function of the batch's composition."""
+    rng = np.random.default_rng([seed, 7])
+    ids = np.arange(len(embeddings)).astype(str)
+    out = []
+    for r in range(records):
+        rows = mixed_batch(rng, labels, k) if mixed else rng.choice(len(labels), k, replace=False)
+        value = 0.3 + 0.2 * float((labels[rows] == 0).mean()) + float(rng.normal(0, 0.005))
+        out.append(LookupRecord(f"record_{r:03d}", ids[rows], embeddings[rows], value))
+    return LookupTable(out)
+
+
+def machine() -> dict:
+    """Date, CPU, cores, memory and load average, recorded next to every figure."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    import torch
+
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": model, "nproc": os.cpu_count(),
+            "avx512_bf16": "avx512_bf16" in flags, "memory_gib": round(os.sysconf("SC_PAGE_SIZE")
+                                                                           * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "loadavg": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__}
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def figure(label: str, value: float, unit: str, target: str, ok: bool | None) -> dict:
+    """Print one figure with its target and PASS/FAIL (or 'info' when it has no target); return it as a dict."""
+    status = "info" if ok is None else verdict(ok)
+    print(f"  {label:<58s} {value:>12.4g} {unit:<8s} target {target:<14s} {status}", flush=True)
+    return {"label": label, "value": value, "unit": unit, "target": target, "status": status}
+
+
+def run_child(argv: list[str], timeout: float = 3600) -> dict:
+    """Run `python <argv>` in a fresh process (for a clean ru_maxrss) and return the JSON it prints last."""
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_result(name: str, payload: dict) -> Path:
+    """Write bench/results/<name>.json (or <name>.json when name is a path) and say where."""
+    path = Path(f"{name}.json") if "/" in name else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"results in {path}")
+    return path
