@@ -486,16 +486,18 @@ def test_nan_loss_mid_training_raises_training_diverged(tiny_training_data, tmp_
 @pytest.mark.slow
 def test_nan_warm_start_weights_fail_in_the_first_epoch(tiny_training_data, tmp_path):
     """Ultralytics alone would finish this 1-epoch fine-tune with NaN-zeroed weights and mAP 0."""
+    from ultralytics import YOLO
+
     from mgral_core.detector import TrainingDiverged, train_detector
 
     good = train_detector(tiny_training_data, tmp_path / "good", _detector_params(), epochs=1)
     assert good.weights.exists() and np.isfinite(good.val_map50_95)  # the guard passes a finite run
-    checkpoint = torch.load(good.weights, weights_only=False)  # our own file, written just above
+    model = YOLO(str(good.weights))  # Ultralytics' own loader, as for any warm start; no torch.load here
     with torch.no_grad():
-        for tensor in checkpoint["model"].parameters():
+        for tensor in model.model.parameters():
             tensor.fill_(float("nan"))
     poisoned = tmp_path / "poisoned.pt"
-    torch.save(checkpoint, poisoned)
+    model.save(poisoned)
     with pytest.raises(TrainingDiverged, match="epoch 1/1") as err:
         train_detector(tiny_training_data, tmp_path / "fine", _detector_params(), epochs=1, init_weights=poisoned)
     assert err.value.run_dir == tmp_path / "fine" / "ultralytics" and "training loss nan" in str(err.value)
