@@ -45,11 +45,11 @@ def profile_params(params: Params, profile: str, out: Path, seed: int) -> Params
     })
 
 
-def _seed_base(out: Path, dataset: Path, params: Params, seed: int, reuse: Path | None) -> Path:
+def _seed_base(out: Path, dataset: Path, params: Params, seed: int, reuse_seed_dir: Path | None) -> Path:
     base = out / "runs" / f"seed_{seed}" / "base"
-    if reuse is not None and not (base / "pool.csv").exists() and copy_finished(
-            reuse / "runs" / f"seed_{seed}", base.parent, "base", params, "pool.csv"):
-        get_run_logger().info(f"benchmark: seed {seed} base copied from {reuse} (identical settings)")
+    if reuse_seed_dir is not None and not (base / "pool.csv").exists() and copy_finished(
+            reuse_seed_dir, base.parent, "base", params, "pool.csv"):
+        get_run_logger().info(f"benchmark: seed {seed} base copied from {reuse_seed_dir} (identical settings)")
     if not (base / "pool.csv").exists():
         shutil.rmtree(base, ignore_errors=True)
         loaded, report = load_yolo(dataset)
@@ -105,15 +105,15 @@ def mgral_benchmark(out_dir: str, profile: str = "quick", params_file: str = "pa
         seed_params = profile_params(params, profile, out, seed)
         seed_dir = out / "runs" / f"seed_{seed}"
         write_seed_settings(seed_dir, seed_params)
-        base = _seed_base(out, dataset, seed_params, seed, reuse)
+        reuse_seed_dir = reuse / "runs" / f"seed_{seed}" if reuse is not None else None
+        base = _seed_base(out, dataset, seed_params, seed, reuse_seed_dir)
         for spec in strategies:
             strategy, overrides = split_strategy_spec(spec)
             name = spec.replace("@", "__").replace("=", "-").replace(",", "_")
             project = seed_dir / name
-            if (reuse is not None and not (project / "reports" / "metrics.json").exists()
-                    and copy_finished(reuse / "runs" / f"seed_{seed}", seed_dir, name, seed_params,
-                                      "reports/metrics.json")):
-                logger.info(f"benchmark: {spec}, seed {seed} copied from {reuse} (identical settings)")
+            if (reuse_seed_dir is not None and not (project / "reports" / "metrics.json").exists()
+                    and copy_finished(reuse_seed_dir, seed_dir, name, seed_params, "reports/metrics.json")):
+                logger.info(f"benchmark: {spec}, seed {seed} copied from {reuse_seed_dir} (identical settings)")
             if not (project / "reports" / "metrics.json").exists():
                 shutil.rmtree(project, ignore_errors=True)
                 shutil.copytree(base, project, symlinks=True)

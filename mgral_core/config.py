@@ -249,7 +249,7 @@ class BenchmarkParams(_Section):
         return self
 
 
-PROFILES = ("quick", "ablation", "full")
+PROFILES = tuple(BenchmarkParams.model_fields)  # ("quick", "ablation", "full")
 
 
 class Params(_Section):

@@ -103,6 +103,11 @@ def proportional_quotas(counts: np.ndarray, size: int) -> np.ndarray:
     return quotas
 
 
+def shortlist_size(pool_size: int, size: int) -> int:
+    """How many of `pool_size` candidates a shortlist of `size` keeps (0 or size >= pool_size: all of them)."""
+    return pool_size if size == 0 or size >= pool_size else size
+
+
 def shortlist_rows(embeddings: np.ndarray, k: int, size: int, seed: int, method: str = "kmeans",
                    n_clusters: int = 64) -> np.ndarray:
     """Sorted rows (S,) of embeddings (U, D) the agent should read; all U rows when the shortlist is off.
@@ -121,7 +126,7 @@ def shortlist_rows(embeddings: np.ndarray, k: int, size: int, seed: int, method:
         raise ValueError(f"unknown shortlist method {method!r}; use one of {SHORTLIST_METHODS}")
     if size < 0 or (0 < size < k):
         raise ValueError(f"shortlist size must be 0 (off) or at least the budget k={k}, got {size}")
-    if size == 0 or size >= u:
+    if shortlist_size(u, size) == u:
         return np.arange(u)
     rng = np.random.default_rng([seed, _SAMPLE_STREAM])
     if method == "random":

@@ -27,6 +27,7 @@ from mgral_core.record_values import (
     true_label_record,
 )
 from mgral_core.reward import RewardEstimator, leave_one_out_spearman
+from mgral_core.shortlist import shortlist_size
 from mgral_core.strategies.mgral import train_and_select
 from tasks import tracking
 from tasks.retry import transient_only
@@ -145,7 +146,7 @@ def train_agent_task(project_dir: str, params: Params, cycle: int, budget: int, 
             estimator.reference_value, shortlist=a.shortlist, shortlist_method=a.shortlist_method,
             large_pool=a.large_pool, progress=lambda i, v: bar.update(1))
     chosen = [str(view.unlabeled_ids[i]) for i in rows]
-    read = len(view.unlabeled_ids) if not 0 < a.shortlist < len(view.unlabeled_ids) else a.shortlist
+    read = shortlist_size(len(view.unlabeled_ids), a.shortlist)
     _log_agent(project_dir, params, run_id, cycle, agent, agent.config, history, estimator, loo, table_dir, read)
     logger.info(f"cycle {cycle}: agent reward {np.mean(history.rewards[-20:]):.4f} (last 20) vs random-batch "
                 f"{estimator.reference_value:.4f}; LOO spearman {loo:.3f}; {estimator.fallbacks} fallbacks")
