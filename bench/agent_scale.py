@@ -51,12 +51,13 @@ from mgral_core.agent import (
     select_top_k,
     train_agent,
 )
+from mgral_core.config import AgentParams
 from mgral_core.reward import RewardEstimator
 
 SCALES = {"voc": (16_551, 1_000, 200), "coco": (117_266, 2_345, 150), "1m": (1_000_000, 10_000, 0)}
 ITERATIONS = {("voc", "auto"): 40, ("voc", "pieces"): 12, ("voc", "paper"): 6,
               ("coco", "auto"): 12, ("coco", "pieces"): 5, ("coco", "paper"): 3}
-LARGE_POOL = 5000  # params.yaml agent.large_pool
+LARGE_POOL = AgentParams().large_pool  # the default of params.yaml agent.large_pool
 DIM = 256
 
 

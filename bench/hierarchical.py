@@ -35,11 +35,12 @@ from scale_common import (
 )
 
 from mgral_core.agent import AgentConfig
+from mgral_core.config import AgentParams
 from mgral_core.reward import RewardEstimator
 from mgral_core.shortlist import shortlist_rows
 from mgral_core.strategies.mgral import train_and_select
 
-LARGE_POOL = 5000  # params.yaml agent.large_pool
+LARGE_POOL = AgentParams().large_pool  # the default of params.yaml agent.large_pool
 SCALES = {"coco": (117_266, 2_345, 150), "1m": (1_000_000, 10_000, 100)}
 DIM, PAPER_COCO_ITERATIONS = 256, 800
 
