@@ -15,10 +15,13 @@ pytestmark = pytest.mark.slow
 
 def test_benchmark_two_strategies_two_seeds(tmp_path, prefect_harness, monkeypatch):
     params = write_params(tmp_path / "params.yaml")
-    text = params.read_text().replace("n_pool: 1000", "n_pool: 60").replace("image_size: 128", "image_size: 64")
-    text = text.replace("epochs: 40", "epochs: 2").replace("finetune_epochs: 10", "finetune_epochs: 1")
-    text = text.replace("budget: 100", "budget: 8").replace("lookup_records: 16", "lookup_records: 3")
-    params.write_text(text.replace("agent_iterations: 150", "agent_iterations: 5"))
+    data = yaml.safe_load(params.read_text())
+    tiny = {"n_pool": 60, "image_size": 64, "epochs": 2, "finetune_epochs": 1, "budget": 8, "lookup_records": 3,
+            "agent_iterations": 5}
+    for profile in ("quick", "ablation"):  # identical settings, so the ablation can reuse quick's runs
+        data["benchmark"][profile].update(tiny)
+    data["benchmark"]["ablation"]["reuse"] = "quick"
+    params.write_text(yaml.safe_dump(data))
     variant = "random@lookup_table.records=5,agent.lr=0.01"  # a strategy with its own parameters
     summary = mgral_benchmark(str(tmp_path / "quick"), "quick", str(params), [variant, "entropy_sum"], [0, 1])
     tidy = pd.read_csv(tmp_path / "quick" / "results.csv")
