@@ -168,7 +168,9 @@ def fidelity(seeds: list[int], pool: int = 2000, k: int = 100, iterations: int =
     paths = {"fast float32 (default)": {}, "bfloat16": {"precision": "bfloat16"},
              "pieces of 256": {"chunks": -(-pool // LARGE_POOL_PIECE_STEPS)},
              "pieces of 256 + bfloat16 (large-pool path)": {"chunks": -(-pool // LARGE_POOL_PIECE_STEPS),
-                                                            "precision": "bfloat16"}}
+                                                            "precision": "bfloat16"},
+             "large-pool path on 2 threads": {"chunks": -(-pool // LARGE_POOL_PIECE_STEPS), "precision": "bfloat16",
+                                              "threads": 2}}
     results: dict[str, list[dict]] = {name: [] for name in paths}
     for seed in seeds:
         config = AgentConfig(iterations=iterations, seed=seed)
@@ -206,7 +208,7 @@ def main() -> None:
     parser.add_argument("--scales", nargs="+", default=["voc", "coco", "1m"], choices=list(SCALES))
     parser.add_argument("--modes", nargs="+", default=["auto", "pieces", "paper"], choices=["auto", "pieces", "paper"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the agent (agent.threads)")
+    parser.add_argument("--threads", type=int, default=1, help="worker threads for the agent's pieces (agent.threads)")
     parser.add_argument("--fidelity", action="store_true", help="compare selections with the straightforward loop")
     parser.add_argument("--fidelity-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=None, help="result name under bench/results (default per run kind)")
@@ -222,7 +224,7 @@ def main() -> None:
         return
     info = machine()
     print(f"{info['date']}  {info['cpu']}  {info['nproc']} cores  avx512_bf16 {info['avx512_bf16']}  "
-          f"load {info['loadavg']}  torch threads in the agent: {args.threads}", flush=True)
+          f"load {info['loadavg']}  agent worker threads: {args.threads}", flush=True)
     command = "python bench/agent_scale.py " + " ".join(sys.argv[1:])
     if args.fidelity:
         write_result(args.out or "agent_fidelity", {"command": command, "machine": info,

@@ -12,7 +12,9 @@ the embedding half of the input projection is one matrix product over the whole 
 does one fused (B, D + 1 + M) x (D + 1 + M, 4 (D + 1)) product. `SamplingAgent.forward_reference`
 is the straightforward `nn.LSTMCell` loop with autograd; tests check the two agree. For large pools,
 `config_for_pool` switches to pieces of `LARGE_POOL_PIECE_STEPS` steps and bfloat16 matrix products
-(docs/PERFORMANCE.md); tests check how far that path is from the float32 one.
+(docs/PERFORMANCE.md); tests check how far that path is from the float32 one. Pieces are independent
+sequences, so `AgentConfig.threads` worker threads each run a group of them (forward and backward),
+torch itself staying single-threaded.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from __future__ import annotations
 import ctypes
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
@@ -55,10 +58,11 @@ class AgentConfig:
             AMX; scores differ from float32 by a few thousandths of their spread, so near-tied selections
             can differ (tests/core/test_agent_scale_paths.py).
         seed: seeds parameter initialisation, the sequence order and batch sampling (separate streams).
-        threads: torch intra-op threads while the agent trains and scores (restored afterwards). 1 by
-            default: the step loop issues many small ops, and a second thread made it over 30x slower
-            whenever the other core was busy; on an otherwise idle machine more threads speed up the
-            large products (docs/PERFORMANCE.md). Numerics can differ in the last bits across counts.
+        threads: worker threads that run the pieces of a multi-piece sequence (chunks > 1) side by side,
+            each piece group on one core (torch's own intra-op threads stay at 1 inside the agent). A single
+            sequence (chunks = 1) runs on one thread whatever this is. Numerics: the weight gradients are
+            summed over the groups, so they differ from one thread's in the last bits (tests/core/
+            test_agent_scale_paths.py); scores are the same.
     """
 
     iterations: int = 200
@@ -108,8 +112,9 @@ def config_for_pool(config: AgentConfig, pool_size: int, large_pool: int) -> Age
 def intra_op_threads(n: int = 1) -> Iterator[None]:
     """Run torch on `n` intra-op threads, then restore the previous count.
 
-    The step loops issue tens of thousands of tiny ops; on this 2-core machine a second intra-op
-    thread made them over 30x slower whenever the other core was busy (hence 1 by default).
+    The agent runs with 1: its step loops issue tens of thousands of small ops, and on this 2-core
+    machine a second intra-op thread made them over 30x slower whenever the other core was busy
+    (OpenMP workers spin-wait for each other). Parallelism comes from piece groups instead (`in_groups`).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -117,6 +122,33 @@ def intra_op_threads(n: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def piece_groups(pieces: int, threads: int) -> list[tuple[int, int]]:
+    """Contiguous ranges [lo, hi) of piece indices, one per worker thread, as equal as possible."""
+    n = max(1, min(threads, pieces))
+    bounds = [round(i * pieces / n) for i in range(n + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(n)]
+
+
+def _single_threaded(fn: Callable[[int, int], object]) -> Callable[[int, int], object]:
+    def run(lo: int, hi: int) -> object:
+        torch.set_num_threads(1)  # this worker thread's own torch/OpenMP setting
+        with torch.no_grad():  # grad mode is per thread; the callers run under no_grad (or inside a Function)
+            return fn(lo, hi)
+    return run
+
+
+def in_groups(fn: Callable[[int, int], object], groups: Sequence[tuple[int, int]]) -> list:
+    """[fn(lo, hi) for each group], the groups on their own threads when there are several.
+
+    torch releases the GIL inside its kernels, so the groups' step loops overlap on separate cores;
+    each worker runs torch single-threaded, so they never spin-wait on each other's cores.
+    """
+    if len(groups) == 1:
+        return [fn(*groups[0])]
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="mgral-agent") as pool:
+        return list(pool.map(lambda g: _single_threaded(fn)(*g), groups))
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
@@ -207,24 +239,21 @@ def _lstm_step(px_t: Tensor, u_prev: Tensor, c_prev: Tensor, w_big: Tensor, w1_t
     torch.addmm(b1, hidden, w1_t, out=relu_z).relu_()  # (B, M) decoder hidden layer
 
 
-def _recurrence_forward(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, first_offset: Tensor
-                        ) -> tuple[Tensor, Tensor, Tensor]:
-    """Step loop from a zero state, keeping what the backward pass needs; no autograd.
+def _recurrence_forward(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, first_offset: Tensor,
+                        u: Tensor, c: Tensor, acts: Tensor) -> None:
+    """Step loop from a zero state, writing what the backward pass needs; no autograd.
 
-    first_offset (4H,) is added to the first step's px only (see `SamplingAgent._input_projection`).
-    Returns u (T + 1, B, H + M) with u[0] = 0, c (T + 1, B, H) with c[0] = 0, and the gate
-    activations (T, B, 4H).
+    first_offset (4H,) is added to the first step's px only (see `SamplingAgent._projection_weights`).
+    Writes u (T + 1, B, H + M) with u[0] = 0, c (T + 1, B, H) with c[0] = 0, and the gate activations
+    acts (T, B, 4H); they may be views (a group of pieces) whose per-step slices are contiguous.
     """
-    steps, b, four_h = px.shape
-    h, m = four_h // 4, w1_t.shape[1]
-    u = w1_t.new_zeros(steps + 1, b, h + m)  # the state is in the parameters' dtype whatever px's
-    c = w1_t.new_zeros(steps + 1, b, h)
-    acts = w1_t.new_empty(steps, b, four_h)
+    steps = px.shape[0]
+    u[0].zero_()
+    c[0].zero_()
     px_t, u_t, c_t, acts_t = list(px.unbind(0)), u.unbind(0), c.unbind(0), acts.unbind(0)  # per-step views
     px_t[0] = px_t[0] + first_offset
     for t in range(steps):
         _lstm_step(px_t[t], u_t[t], c_t[t], w_big, w1_t, b1, acts_t[t], c_t[t + 1], u_t[t + 1])
-    return u, c, acts
 
 
 def _recurrence_scan(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, u0: Tensor, c0: Tensor,
@@ -308,37 +337,69 @@ def _recurrence_backward(g_r: Tensor, w_big: Tensor, w1: Tensor, u: Tensor, c: T
     return d_a, d_z
 
 
-class ScoreRecurrence(torch.autograd.Function):
-    """relu(z_t) (T, B, M) of every step from px (T, B, 4H) and the recurrent weights, with a manual BPTT.
+def _project(seq: Tensor, w_emb: Tensor, bias: Tensor, low: torch.dtype | None) -> Tensor:
+    """(T, B, 4H) = seq (T, B, D) x w_emb^T + bias, with operands (and result) in `low` when given."""
+    if low is None:
+        return torch.matmul(seq, w_emb.t()).add_(bias)
+    return torch.matmul(seq.to(low), w_emb.to(low).t()).add_(bias.to(low))
 
-    first_offset (4H,) is added to the first step's px only (a piece's first image has no previous
-    score). `low` (a dtype or None) is the precision of the recurrent products and of the gradients of
-    px and w_big (px itself should then be in it too); None keeps the parameters' dtype throughout.
+
+class ScoreRecurrence(torch.autograd.Function):
+    """relu(z_t) (T, B, M) of every step from the pieces seq (T, B, D) and the agent's weights, with a manual BPTT.
+
+    The input projection seq x w_emb^T + bias is done here too, so that the whole forward and backward
+    of a group of pieces can run on its own thread (`groups`, see `in_groups`): pieces are independent
+    sequences, and only the weight gradients are summed over the groups. first_offset (4H,) is added to
+    the first step's projection only (a piece's first image has no previous score). `low` (a dtype or
+    None) is the precision of the large products and of the gradients flowing through them; None keeps
+    the parameters' dtype throughout.
     """
 
     @staticmethod
-    def forward(ctx, px: Tensor, first_offset: Tensor, w_hh: Tensor, w_s: Tensor, w1: Tensor, b1: Tensor,
-                w2: Tensor, low: torch.dtype | None = None) -> Tensor:
-        h = w_hh.shape[1]
+    def forward(ctx, seq: Tensor, w_emb: Tensor, bias: Tensor, first_offset: Tensor, w_hh: Tensor, w_s: Tensor,
+                w1: Tensor, b1: Tensor, w2: Tensor, low: torch.dtype | None = None,
+                groups: tuple[tuple[int, int], ...] = ((0, -1),)) -> Tensor:
+        steps, b, _ = seq.shape
+        h, m = w_hh.shape[1], w1.shape[0]
+        groups = tuple((lo, b if hi < 0 else hi) for lo, hi in groups)
         w_big = torch.cat([w_hh.t(), torch.outer(w2, w_s)])  # (H + M, 4H): [h, relu(z)] -> gates
         w_step = w_big if low is None else w_big.to(low)
-        u, c, acts = _recurrence_forward(px, w_step, w1.t().contiguous(), b1, first_offset)
-        ctx.save_for_backward(w_s, w1, w2, w_step, u, c, acts)
+        w1_t = w1.t().contiguous()
+        u, c = w1.new_empty(steps + 1, b, h + m), w1.new_empty(steps + 1, b, h)  # state in the parameters' dtype
+        acts = w1.new_empty(steps, b, 4 * h)
+
+        def run(lo: int, hi: int) -> None:
+            px = _project(seq[:, lo:hi], w_emb, bias, low)  # (T, Bg, 4H)
+            _recurrence_forward(px, w_step, w1_t, b1, first_offset, u[:, lo:hi], c[:, lo:hi], acts[:, lo:hi])
+
+        in_groups(run, groups)
+        ctx.save_for_backward(seq, w_emb, w_s, w1, w2, w_step, u, c, acts)
+        ctx.groups = groups
         return u[1:, :, h:].clone()
 
     @staticmethod
     def backward(ctx, g_r: Tensor):
-        w_s, w1, w2, w_step, u, c, acts = ctx.saved_tensors
-        steps, b, four_h = acts.shape
-        h, m = four_h // 4, w1.shape[0]
-        d_a, d_z = _recurrence_backward(g_r.contiguous(), w_step, w1, u, c, acts)  # d_a in w_step's dtype
-        d_z2 = d_z.view(steps * b, m)
-        u_prev = u[:-1].reshape(steps * b, h + m).to(w_step.dtype)  # (T B, H + M)
-        d_big = (d_a.view(steps * b, four_h).t() @ u_prev).t().to(acts.dtype)  # (H + M, 4H)
+        seq, w_emb, w_s, w1, w2, w_step, u, c, acts = ctx.saved_tensors
+        h, m, dim = w_s.shape[0] // 4, w1.shape[0], seq.shape[2]
+        g_r = g_r.contiguous()
+        low = w_step.dtype
+
+        def run(lo: int, hi: int) -> tuple[Tensor, ...]:
+            """This group's share of every weight gradient (float32 sums of its rows)."""
+            d_a, d_z = _recurrence_backward(g_r[:, lo:hi], w_step, w1, u[:, lo:hi], c[:, lo:hi], acts[:, lo:hi])
+            rows = d_a.shape[0] * d_a.shape[1]
+            d_a2, d_z2 = d_a.view(rows, 4 * h), d_z.view(rows, m)  # d_a in w_step's dtype
+            u_prev = u[:-1, lo:hi].reshape(rows, h + m).to(low)  # (T Bg, H + M)
+            d_big = (d_a2.t() @ u_prev).t().to(acts.dtype)  # (H + M, 4H)
+            d_emb = (d_a2.t() @ seq[:, lo:hi].reshape(rows, dim).to(low)).to(acts.dtype)  # (4H, D)
+            d_w1 = d_z2.t() @ u[1:, lo:hi, :h].reshape(rows, h)  # (M, H)
+            return (d_emb, d_a2.sum(0, dtype=acts.dtype), d_a[0].to(acts.dtype).sum(0), d_big, d_w1, d_z2.sum(0))
+
+        parts = in_groups(run, ctx.groups)
+        d_emb, d_bias, d_first, d_big, d_w1, d_b1 = (torch.stack(x).sum(0) if len(x) > 1 else x[0]
+                                                     for x in zip(*parts))
         d_outer = d_big[h:]  # (M, 4H): gradient of outer(w2, w_s)
-        d_w1 = d_z2.t() @ u[1:, :, :h].reshape(steps * b, h)  # (M, H)
-        return (d_a, d_a[0].to(acts.dtype).sum(0), d_big[:h].t(), d_outer.t() @ w2, d_w1, d_z2.sum(0),
-                d_outer @ w_s, None)
+        return (None, d_emb, d_bias, d_first, d_big[:h].t(), d_outer.t() @ w2, d_w1, d_b1, d_outer @ w_s, None, None)
 
 
 class SamplingAgent(nn.Module):
@@ -383,23 +444,24 @@ class SamplingAgent(nn.Module):
         """(4H,) the previous score's decoder bias b2 seen through its gate weight w_s."""
         return self.cell.weight_ih[:, self.dim] * self.decoder[2].bias
 
-    def _input_projection(self, seq: Tensor) -> Tensor:
-        """(T, B, 4H) embedding part of the gates plus biases, with `_folded_bias` in every step: a piece's
-        first step (previous score 0) must have it taken out by the caller. In config.precision."""
-        w_emb = self.cell.weight_ih[:, :self.dim]  # (4H, D): the embedding columns
-        bias = self.cell.bias_ih + self.cell.bias_hh + self._folded_bias()  # (4H,)
-        low = self.low_precision
-        if low is None:
-            return torch.matmul(seq, w_emb.t()).add_(bias)  # (T, B, 4H)
-        return torch.matmul(seq.to(low), w_emb.to(low).t()).add_(bias.to(low))  # (T, B, 4H) in low precision
+    def _projection_weights(self) -> tuple[Tensor, Tensor]:
+        """w_emb (4H, D), the embedding columns of the input weights, and the bias (4H,) of every step's
+        projection, with `_folded_bias` in it: a piece's first step (previous score 0) must have it
+        taken out by the caller."""
+        return self.cell.weight_ih[:, :self.dim], self.cell.bias_ih + self.cell.bias_hh + self._folded_bias()
+
+    def _groups(self, pieces: int) -> tuple[tuple[int, int], ...]:
+        return tuple(piece_groups(pieces, self.config.threads))
 
     def forward(self, x: Tensor, chunks: int | None = None) -> Tensor:
         """Scores (U,) of pool embeddings x (U, D) read in the given row order; differentiable."""
         seq, u = self._pieces(x, self.config.chunks if chunks is None else chunks)  # (T, B, D)
         w2 = self.decoder[2].weight[0]  # (M,)
-        relu_z = ScoreRecurrence.apply(self._input_projection(seq), -self._folded_bias(), self.cell.weight_hh,
+        w_emb, bias = self._projection_weights()
+        relu_z = ScoreRecurrence.apply(seq, w_emb, bias, -self._folded_bias(), self.cell.weight_hh,
                                        self.cell.weight_ih[:, self.dim], self.decoder[0].weight,
-                                       self.decoder[0].bias, w2, self.low_precision)  # (T, B, M)
+                                       self.decoder[0].bias, w2, self.low_precision,
+                                       self._groups(seq.shape[1]))  # (T, B, M)
         scores = relu_z @ w2 + self.decoder[2].bias  # (T, B)
         return scores.t().reshape(-1)[:u]  # (U,) back in row order
 
@@ -419,15 +481,20 @@ class SamplingAgent(nn.Module):
         """
         seq, u = self._pieces(x, self.config.chunks if chunks is None else chunks)  # (T, B, D)
         w_big, w1_t, b1, w2 = self._recurrent_weights()
-        state_u = seq.new_zeros(seq.shape[1], w_big.shape[0])  # (B, H + M)
-        state_c = seq.new_zeros(seq.shape[1], self.cell.hidden_size)  # (B, H)
+        w_emb, bias = self._projection_weights()
         scores = seq.new_empty(len(seq), seq.shape[1])  # (T, B)
-        block = max(1, _INFERENCE_BLOCK // seq.shape[1])  # steps per block
-        for start in range(0, len(seq), block):
-            px = self._input_projection(seq[start:start + block])
-            first_offset = -self._folded_bias() if start == 0 else None  # a piece's first step: no previous score
-            relu_z, state_u, state_c = _recurrence_scan(px, w_big, w1_t, b1, state_u, state_c, first_offset)
-            scores[start:start + len(px)] = relu_z @ w2 + self.decoder[2].bias
+
+        def run(lo: int, hi: int) -> None:
+            state_u = seq.new_zeros(hi - lo, w_big.shape[0])  # (Bg, H + M)
+            state_c = seq.new_zeros(hi - lo, self.cell.hidden_size)  # (Bg, H)
+            block = max(1, _INFERENCE_BLOCK // (hi - lo))  # steps per block
+            for start in range(0, len(seq), block):
+                px = _project(seq[start:start + block, lo:hi], w_emb, bias, self.low_precision)
+                first_offset = -self._folded_bias() if start == 0 else None  # a piece's first step: no previous score
+                relu_z, state_u, state_c = _recurrence_scan(px, w_big, w1_t, b1, state_u, state_c, first_offset)
+                scores[start:start + len(px), lo:hi] = relu_z @ w2 + self.decoder[2].bias
+
+        in_groups(run, self._groups(seq.shape[1]))
         return scores.t().reshape(-1)[:u]
 
     def forward_reference(self, x: Tensor, chunks: int | None = None) -> Tensor:
@@ -513,7 +580,7 @@ def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], f
     order = sequence_order(len(x), config.seed)  # (U,) sequence position -> row
     x_seq = x[torch.as_tensor(order)]  # (U, D) in reading order
     agent = SamplingAgent(x.shape[1], config)
-    with intra_op_threads(config.threads), retained_heap():
+    with intra_op_threads(1), retained_heap():
         history = _reinforce(agent, x_seq, order, k, reward, config, float(initial_baseline), progress)
     return agent, history
 
@@ -546,7 +613,7 @@ def score_pool(agent: SamplingAgent, embeddings: np.ndarray, chunks: int | None 
     x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)  # (U, D)
     order = sequence_order(len(x), agent.config.seed)
     scores = np.empty(len(x), np.float64)
-    with intra_op_threads(agent.config.threads), retained_heap():
+    with intra_op_threads(1), retained_heap():
         scores[order] = agent.score(x[torch.as_tensor(order)], chunks).double().numpy()
     return scores
 

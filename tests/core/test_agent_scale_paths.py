@@ -3,9 +3,11 @@
 - float32 (the default) keeps the selections of the straightforward nn.LSTMCell loop;
 - scoring and backpropagating in blocks of pool rows, whatever the number of pieces, equal the reference loop;
 - bfloat16 products stay within a documented distance of float32 (scores, gradients, top-k) and still learn;
-- `config_for_pool` switches exactly above `large_pool`.
+- `config_for_pool` switches exactly above `large_pool`;
+- piece groups on worker threads (agent.threads) equal one thread's scores and gradients.
 """
 
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -134,16 +136,44 @@ def test_precision_is_validated_and_checkpointed():
     np.testing.assert_array_equal(select_top_k(restored, emb, 10), select_top_k(agent, emb, 10))
 
 
-def test_two_threads_select_what_one_thread_selects():
+@pytest.mark.parametrize(("threads", "chunks"), [(2, 7), (3, 5), (4, 2)])
+def test_piece_groups_on_threads_equal_the_reference_loop(threads, chunks, monkeypatch):
+    monkeypatch.setattr(agent_module, "_BACKWARD_BLOCK", 6)  # several backward blocks per group as well
+    agent = SamplingAgent(5, AgentConfig(chunks=chunks, decoder_hidden=4, seed=6, threads=threads)).double()
+    x = torch.randn(37, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    weights = torch.randn(37, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(agent.score(x), agent.forward_reference(x).detach(), rtol=0, atol=1e-12)
+    params = list(agent.parameters())
+    for g_fast, g_ref in zip(torch.autograd.grad(agent(x) @ weights, params),
+                             torch.autograd.grad(agent.forward_reference(x) @ weights, params)):
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_piece_groups_cover_every_piece_once():
+    assert agent_module.piece_groups(65, 2) == [(0, 32), (32, 65)]
+    assert agent_module.piece_groups(3, 8) == [(0, 1), (1, 2), (2, 3)]  # never an empty group
+    assert agent_module.piece_groups(1, 2) == [(0, 1)]  # one sequence: one thread
+
+
+def test_two_threads_select_what_one_thread_selects(monkeypatch):
     emb, labels = clustered(seed=3, n=600, dim=32)
+    workers = set()
+    real_forward = agent_module._recurrence_forward
+
+    def spy(*args):
+        workers.add(threading.current_thread().name)
+        return real_forward(*args)
+
+    monkeypatch.setattr(agent_module, "_recurrence_forward", spy)
     runs = []
-    for threads in (1, 2):
-        config = AgentConfig(iterations=20, lr=3e-3, seed=3, threads=threads)
+    for threads in (1, 2):  # the large-pool path: pieces and bfloat16
+        config = AgentConfig(iterations=20, lr=3e-3, seed=3, threads=threads, chunks=6, precision="bfloat16")
         agent, history = train_agent(emb, 30, lambda rows: float((labels[rows] == 1).mean()), config,
                                      float((labels == 1).mean()))
         runs.append((set(select_top_k(agent, emb, 30).tolist()), history.rewards))
-    assert len(runs[0][0] & runs[1][0]) >= 27  # thread count changes float rounding at most
+    assert len([name for name in workers if name.startswith("mgral-agent")]) == 2  # two piece groups on threads
+    assert len(runs[0][0] & runs[1][0]) >= 27  # the summed gradients change float rounding at most
     assert np.allclose(runs[0][1], runs[1][1], atol=0.05)
-    assert torch.get_num_threads() >= 1 and AgentConfig().threads == 1
+    assert AgentConfig().threads == 1
     with pytest.raises(ValueError, match="threads"):
         AgentConfig(threads=0)
