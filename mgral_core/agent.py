@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,21 @@ def intra_op_threads(n: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: int) -> int:
+    """params.yaml agent.threads -> worker threads: 0 means one per available core."""
+    if threads < 0:
+        raise ValueError(f"agent threads must be >= 0 (0 = one per core), got {threads}")
+    return threads or available_cores()
 
 
 def piece_groups(pieces: int, threads: int) -> list[tuple[int, int]]:

@@ -159,8 +159,8 @@ class AgentParams(_Section):
                            "shortlisted by shortlist_method (hierarchical selection for large pools; N >= budget)")
     shortlist_method: Literal["kmeans", "random"] = Field(
         "kmeans", description="'kmeans': cluster-stratified random sample; 'random': uniform random sample")
-    threads: int = Field(1, ge=1, le=256, description="worker threads for the agent's pieces on a large pool "
-                         "(above large_pool; a single sequence always runs on one thread; docs/PERFORMANCE.md)")
+    threads: int = Field(0, ge=0, le=256, description="worker threads for the agent's pieces on a large pool "
+                         "(above large_pool; a single sequence always runs on one thread); 0 = one per CPU core")
     seed: int = 0
 
 

@@ -155,6 +155,13 @@ def test_piece_groups_cover_every_piece_once():
     assert agent_module.piece_groups(1, 2) == [(0, 1)]  # one sequence: one thread
 
 
+def test_threads_zero_means_one_per_core():
+    assert agent_module.resolve_threads(0) == agent_module.available_cores() >= 1
+    assert agent_module.resolve_threads(3) == 3
+    with pytest.raises(ValueError, match="threads"):
+        agent_module.resolve_threads(-1)
+
+
 def test_two_threads_select_what_one_thread_selects(monkeypatch):
     emb, labels = clustered(seed=3, n=600, dim=32)
     workers = set()
