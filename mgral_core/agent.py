@@ -30,11 +30,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 _INIT_STREAM, _ORDER_STREAM, _SAMPLING_STREAM = 0, 1, 2
 _INFERENCE_BLOCK = 1 << 16  # pool rows (steps x pieces) whose input projection is materialised at once when scoring
-_BACKWARD_BLOCK = 1 << 13  # pool rows whose backward factors are materialised at once
+_BACKWARD_BLOCK = 1 << 13  # pool rows whose ReLU masks are materialised at once in the backward
 LARGE_POOL_PIECE_STEPS = 256  # steps per piece on the large-pool path (`config_for_pool`)
 PRECISIONS = ("float32", "bfloat16")
 
@@ -223,53 +224,95 @@ def sequence_order(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(stream_seed(seed, _ORDER_STREAM)).permutation(n)
 
 
-def _tanh(x: Tensor, out: Tensor | None = None) -> Tensor:
-    """tanh(x) as 2 sigmoid(2x) - 1, into `out` if given: torch's CPU tanh is several times slower than
-    its sigmoid. Equal to tanh within a few units of the dtype's epsilon (absolute)."""
-    out = torch.mul(x, 2) if out is None else torch.mul(x, 2, out=out)
-    return torch.sigmoid(out, out=out).mul_(2).sub_(1)
+def _double_g(x: Tensor, axis: int) -> Tensor:
+    """A copy of x with the cell-candidate block g (the third quarter of the gate axis) doubled.
+
+    The step computes g = tanh(a_g) as 2 sigmoid(2 a_g) - 1 inside the one sigmoid over all gates, so
+    the forward weights, biases and projections carry the factor 2 (exact in binary floating point:
+    the doubled products and sums are bit-for-bit twice the plain ones). Gradients are taken with
+    respect to the plain parameters.
+    """
+    h = x.shape[axis] // 4
+    y = x.clone()
+    y.narrow(axis, 2 * h, h).mul_(2)
+    return y
 
 
 def _lstm_step(px_t: Tensor, u_prev: Tensor, c_prev: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor,
-               act: Tensor, c_out: Tensor, u_out: Tensor) -> None:
-    """One step of the score recurrence, written into act (B, 4H), c_out (B, H) and u_out (B, H + M).
+               act: Tensor, c_out: Tensor, u_out: Tensor, fac: Tensor | None = None) -> None:
+    """One step of the score recurrence, written into c_out (B, H) and u_out (B, H + M); act (B, 4H) is scratch.
 
     px_t (B, 4H) is the step's input projection with the previous score's bias folded in; w_big
     (H + M, 4H) maps the previous state u = [h, relu(z)] to the gates (the previous score is
-    w2 . relu(z) + b2, so its gate weight w_s is folded into w_big as outer(w2, w_s)). When w_big is
-    in a lower precision than the state, u_prev is rounded to it for the product only; px_t may be in
-    either precision. The gates and everything after them are computed in the state's precision.
+    w2 . relu(z) + b2, so its gate weight w_s is folded into w_big as outer(w2, w_s)); both have the g
+    block doubled (`_double_g`). When w_big is in a lower precision than the state, px_t is in it too,
+    u_prev is rounded to it for the product only, and the gate pre-activations are that product plus
+    px_t, rounded once to the lower precision; the gates and everything after them are computed in
+    the state's precision. With `fac` (B, 6H), the step also writes the factors its backward needs
+    (`_recurrence_backward`), computed here while the gates are in cache.
     """
     h = c_prev.shape[1]
-    if w_big.dtype == u_prev.dtype:
-        a = torch.addmm(px_t, u_prev, w_big)  # (B, 4H) gates i, f, g, o
-    else:
-        a = torch.mm(u_prev.to(w_big.dtype), w_big).to(u_prev.dtype).add_(px_t)  # (B, 4H)
-    a[:, 2 * h:3 * h].mul_(2)
+    low = w_big.dtype != u_prev.dtype
+    a = torch.addmm(px_t, u_prev.to(w_big.dtype) if low else u_prev, w_big)  # (B, 4H): i, f, 2 g, o
     torch.sigmoid(a, out=act)
-    act[:, 2 * h:3 * h].mul_(2).sub_(1)  # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1 (see _tanh)
-    torch.mul(act[:, :h], act[:, 2 * h:3 * h], out=c_out)
-    c_out.addcmul_(act[:, h:2 * h], c_prev)  # c_t = f * c_{t-1} + i * g
+    i, f, g, o = act[:, :h], act[:, h:2 * h], act[:, 2 * h:3 * h], act[:, 3 * h:]
+    g.mul_(2).sub_(1)  # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1
+    torch.mul(i, g, out=c_out)
+    c_out.addcmul_(f, c_prev)  # c_t = f * c_{t-1} + i * g
     hidden, relu_z = u_out[:, :h], u_out[:, h:]
-    _tanh(c_out, out=hidden).mul_(act[:, 3 * h:])  # h_t = o * tanh(c_t)
+    if fac is None:
+        torch.tanh(c_out, out=hidden).mul_(o)  # h_t = o * tanh(c_t)
+    else:
+        tanh_c = torch.tanh(c_out, out=fac[:, 4 * h:5 * h])
+        torch.mul(tanh_c, o, out=hidden)  # h_t = o * tanh(c_t)
+        _backward_factors(act, c_prev, tanh_c, fac)
     torch.addmm(b1, hidden, w1_t, out=relu_z).relu_()  # (B, M) decoder hidden layer
 
 
+def _backward_factors(act: Tensor, c_prev: Tensor, tanh_c: Tensor, fac: Tensor) -> None:
+    """The factors of a backward step that do not depend on the incoming gradient, into fac (B, 6H).
+
+    act (B, 4H) holds the step's gates i, f, g, o (g already tanh(a_g)).
+    fac = [g i (1 - i), c_prev f (1 - f), i (1 - g^2) | tanh(c) o (1 - o) | o (1 - tanh(c)^2) | f]:
+    dc -> (da_i, da_f, da_g); dh -> da_o; dh -> dc; dc_t -> dc_{t-1}. tanh_c must be fac's fifth block,
+    which is overwritten with o (1 - tanh(c)^2) last.
+    """
+    h = c_prev.shape[1]
+    i, f, g, o = act.split(h, dim=1)
+    d_i, d_f, d_g, d_o, h_to_c, f_copy = fac.split(h, dim=1)
+    i_f, d_if = act[:, :2 * h], fac[:, :2 * h]  # [i, f] and their two factor blocks side by side
+    torch.mul(i_f, i_f, out=d_if)
+    torch.sub(i_f, d_if, out=d_if)  # [i (1 - i), f (1 - f)]
+    d_i.mul_(g)  # g i (1 - i)
+    d_f.mul_(c_prev)  # c_prev f (1 - f)
+    torch.mul(g, g, out=d_g)
+    d_g.mul_(i)
+    torch.sub(i, d_g, out=d_g)  # i (1 - g^2)
+    torch.mul(o, o, out=d_o)
+    torch.sub(o, d_o, out=d_o).mul_(tanh_c)  # tanh(c) o (1 - o)
+    h_to_c.mul_(h_to_c).mul_(o)
+    torch.sub(o, h_to_c, out=h_to_c)  # o (1 - tanh(c)^2)
+    f_copy.copy_(f)
+
+
 def _recurrence_forward(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, first_offset: Tensor,
-                        u: Tensor, c: Tensor, acts: Tensor) -> None:
+                        u: Tensor, fac: Tensor) -> None:
     """Step loop from a zero state, writing what the backward pass needs; no autograd.
 
-    first_offset (4H,) is added to the first step's px only (see `SamplingAgent._projection_weights`).
-    Writes u (T + 1, B, H + M) with u[0] = 0, c (T + 1, B, H) with c[0] = 0, and the gate activations
-    acts (T, B, 4H); they may be views (a group of pieces) whose per-step slices are contiguous.
+    first_offset (4H,) is added to the first step's px (in place) only (see
+    `SamplingAgent._projection_weights`); w_big, px and first_offset have the g block doubled. Writes
+    u (T + 1, B, H + M) with u[0] = 0 and the backward factors fac (T, B, 6H) (`_backward_factors`);
+    they may be views (a group of pieces) whose per-step slices are contiguous.
     """
-    steps = px.shape[0]
+    steps, b, four_h = px.shape
+    h = four_h // 4
     u[0].zero_()
-    c[0].zero_()
-    px_t, u_t, c_t, acts_t = list(px.unbind(0)), u.unbind(0), c.unbind(0), acts.unbind(0)  # per-step views
-    px_t[0] = px_t[0] + first_offset
+    c = u.new_zeros(2, b, h)  # rolling cell state
+    act = u.new_empty(b, four_h)
+    px[0].add_(first_offset)
+    px_t, u_t, c_t, fac_t = px.unbind(0), u.unbind(0), c.unbind(0), fac.unbind(0)  # per-step views
     for t in range(steps):
-        _lstm_step(px_t[t], u_t[t], c_t[t], w_big, w1_t, b1, acts_t[t], c_t[t + 1], u_t[t + 1])
+        _lstm_step(px_t[t], u_t[t], c_t[t % 2], w_big, w1_t, b1, act, c_t[(t + 1) % 2], u_t[t + 1], fac_t[t])
 
 
 def _recurrence_scan(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, u0: Tensor, c0: Tensor,
@@ -284,9 +327,9 @@ def _recurrence_scan(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, u0: Te
     c = torch.stack([c0, c0])  # (2, B, H) rolling
     act = u0.new_empty(b, four_h)
     out = u0.new_empty(steps, b, u0.shape[1] - h)
-    px_t, out_t, u_t, c_t = list(px.unbind(0)), out.unbind(0), u.unbind(0), c.unbind(0)
     if first_offset is not None:
-        px_t[0] = px_t[0] + first_offset
+        px[0].add_(first_offset)
+    px_t, out_t, u_t, c_t = px.unbind(0), out.unbind(0), u.unbind(0), c.unbind(0)
     for t in range(steps):
         cur, nxt = t % 2, (t + 1) % 2
         _lstm_step(px_t[t], u_t[cur], c_t[cur], w_big, w1_t, b1, act, c_t[nxt], u_t[nxt])
@@ -294,70 +337,54 @@ def _recurrence_scan(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, u0: Te
     return out, u[steps % 2].clone(), c[steps % 2].clone()
 
 
-def _gate_factors(acts: Tensor, c_prev: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The factors of the backward step that do not depend on the incoming gradient, for a block of steps.
-
-    acts (n, B, 4H) gate activations, c_prev and c (n, B, H) the cell states before and after each
-    step. Returns to_igf (n, B, 3, H): dc -> da_i, da_f, da_g; to_o (n, B, H): dh -> da_o; and
-    h_to_c (n, B, H): dh -> dc.
-    """
-    h = c.shape[2]
-    i, f, g, o = acts.split(h, dim=2)  # (n, B, H) each
-    tanh_c = _tanh(c)  # (n, B, H)
-    to_igf = torch.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], dim=2)
-    return to_igf, tanh_c * o * (1 - o), o * (1 - tanh_c * tanh_c)
-
-
-def _recurrence_backward(g_r: Tensor, w_big: Tensor, w1: Tensor, u: Tensor, c: Tensor, acts: Tensor
-                         ) -> tuple[Tensor, Tensor, Tensor]:
+def _recurrence_backward(g_r: Tensor, w_big: Tensor, w1: Tensor, u: Tensor, fac: Tensor) -> tuple[Tensor, Tensor]:
     """Backward step loop: gradients of the gate pre-activations (T, B, 4H) and decoder pre-activations (T, B, M).
 
     g_r (T, B, M) is the loss gradient with respect to each step's relu(z) through the outputs only;
-    the recurrent paths (through h, c and the previous score) are added here. The factors that do not
-    depend on the incoming gradient (`_gate_factors`) are computed for a block of about
-    _BACKWARD_BLOCK pool rows at a time, so they never exist for the whole sequence at once. A w_big
-    in a lower precision than acts makes the per-step product d_a x w_big^T run in that precision,
-    and d_a is then stored (and returned) in that precision, each step computed in acts' first.
+    the recurrent paths (through h, c and the previous score) are added here, with the factors the
+    forward stored in fac (T, B, 6H). The decoder's ReLU masks are made for about _BACKWARD_BLOCK
+    pool rows at a time. A w_big in a lower precision than fac makes the per-step product
+    d_a x w_big^T run in that precision, and d_a is then stored (and returned) in that precision,
+    each step computed in fac's first.
     """
-    steps, b, four_h = acts.shape
-    h, m = four_h // 4, w1.shape[0]
-    low = w_big.dtype if w_big.dtype != acts.dtype else None
-    d_a = acts.new_empty(steps, b, four_h, dtype=low or acts.dtype)
-    d_z = acts.new_empty(steps, b, m)
-    d_u = acts.new_zeros(b, h + m)  # gradient reaching u_t from step t + 1
-    d_c = acts.new_zeros(b, h)  # gradient reaching c_t from step t + 1
+    steps, b, six_h = fac.shape
+    h, m = six_h // 6, w1.shape[0]
+    low = w_big.dtype if w_big.dtype != fac.dtype else None
+    d_a = fac.new_empty(steps, b, 4 * h, dtype=low or fac.dtype)
+    d_z = fac.new_empty(steps, b, m)
+    d_u = fac.new_zeros(b, h + m)  # gradient reaching u_t from step t + 1
+    d_c = fac.new_zeros(b, h)  # gradient reaching c_t from step t + 1
     w_big_t = w_big.t()
     d_a_t, d_z_t, g_r_t = d_a.unbind(0), d_z.unbind(0), g_r.unbind(0)
-    step_grad = [acts.new_empty(b, four_h)] * steps if low else d_a_t  # where each step's d_a is computed
+    step_grad = [fac.new_empty(b, 4 * h)] * steps if low else d_a_t  # where each step's d_a is computed
     d_igf_t = [x[:, :3 * h].unflatten(1, (3, h)) for x in step_grad]
     d_o_t = [x[:, 3 * h:] for x in step_grad]
-    f_t = acts[:, :, h:2 * h].unbind(0)
+    to_igf = fac[:, :, :3 * h].unflatten(2, (3, h)).unbind(0)  # (B, 3, H) per step
+    to_o, h_to_c, f_t = (fac[:, :, k * h:(k + 1) * h].unbind(0) for k in (3, 4, 5))
     block = max(1, _BACKWARD_BLOCK // b)  # steps per block
     for stop in range(steps, 0, -block):
         first = max(0, stop - block)
-        to_igf, to_o, h_to_c = (x.unbind(0) for x in _gate_factors(acts[first:stop], c[first:stop],
-                                                                     c[first + 1:stop + 1]))
-        relu_open = (u[first + 1:stop + 1, :, h:] > 0).to(acts.dtype).unbind(0)  # (n, B, M)
+        relu_open = (u[first + 1:stop + 1, :, h:] > 0).to(fac.dtype).unbind(0)  # (n, B, M)
         for t in range(stop - 1, first - 1, -1):
-            j = t - first
-            dz = torch.add(g_r_t[t], d_u[:, h:], out=d_z_t[t]).mul_(relu_open[j])  # (B, M)
+            dz = torch.add(g_r_t[t], d_u[:, h:], out=d_z_t[t]).mul_(relu_open[t - first])  # (B, M)
             dh = torch.addmm(d_u[:, :h], dz, w1)  # (B, H)
-            dc = torch.addcmul(d_c, dh, h_to_c[j])  # (B, H)
-            torch.mul(dh, to_o[j], out=d_o_t[t])
-            torch.mul(dc.unsqueeze(1), to_igf[j], out=d_igf_t[t])
+            dc = torch.addcmul(d_c, dh, h_to_c[t])  # (B, H)
+            torch.mul(dh, to_o[t], out=d_o_t[t])
+            torch.mul(dc.unsqueeze(1), to_igf[t], out=d_igf_t[t])
             d_c = dc.mul_(f_t[t])  # to c_{t-1}
             if low is None:
                 d_u = torch.mm(d_a_t[t], w_big_t)  # (B, H + M)
             else:
-                d_u = torch.mm(d_a_t[t].copy_(step_grad[t]), w_big_t).to(acts.dtype)  # (B, H + M)
+                d_u = torch.mm(d_a_t[t].copy_(step_grad[t]), w_big_t).to(fac.dtype)  # (B, H + M)
     return d_a, d_z
 
 
 def _project(seq: Tensor, w_emb: Tensor, bias: Tensor, low: torch.dtype | None) -> Tensor:
-    """(T, B, 4H) = seq (T, B, D) x w_emb^T + bias, with operands (and result) in `low` when given."""
-    if low is None:
-        return torch.matmul(seq, w_emb.t()).add_(bias)
-    return torch.matmul(seq.to(low), w_emb.to(low).t()).add_(bias.to(low))
+    """(T, B, 4H) = seq (T, B, D) x w_emb^T + bias in one addmm, with operands (and result) in `low` when given."""
+    steps, b, dim = seq.shape
+    if low is not None:
+        seq, w_emb, bias = seq.to(low), w_emb.to(low), bias.to(low)
+    return torch.addmm(bias, seq.reshape(steps * b, dim), w_emb.t()).view(steps, b, -1)
 
 
 class ScoreRecurrence(torch.autograd.Function):
@@ -379,37 +406,39 @@ class ScoreRecurrence(torch.autograd.Function):
         h, m = w_hh.shape[1], w1.shape[0]
         groups = tuple((lo, b if hi < 0 else hi) for lo, hi in groups)
         w_big = torch.cat([w_hh.t(), torch.outer(w2, w_s)])  # (H + M, 4H): [h, relu(z)] -> gates
-        w_step = w_big if low is None else w_big.to(low)
+        w_step = w_big if low is None else w_big.to(low)  # the backward's
+        w_fwd = _double_g(w_big, 1) if low is None else _double_g(w_big, 1).to(low)
+        w_emb2, bias2, offset2 = _double_g(w_emb, 0), _double_g(bias, 0), _double_g(first_offset, 0)
         w1_t = w1.t().contiguous()
-        u, c = w1.new_empty(steps + 1, b, h + m), w1.new_empty(steps + 1, b, h)  # state in the parameters' dtype
-        acts = w1.new_empty(steps, b, 4 * h)
+        u = w1.new_empty(steps + 1, b, h + m)  # state in the parameters' dtype
+        fac = w1.new_empty(steps, b, 6 * h)  # backward factors
 
         def run(lo: int, hi: int) -> None:
-            px = _project(seq[:, lo:hi], w_emb, bias, low)  # (T, Bg, 4H)
-            _recurrence_forward(px, w_step, w1_t, b1, first_offset, u[:, lo:hi], c[:, lo:hi], acts[:, lo:hi])
+            px = _project(seq[:, lo:hi], w_emb2, bias2, low)  # (T, Bg, 4H)
+            _recurrence_forward(px, w_fwd, w1_t, b1, offset2, u[:, lo:hi], fac[:, lo:hi])
 
         in_groups(run, groups)
-        ctx.save_for_backward(seq, w_emb, w_s, w1, w2, w_step, u, c, acts)
+        ctx.save_for_backward(seq, w_emb, w_s, w1, w2, w_step, u, fac)
         ctx.groups = groups
         return u[1:, :, h:].clone()
 
     @staticmethod
     def backward(ctx, g_r: Tensor):
-        seq, w_emb, w_s, w1, w2, w_step, u, c, acts = ctx.saved_tensors
+        seq, w_emb, w_s, w1, w2, w_step, u, fac = ctx.saved_tensors
         h, m, dim = w_s.shape[0] // 4, w1.shape[0], seq.shape[2]
         g_r = g_r.contiguous()
         low = w_step.dtype
 
         def run(lo: int, hi: int) -> tuple[Tensor, ...]:
             """This group's share of every weight gradient (float32 sums of its rows)."""
-            d_a, d_z = _recurrence_backward(g_r[:, lo:hi], w_step, w1, u[:, lo:hi], c[:, lo:hi], acts[:, lo:hi])
+            d_a, d_z = _recurrence_backward(g_r[:, lo:hi], w_step, w1, u[:, lo:hi], fac[:, lo:hi])
             rows = d_a.shape[0] * d_a.shape[1]
             d_a2, d_z2 = d_a.view(rows, 4 * h), d_z.view(rows, m)  # d_a in w_step's dtype
             u_prev = u[:-1, lo:hi].reshape(rows, h + m).to(low)  # (T Bg, H + M)
-            d_big = (d_a2.t() @ u_prev).t().to(acts.dtype)  # (H + M, 4H)
-            d_emb = (d_a2.t() @ seq[:, lo:hi].reshape(rows, dim).to(low)).to(acts.dtype)  # (4H, D)
+            d_big = (d_a2.t() @ u_prev).t().to(fac.dtype)  # (H + M, 4H)
+            d_emb = (d_a2.t() @ seq[:, lo:hi].reshape(rows, dim).to(low)).to(fac.dtype)  # (4H, D)
             d_w1 = d_z2.t() @ u[1:, lo:hi, :h].reshape(rows, h)  # (M, H)
-            return (d_emb, d_a2.sum(0, dtype=acts.dtype), d_a[0].to(acts.dtype).sum(0), d_big, d_w1, d_z2.sum(0))
+            return (d_emb, d_a2.sum(0).to(fac.dtype), d_a[0].sum(0).to(fac.dtype), d_big, d_w1, d_z2.sum(0))
 
         parts = in_groups(run, ctx.groups)
         d_emb, d_bias, d_first, d_big, d_w1, d_b1 = (torch.stack(x).sum(0) if len(x) > 1 else x[0]
@@ -430,6 +459,7 @@ class SamplingAgent(nn.Module):
                                      nn.Linear(config.decoder_hidden, 1, device="meta"))
         self.to_empty(device="cpu")
         self._init_parameters(torch.Generator().manual_seed(stream_seed(config.seed, _INIT_STREAM)))
+        self._piece_cache: tuple | None = None  # (x, x's version, chunks, pieces, U) of the last `forward`
 
     @torch.no_grad()
     def _init_parameters(self, generator: torch.Generator) -> None:
@@ -469,9 +499,19 @@ class SamplingAgent(nn.Module):
     def _groups(self, pieces: int) -> tuple[tuple[int, int], ...]:
         return tuple(piece_groups(pieces, self.config.threads))
 
+    def _product_pieces(self, x: Tensor, chunks: int) -> tuple[Tensor, int]:
+        """`_pieces(x, chunks)` in the large products' dtype, kept for the next call with the same,
+        unmodified x (training reads one x every iteration)."""
+        cache = self._piece_cache
+        if cache is None or cache[0] is not x or cache[1] != x._version or cache[2] != chunks:
+            seq, u = self._pieces(x, chunks)
+            self._piece_cache = cache = (x, x._version, chunks, seq if self.low_precision is None
+                                         else seq.to(self.low_precision), u)
+        return cache[3], cache[4]
+
     def forward(self, x: Tensor, chunks: int | None = None) -> Tensor:
         """Scores (U,) of pool embeddings x (U, D) read in the given row order; differentiable."""
-        seq, u = self._pieces(x, self.config.chunks if chunks is None else chunks)  # (T, B, D)
+        seq, u = self._product_pieces(x, self.config.chunks if chunks is None else chunks)  # (T, B, D)
         w2 = self.decoder[2].weight[0]  # (M,)
         w_emb, bias = self._projection_weights()
         relu_z = ScoreRecurrence.apply(seq, w_emb, bias, -self._folded_bias(), self.cell.weight_hh,
@@ -482,8 +522,9 @@ class SamplingAgent(nn.Module):
         return scores.t().reshape(-1)[:u]  # (U,) back in row order
 
     def _recurrent_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The scoring pass's w_big (g block doubled, in config.precision), w1^T, b1 and w2."""
         w_s, w2 = self.cell.weight_ih[:, self.dim], self.decoder[2].weight[0]
-        w_big = torch.cat([self.cell.weight_hh.t(), torch.outer(w2, w_s)])  # (H + M, 4H)
+        w_big = _double_g(torch.cat([self.cell.weight_hh.t(), torch.outer(w2, w_s)]), 1)  # (H + M, 4H)
         if self.low_precision is not None:
             w_big = w_big.to(self.low_precision)
         return w_big, self.decoder[0].weight.t().contiguous(), self.decoder[0].bias, w2
@@ -497,7 +538,8 @@ class SamplingAgent(nn.Module):
         """
         seq, u = self._pieces(x, self.config.chunks if chunks is None else chunks)  # (T, B, D)
         w_big, w1_t, b1, w2 = self._recurrent_weights()
-        w_emb, bias = self._projection_weights()
+        w_emb, bias = (_double_g(w, 0) for w in self._projection_weights())
+        first_offset = _double_g(-self._folded_bias(), 0)
         scores = seq.new_empty(len(seq), seq.shape[1])  # (T, B)
 
         def run(lo: int, hi: int) -> None:
@@ -506,8 +548,8 @@ class SamplingAgent(nn.Module):
             block = max(1, _INFERENCE_BLOCK // (hi - lo))  # steps per block
             for start in range(0, len(seq), block):
                 px = _project(seq[start:start + block, lo:hi], w_emb, bias, self.low_precision)
-                first_offset = -self._folded_bias() if start == 0 else None  # a piece's first step: no previous score
-                relu_z, state_u, state_c = _recurrence_scan(px, w_big, w1_t, b1, state_u, state_c, first_offset)
+                offset = first_offset if start == 0 else None  # a piece's first step: no previous score
+                relu_z, state_u, state_c = _recurrence_scan(px, w_big, w1_t, b1, state_u, state_c, offset)
                 scores[start:start + len(px), lo:hi] = relu_z @ w2 + self.decoder[2].bias
 
         in_groups(run, self._groups(seq.shape[1]))
@@ -596,7 +638,8 @@ def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], f
     order = sequence_order(len(x), config.seed)  # (U,) sequence position -> row
     x_seq = x[torch.as_tensor(order)]  # (U, D) in reading order
     agent = SamplingAgent(x.shape[1], config)
-    with intra_op_threads(1), retained_heap():
+    # numpy's BLAS (the reward) on one thread too: its idle threads spin on the cores the pieces use
+    with intra_op_threads(1), threadpool_limits(1), retained_heap():
         history = _reinforce(agent, x_seq, order, k, reward, config, float(initial_baseline), progress)
     return agent, history
 

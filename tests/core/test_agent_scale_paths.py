@@ -47,10 +47,13 @@ def bf16_twin(agent):
     return twin
 
 
-def test_tanh_through_sigmoid_equals_tanh():
-    x = torch.linspace(-30, 30, 20001, dtype=torch.float64)
-    torch.testing.assert_close(agent_module._tanh(x), torch.tanh(x), rtol=0, atol=1e-15)
-    torch.testing.assert_close(agent_module._tanh(x.float()), torch.tanh(x.float()), rtol=0, atol=3e-7)
+def test_doubling_the_g_block_is_exact():
+    w = torch.randn(12, 20, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(7, 12, generator=torch.Generator().manual_seed(1))
+    doubled = x @ agent_module._double_g(w, 1)
+    plain = x @ w
+    assert torch.equal(doubled[:, 10:15], 2 * plain[:, 10:15]) and torch.equal(doubled[:, :10], plain[:, :10])
+    assert torch.equal(agent_module._double_g(w.t(), 0), agent_module._double_g(w, 1).t())
 
 
 def test_float32_selection_equals_the_straightforward_loop():
