@@ -35,7 +35,7 @@ from scale_common import (
     write_result,
 )
 
-from mgral_core.agent import AgentConfig
+from mgral_core.agent import AgentConfig, resolve_threads
 from mgral_core.config import AgentParams
 from mgral_core.reward import RewardEstimator
 from mgral_core.shortlist import shortlist_rows
@@ -77,7 +77,8 @@ def main() -> None:
                         help="shortlist sizes (0 = full pool); default: coco 0, 4k, 8k; 1m 4k")
     parser.add_argument("--method", default="kmeans", choices=["kmeans", "random"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="worker threads for the agent's pieces (agent.threads)")
+    parser.add_argument("--threads", type=int, default=resolve_threads(AgentParams().threads),
+                        help="torch intra-op threads for the agent (default: params.yaml agent.threads, 0 = one per core)")
     parser.add_argument("--out", default="hierarchical")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pool", type=int, help=argparse.SUPPRESS)

@@ -8,13 +8,12 @@ differentiates the exact log-probability of that ordered sample (REINFORCE with 
 baseline mAP_ref of paper eq. 3-4). Selection takes the top-k scores.
 
 The recurrence runs in a hand-written step loop with a hand-written backward pass (`ScoreRecurrence`):
-the embedding half of the input projection is one matrix product over the whole pool, and each step
-does one fused (B, D + 1 + M) x (D + 1 + M, 4 (D + 1)) product. `SamplingAgent.forward_reference`
+the embedding half of the input projection is one matrix product over the whole pool, each step
+does one fused (B, D + 1 + M) x (D + 1 + M, 4 (D + 1)) product, and the forward step also stores the
+factors of its backward step while the gates are in cache. `SamplingAgent.forward_reference`
 is the straightforward `nn.LSTMCell` loop with autograd; tests check the two agree. For large pools,
 `config_for_pool` switches to pieces of `LARGE_POOL_PIECE_STEPS` steps and bfloat16 matrix products
-(docs/PERFORMANCE.md); tests check how far that path is from the float32 one. Pieces are independent
-sequences, so `AgentConfig.threads` worker threads each run a group of them (forward and backward),
-torch itself staying single-threaded.
+(docs/PERFORMANCE.md); tests check how far that path is from the float32 one.
 """
 
 from __future__ import annotations
@@ -23,8 +22,7 @@ import ctypes
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
@@ -36,7 +34,7 @@ from torch import Tensor, nn
 _INIT_STREAM, _ORDER_STREAM, _SAMPLING_STREAM = 0, 1, 2
 _INFERENCE_BLOCK = 1 << 16  # pool rows (steps x pieces) whose input projection is materialised at once when scoring
 _BACKWARD_BLOCK = 1 << 13  # pool rows whose ReLU masks are materialised at once in the backward
-LARGE_POOL_PIECE_STEPS = 256  # steps per piece on the large-pool path (`config_for_pool`)
+LARGE_POOL_PIECE_STEPS = 128  # steps per piece on the large-pool path (`config_for_pool`)
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -60,11 +58,10 @@ class AgentConfig:
             AMX; scores differ from float32 by a few thousandths of their spread, so near-tied selections
             can differ (tests/core/test_agent_scale_paths.py).
         seed: seeds parameter initialisation, the sequence order and batch sampling (separate streams).
-        threads: worker threads that run the pieces of a multi-piece sequence (chunks > 1) side by side,
-            each piece group on one core (torch's own intra-op threads stay at 1 inside the agent). A single
-            sequence (chunks = 1) runs on one thread whatever this is. Numerics: the weight gradients are
-            summed over the groups, so they differ from one thread's in the last bits (tests/core/
-            test_agent_scale_paths.py); scores are the same.
+        threads: torch intra-op threads while the agent trains and scores (restored afterwards). 1 by
+            default: the step loop issues many small ops, and a second thread made it over 30x slower
+            whenever the other core was busy; on an otherwise idle machine 2 threads make a large-pool
+            iteration 1.5-2x faster (docs/PERFORMANCE.md). Numerics can differ in the last bits across counts.
     """
 
     iterations: int = 200
@@ -96,15 +93,19 @@ def bfloat16_matmul_is_fast() -> bool:
 
 
 def config_for_pool(config: AgentConfig, pool_size: int, large_pool: int) -> AgentConfig:
-    """The config to train and score a pool of `pool_size` rows with: `config` itself up to `large_pool` rows.
+    """The config to train and score a pool of `pool_size` rows with: `config` on one thread up to `large_pool` rows.
 
     Above it (large_pool > 0), the sequence is cut into pieces of at most LARGE_POOL_PIECE_STEPS steps
     (chunks = ceil(pool_size / LARGE_POOL_PIECE_STEPS), or the configured chunks if larger) and, on a CPU
     with native bfloat16 products, precision becomes "bfloat16". Both change the scores (see
-    AgentConfig); docs/PERFORMANCE.md gives the speed at each scale. large_pool = 0 never switches.
+    AgentConfig); docs/PERFORMANCE.md gives the speed at each scale. config.threads is used there
+    only: below it the steps are products of a handful of rows, too small to share between cores.
+    large_pool = 0 never switches (and then config is returned as it is).
     """
-    if large_pool <= 0 or pool_size <= large_pool:
+    if large_pool <= 0:
         return config
+    if pool_size <= large_pool:
+        return replace(config, threads=1)
     chunks = max(config.chunks, -(-pool_size // LARGE_POOL_PIECE_STEPS))
     precision = "bfloat16" if bfloat16_matmul_is_fast() else config.precision
     return replace(config, chunks=chunks, precision=precision)
@@ -114,9 +115,9 @@ def config_for_pool(config: AgentConfig, pool_size: int, large_pool: int) -> Age
 def intra_op_threads(n: int = 1) -> Iterator[None]:
     """Run torch on `n` intra-op threads, then restore the previous count.
 
-    The agent runs with 1: its step loops issue tens of thousands of small ops, and on this 2-core
-    machine a second intra-op thread made them over 30x slower whenever the other core was busy
-    (OpenMP workers spin-wait for each other). Parallelism comes from piece groups instead (`in_groups`).
+    The step loops issue tens of thousands of small ops; on this 2-core machine a second intra-op
+    thread made them over 30x slower whenever the other core was busy (OpenMP workers spin-wait for
+    each other), and about 1.5-2x faster on large pools when it was idle.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -139,33 +140,6 @@ def resolve_threads(threads: int) -> int:
     if threads < 0:
         raise ValueError(f"agent threads must be >= 0 (0 = one per core), got {threads}")
     return threads or available_cores()
-
-
-def piece_groups(pieces: int, threads: int) -> list[tuple[int, int]]:
-    """Contiguous ranges [lo, hi) of piece indices, one per worker thread, as equal as possible."""
-    n = max(1, min(threads, pieces))
-    bounds = [round(i * pieces / n) for i in range(n + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(n)]
-
-
-def _single_threaded(fn: Callable[[int, int], object]) -> Callable[[int, int], object]:
-    def run(lo: int, hi: int) -> object:
-        torch.set_num_threads(1)  # this worker thread's own torch/OpenMP setting
-        with torch.no_grad():  # grad mode is per thread; the callers run under no_grad (or inside a Function)
-            return fn(lo, hi)
-    return run
-
-
-def in_groups(fn: Callable[[int, int], object], groups: Sequence[tuple[int, int]]) -> list:
-    """[fn(lo, hi) for each group], the groups on their own threads when there are several.
-
-    torch releases the GIL inside its kernels, so the groups' step loops overlap on separate cores;
-    each worker runs torch single-threaded, so they never spin-wait on each other's cores.
-    """
-    if len(groups) == 1:
-        return [fn(*groups[0])]
-    with ThreadPoolExecutor(len(groups), thread_name_prefix="mgral-agent") as pool:
-        return list(pool.map(lambda g: _single_threaded(fn)(*g), groups))
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
@@ -239,7 +213,8 @@ def _double_g(x: Tensor, axis: int) -> Tensor:
 
 
 def _lstm_step(px_t: Tensor, u_prev: Tensor, c_prev: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor,
-               act: Tensor, c_out: Tensor, u_out: Tensor, fac: Tensor | None = None) -> None:
+               act: Tensor, c_out: Tensor, u_out: Tensor, fac: Tensor | None = None, tmp: Tensor | None = None,
+               u_prev_low: Tensor | None = None) -> None:
     """One step of the score recurrence, written into c_out (B, H) and u_out (B, H + M); act (B, 4H) is scratch.
 
     px_t (B, 4H) is the step's input projection with the previous score's bias folded in; w_big
@@ -248,34 +223,38 @@ def _lstm_step(px_t: Tensor, u_prev: Tensor, c_prev: Tensor, w_big: Tensor, w1_t
     block doubled (`_double_g`). When w_big is in a lower precision than the state, px_t is in it too,
     u_prev is rounded to it for the product only, and the gate pre-activations are that product plus
     px_t, rounded once to the lower precision; the gates and everything after them are computed in
-    the state's precision. With `fac` (B, 6H), the step also writes the factors its backward needs
-    (`_recurrence_backward`), computed here while the gates are in cache.
+    the state's precision. With `fac` (B, 6H) and a contiguous scratch `tmp` (2, B, H), the step also
+    writes the factors its backward needs (`_recurrence_backward`), computed here while the gates are
+    in cache; `u_prev_low`, if given, receives u_prev rounded to the products' precision.
     """
     h = c_prev.shape[1]
     low = w_big.dtype != u_prev.dtype
-    a = torch.addmm(px_t, u_prev.to(w_big.dtype) if low else u_prev, w_big)  # (B, 4H): i, f, 2 g, o
-    torch.sigmoid(a, out=act)
+    lhs = (u_prev.to(w_big.dtype) if u_prev_low is None else u_prev_low.copy_(u_prev)) if low else u_prev
+    a = torch.addmm(px_t, lhs, w_big)  # (B, 4H): i, f, 2 g, o
+    torch.sigmoid(act.copy_(a) if low else a, out=act)  # (a copy first: sigmoid is slower across dtypes)
     i, f, g, o = act[:, :h], act[:, h:2 * h], act[:, 2 * h:3 * h], act[:, 3 * h:]
     g.mul_(2).sub_(1)  # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1
-    torch.mul(i, g, out=c_out)
-    c_out.addcmul_(f, c_prev)  # c_t = f * c_{t-1} + i * g
     hidden, relu_z = u_out[:, :h], u_out[:, h:]
     if fac is None:
+        torch.mul(i, g, out=c_out)
+        c_out.addcmul_(f, c_prev)  # c_t = f * c_{t-1} + i * g
         torch.tanh(c_out, out=hidden).mul_(o)  # h_t = o * tanh(c_t)
     else:
-        tanh_c = torch.tanh(c_out, out=fac[:, 4 * h:5 * h])
+        ig, tanh_c = tmp.unbind(0)  # contiguous scratch: a strided out= is several times slower
+        torch.addcmul(torch.mul(i, g, out=ig), f, c_prev, out=c_out)  # c_t = f * c_{t-1} + i * g
+        torch.tanh(c_out, out=tanh_c)
         torch.mul(tanh_c, o, out=hidden)  # h_t = o * tanh(c_t)
-        _backward_factors(act, c_prev, tanh_c, fac)
+        _backward_factors(act, c_prev, ig, tanh_c, hidden, fac)
     torch.addmm(b1, hidden, w1_t, out=relu_z).relu_()  # (B, M) decoder hidden layer
 
 
-def _backward_factors(act: Tensor, c_prev: Tensor, tanh_c: Tensor, fac: Tensor) -> None:
+def _backward_factors(act: Tensor, c_prev: Tensor, ig: Tensor, tanh_c: Tensor, hidden: Tensor, fac: Tensor) -> None:
     """The factors of a backward step that do not depend on the incoming gradient, into fac (B, 6H).
 
-    act (B, 4H) holds the step's gates i, f, g, o (g already tanh(a_g)).
+    act (B, 4H) holds the step's gates i, f, g, o (g already tanh(a_g)); ig = i g, tanh_c = tanh(c_t)
+    and hidden = o tanh(c_t) as the step computed them.
     fac = [g i (1 - i), c_prev f (1 - f), i (1 - g^2) | tanh(c) o (1 - o) | o (1 - tanh(c)^2) | f]:
-    dc -> (da_i, da_f, da_g); dh -> da_o; dh -> dc; dc_t -> dc_{t-1}. tanh_c must be fac's fifth block,
-    which is overwritten with o (1 - tanh(c)^2) last.
+    dc -> (da_i, da_f, da_g); dh -> da_o; dh -> dc; dc_t -> dc_{t-1}.
     """
     h = c_prev.shape[1]
     i, f, g, o = act.split(h, dim=1)
@@ -285,34 +264,32 @@ def _backward_factors(act: Tensor, c_prev: Tensor, tanh_c: Tensor, fac: Tensor) 
     torch.sub(i_f, d_if, out=d_if)  # [i (1 - i), f (1 - f)]
     d_i.mul_(g)  # g i (1 - i)
     d_f.mul_(c_prev)  # c_prev f (1 - f)
-    torch.mul(g, g, out=d_g)
-    d_g.mul_(i)
-    torch.sub(i, d_g, out=d_g)  # i (1 - g^2)
-    torch.mul(o, o, out=d_o)
-    torch.sub(o, d_o, out=d_o).mul_(tanh_c)  # tanh(c) o (1 - o)
-    h_to_c.mul_(h_to_c).mul_(o)
-    torch.sub(o, h_to_c, out=h_to_c)  # o (1 - tanh(c)^2)
+    torch.sub(i, torch.mul(ig, g, out=d_g), out=d_g)  # i - i g^2
+    torch.sub(hidden, torch.mul(hidden, o, out=d_o), out=d_o)  # o tanh(c) - o tanh(c) o
+    torch.sub(o, torch.mul(hidden, tanh_c, out=h_to_c), out=h_to_c)  # o - o tanh(c)^2
     f_copy.copy_(f)
 
 
 def _recurrence_forward(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, first_offset: Tensor,
-                        u: Tensor, fac: Tensor) -> None:
+                        u: Tensor, fac: Tensor, u_low: Tensor | None = None) -> None:
     """Step loop from a zero state, writing what the backward pass needs; no autograd.
 
     first_offset (4H,) is added to the first step's px (in place) only (see
     `SamplingAgent._projection_weights`); w_big, px and first_offset have the g block doubled. Writes
-    u (T + 1, B, H + M) with u[0] = 0 and the backward factors fac (T, B, 6H) (`_backward_factors`);
-    they may be views (a group of pieces) whose per-step slices are contiguous.
+    u (T + 1, B, H + M) with u[0] = 0 and the backward factors fac (T, B, 6H) (`_backward_factors`),
+    and u_low[:-1] (T + 1, B, H + M in w_big's lower precision), if given, as the products read u.
     """
     steps, b, four_h = px.shape
     h = four_h // 4
     u[0].zero_()
     c = u.new_zeros(2, b, h)  # rolling cell state
-    act = u.new_empty(b, four_h)
+    act, tmp = u.new_empty(b, four_h), u.new_empty(2, b, h)
     px[0].add_(first_offset)
     px_t, u_t, c_t, fac_t = px.unbind(0), u.unbind(0), c.unbind(0), fac.unbind(0)  # per-step views
+    low_t = u_low.unbind(0) if u_low is not None else [None] * steps
     for t in range(steps):
-        _lstm_step(px_t[t], u_t[t], c_t[t % 2], w_big, w1_t, b1, act, c_t[(t + 1) % 2], u_t[t + 1], fac_t[t])
+        _lstm_step(px_t[t], u_t[t], c_t[t % 2], w_big, w1_t, b1, act, c_t[(t + 1) % 2], u_t[t + 1], fac_t[t], tmp,
+                   low_t[t])
 
 
 def _recurrence_scan(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, u0: Tensor, c0: Tensor,
@@ -337,15 +314,17 @@ def _recurrence_scan(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, u0: Te
     return out, u[steps % 2].clone(), c[steps % 2].clone()
 
 
-def _recurrence_backward(g_r: Tensor, w_big: Tensor, w1: Tensor, u: Tensor, fac: Tensor) -> tuple[Tensor, Tensor]:
-    """Backward step loop: gradients of the gate pre-activations (T, B, 4H) and decoder pre-activations (T, B, M).
+def _recurrence_backward(g_r: Tensor, w_big: Tensor, w1: Tensor, u: Tensor, fac: Tensor
+                         ) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward step loop: gradients of the gate pre-activations (T, B, 4H), of the decoder pre-activations
+    (T, B, M), and the sum of the former over steps and rows (4H,) (the gradient of the gates' bias).
 
     g_r (T, B, M) is the loss gradient with respect to each step's relu(z) through the outputs only;
     the recurrent paths (through h, c and the previous score) are added here, with the factors the
     forward stored in fac (T, B, 6H). The decoder's ReLU masks are made for about _BACKWARD_BLOCK
     pool rows at a time. A w_big in a lower precision than fac makes the per-step product
     d_a x w_big^T run in that precision, and d_a is then stored (and returned) in that precision,
-    each step computed in fac's first.
+    each step's products computed in fac's and rounded once as they are stored.
     """
     steps, b, six_h = fac.shape
     h, m = six_h // 6, w1.shape[0]
@@ -354,11 +333,11 @@ def _recurrence_backward(g_r: Tensor, w_big: Tensor, w1: Tensor, u: Tensor, fac:
     d_z = fac.new_empty(steps, b, m)
     d_u = fac.new_zeros(b, h + m)  # gradient reaching u_t from step t + 1
     d_c = fac.new_zeros(b, h)  # gradient reaching c_t from step t + 1
+    d_bias = fac.new_zeros(4 * h)  # sum of d_a over steps and rows, accumulated while each step is in cache
     w_big_t = w_big.t()
     d_a_t, d_z_t, g_r_t = d_a.unbind(0), d_z.unbind(0), g_r.unbind(0)
-    step_grad = [fac.new_empty(b, 4 * h)] * steps if low else d_a_t  # where each step's d_a is computed
-    d_igf_t = [x[:, :3 * h].unflatten(1, (3, h)) for x in step_grad]
-    d_o_t = [x[:, 3 * h:] for x in step_grad]
+    d_igf_t = [x[:, :3 * h].unflatten(1, (3, h)) for x in d_a_t]  # products in fac's dtype, stored in d_a's
+    d_o_t = [x[:, 3 * h:] for x in d_a_t]
     to_igf = fac[:, :, :3 * h].unflatten(2, (3, h)).unbind(0)  # (B, 3, H) per step
     to_o, h_to_c, f_t = (fac[:, :, k * h:(k + 1) * h].unbind(0) for k in (3, 4, 5))
     block = max(1, _BACKWARD_BLOCK // b)  # steps per block
@@ -372,11 +351,11 @@ def _recurrence_backward(g_r: Tensor, w_big: Tensor, w1: Tensor, u: Tensor, fac:
             torch.mul(dh, to_o[t], out=d_o_t[t])
             torch.mul(dc.unsqueeze(1), to_igf[t], out=d_igf_t[t])
             d_c = dc.mul_(f_t[t])  # to c_{t-1}
-            if low is None:
-                d_u = torch.mm(d_a_t[t], w_big_t)  # (B, H + M)
-            else:
-                d_u = torch.mm(d_a_t[t].copy_(step_grad[t]), w_big_t).to(fac.dtype)  # (B, H + M)
-    return d_a, d_z
+            d_bias.add_(d_a_t[t].sum(0))
+            d_u = torch.mm(d_a_t[t], w_big_t)  # (B, H + M)
+            if low is not None:
+                d_u = d_u.to(fac.dtype)
+    return d_a, d_z, d_bias
 
 
 def _project(seq: Tensor, w_emb: Tensor, bias: Tensor, low: torch.dtype | None) -> Tensor:
@@ -390,61 +369,43 @@ def _project(seq: Tensor, w_emb: Tensor, bias: Tensor, low: torch.dtype | None) 
 class ScoreRecurrence(torch.autograd.Function):
     """relu(z_t) (T, B, M) of every step from the pieces seq (T, B, D) and the agent's weights, with a manual BPTT.
 
-    The input projection seq x w_emb^T + bias is done here too, so that the whole forward and backward
-    of a group of pieces can run on its own thread (`groups`, see `in_groups`): pieces are independent
-    sequences, and only the weight gradients are summed over the groups. first_offset (4H,) is added to
-    the first step's projection only (a piece's first image has no previous score). `low` (a dtype or
-    None) is the precision of the large products and of the gradients flowing through them; None keeps
-    the parameters' dtype throughout.
+    The input projection seq x w_emb^T + bias is done here too (one addmm), and its weight gradient
+    with the recurrent ones. first_offset (4H,) is added to the first step's projection only (a piece's
+    first image has no previous score). `low` (a dtype or None) is the precision of the large products
+    and of the gradients flowing through them (seq should then be in it already); None keeps the
+    parameters' dtype throughout.
     """
 
     @staticmethod
     def forward(ctx, seq: Tensor, w_emb: Tensor, bias: Tensor, first_offset: Tensor, w_hh: Tensor, w_s: Tensor,
-                w1: Tensor, b1: Tensor, w2: Tensor, low: torch.dtype | None = None,
-                groups: tuple[tuple[int, int], ...] = ((0, -1),)) -> Tensor:
+                w1: Tensor, b1: Tensor, w2: Tensor, low: torch.dtype | None = None) -> Tensor:
         steps, b, _ = seq.shape
         h, m = w_hh.shape[1], w1.shape[0]
-        groups = tuple((lo, b if hi < 0 else hi) for lo, hi in groups)
         w_big = torch.cat([w_hh.t(), torch.outer(w2, w_s)])  # (H + M, 4H): [h, relu(z)] -> gates
         w_step = w_big if low is None else w_big.to(low)  # the backward's
         w_fwd = _double_g(w_big, 1) if low is None else _double_g(w_big, 1).to(low)
-        w_emb2, bias2, offset2 = _double_g(w_emb, 0), _double_g(bias, 0), _double_g(first_offset, 0)
-        w1_t = w1.t().contiguous()
+        px = _project(seq, _double_g(w_emb, 0), _double_g(bias, 0), low)  # (T, B, 4H)
         u = w1.new_empty(steps + 1, b, h + m)  # state in the parameters' dtype
         fac = w1.new_empty(steps, b, 6 * h)  # backward factors
-
-        def run(lo: int, hi: int) -> None:
-            px = _project(seq[:, lo:hi], w_emb2, bias2, low)  # (T, Bg, 4H)
-            _recurrence_forward(px, w_fwd, w1_t, b1, offset2, u[:, lo:hi], fac[:, lo:hi])
-
-        in_groups(run, groups)
-        ctx.save_for_backward(seq, w_emb, w_s, w1, w2, w_step, u, fac)
-        ctx.groups = groups
+        u_low = None if low is None else u.new_empty(steps, b, h + m, dtype=low)  # u[:-1] as the products read it
+        _recurrence_forward(px, w_fwd, w1.t().contiguous(), b1, _double_g(first_offset, 0), u, fac, u_low)
+        ctx.save_for_backward(seq, w_s, w1, w2, w_step, u, fac, u_low)
         return u[1:, :, h:].clone()
 
     @staticmethod
     def backward(ctx, g_r: Tensor):
-        seq, w_emb, w_s, w1, w2, w_step, u, fac = ctx.saved_tensors
-        h, m, dim = w_s.shape[0] // 4, w1.shape[0], seq.shape[2]
-        g_r = g_r.contiguous()
-        low = w_step.dtype
-
-        def run(lo: int, hi: int) -> tuple[Tensor, ...]:
-            """This group's share of every weight gradient (float32 sums of its rows)."""
-            d_a, d_z = _recurrence_backward(g_r[:, lo:hi], w_step, w1, u[:, lo:hi], fac[:, lo:hi])
-            rows = d_a.shape[0] * d_a.shape[1]
-            d_a2, d_z2 = d_a.view(rows, 4 * h), d_z.view(rows, m)  # d_a in w_step's dtype
-            u_prev = u[:-1, lo:hi].reshape(rows, h + m).to(low)  # (T Bg, H + M)
-            d_big = (d_a2.t() @ u_prev).t().to(fac.dtype)  # (H + M, 4H)
-            d_emb = (d_a2.t() @ seq[:, lo:hi].reshape(rows, dim).to(low)).to(fac.dtype)  # (4H, D)
-            d_w1 = d_z2.t() @ u[1:, lo:hi, :h].reshape(rows, h)  # (M, H)
-            return (d_emb, d_a2.sum(0).to(fac.dtype), d_a[0].sum(0).to(fac.dtype), d_big, d_w1, d_z2.sum(0))
-
-        parts = in_groups(run, ctx.groups)
-        d_emb, d_bias, d_first, d_big, d_w1, d_b1 = (torch.stack(x).sum(0) if len(x) > 1 else x[0]
-                                                     for x in zip(*parts))
+        seq, w_s, w1, w2, w_step, u, fac, u_low = ctx.saved_tensors
+        steps, b, dim = seq.shape
+        h, m, rows = w_s.shape[0] // 4, w1.shape[0], steps * b
+        d_a, d_z, d_bias = _recurrence_backward(g_r.contiguous(), w_step, w1, u, fac)  # d_a in w_step's dtype
+        d_a2, d_z2 = d_a.view(rows, 4 * h), d_z.view(rows, m)
+        u_prev = (u[:-1] if u_low is None else u_low).reshape(rows, h + m)  # (T B, H + M) in w_step's dtype
+        d_big = (d_a2.t() @ u_prev).t().to(fac.dtype)  # (H + M, 4H)
+        d_emb = (d_a2.t() @ seq.reshape(rows, dim).to(w_step.dtype)).to(fac.dtype)  # (4H, D)
+        d_w1 = d_z2.t() @ u[1:].view(rows, h + m)[:, :h]  # (M, H), from a strided view (no copy)
         d_outer = d_big[h:]  # (M, 4H): gradient of outer(w2, w_s)
-        return (None, d_emb, d_bias, d_first, d_big[:h].t(), d_outer.t() @ w2, d_w1, d_b1, d_outer @ w_s, None, None)
+        return (None, d_emb, d_bias, d_a[0].sum(0).to(fac.dtype), d_big[:h].t(),
+                d_outer.t() @ w2, d_w1, d_z2.sum(0), d_outer @ w_s, None)
 
 
 class SamplingAgent(nn.Module):
@@ -496,9 +457,6 @@ class SamplingAgent(nn.Module):
         taken out by the caller."""
         return self.cell.weight_ih[:, :self.dim], self.cell.bias_ih + self.cell.bias_hh + self._folded_bias()
 
-    def _groups(self, pieces: int) -> tuple[tuple[int, int], ...]:
-        return tuple(piece_groups(pieces, self.config.threads))
-
     def _product_pieces(self, x: Tensor, chunks: int) -> tuple[Tensor, int]:
         """`_pieces(x, chunks)` in the large products' dtype, kept for the next call with the same,
         unmodified x (training reads one x every iteration)."""
@@ -516,8 +474,7 @@ class SamplingAgent(nn.Module):
         w_emb, bias = self._projection_weights()
         relu_z = ScoreRecurrence.apply(seq, w_emb, bias, -self._folded_bias(), self.cell.weight_hh,
                                        self.cell.weight_ih[:, self.dim], self.decoder[0].weight,
-                                       self.decoder[0].bias, w2, self.low_precision,
-                                       self._groups(seq.shape[1]))  # (T, B, M)
+                                       self.decoder[0].bias, w2, self.low_precision)  # (T, B, M)
         scores = relu_z @ w2 + self.decoder[2].bias  # (T, B)
         return scores.t().reshape(-1)[:u]  # (U,) back in row order
 
@@ -541,18 +498,14 @@ class SamplingAgent(nn.Module):
         w_emb, bias = (_double_g(w, 0) for w in self._projection_weights())
         first_offset = _double_g(-self._folded_bias(), 0)
         scores = seq.new_empty(len(seq), seq.shape[1])  # (T, B)
-
-        def run(lo: int, hi: int) -> None:
-            state_u = seq.new_zeros(hi - lo, w_big.shape[0])  # (Bg, H + M)
-            state_c = seq.new_zeros(hi - lo, self.cell.hidden_size)  # (Bg, H)
-            block = max(1, _INFERENCE_BLOCK // (hi - lo))  # steps per block
-            for start in range(0, len(seq), block):
-                px = _project(seq[start:start + block, lo:hi], w_emb, bias, self.low_precision)
-                offset = first_offset if start == 0 else None  # a piece's first step: no previous score
-                relu_z, state_u, state_c = _recurrence_scan(px, w_big, w1_t, b1, state_u, state_c, offset)
-                scores[start:start + len(px), lo:hi] = relu_z @ w2 + self.decoder[2].bias
-
-        in_groups(run, self._groups(seq.shape[1]))
+        state_u = seq.new_zeros(seq.shape[1], w_big.shape[0])  # (B, H + M)
+        state_c = seq.new_zeros(seq.shape[1], self.cell.hidden_size)  # (B, H)
+        block = max(1, _INFERENCE_BLOCK // seq.shape[1])  # steps per block
+        for start in range(0, len(seq), block):
+            px = _project(seq[start:start + block], w_emb, bias, self.low_precision)
+            offset = first_offset if start == 0 else None  # a piece's first step: no previous score
+            relu_z, state_u, state_c = _recurrence_scan(px, w_big, w1_t, b1, state_u, state_c, offset)
+            scores[start:start + len(px)] = relu_z @ w2 + self.decoder[2].bias
         return scores.t().reshape(-1)[:u]
 
     def forward_reference(self, x: Tensor, chunks: int | None = None) -> Tensor:
@@ -638,8 +591,8 @@ def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], f
     order = sequence_order(len(x), config.seed)  # (U,) sequence position -> row
     x_seq = x[torch.as_tensor(order)]  # (U, D) in reading order
     agent = SamplingAgent(x.shape[1], config)
-    # numpy's BLAS (the reward) on one thread too: its idle threads spin on the cores the pieces use
-    with intra_op_threads(1), threadpool_limits(1), retained_heap():
+    # numpy's BLAS (the reward) on one thread: its idle threads would spin on the cores torch's threads use
+    with intra_op_threads(config.threads), threadpool_limits(1, user_api="blas"), retained_heap():
         history = _reinforce(agent, x_seq, order, k, reward, config, float(initial_baseline), progress)
     return agent, history
 
@@ -672,7 +625,7 @@ def score_pool(agent: SamplingAgent, embeddings: np.ndarray, chunks: int | None 
     x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)  # (U, D)
     order = sequence_order(len(x), agent.config.seed)
     scores = np.empty(len(x), np.float64)
-    with intra_op_threads(1), retained_heap():
+    with intra_op_threads(agent.config.threads), retained_heap():
         scores[order] = agent.score(x[torch.as_tensor(order)], chunks).double().numpy()
     return scores
 
