@@ -10,9 +10,11 @@ is its own: it includes the synthetic pool, the table and Python/torch themselve
 
 Modes (what `mgral_core.agent.config_for_pool` does is "auto"):
   paper   one sequence over the pool (chunks = 1), float32: the paper's model;
-  pieces  pieces of 256 steps (chunks = ceil(U / 256)), float32;
-  auto    the configured default: pieces of 256 steps + bfloat16 products above agent.large_pool
+  pieces  pieces of LARGE_POOL_PIECE_STEPS (128) steps (chunks = ceil(U / 128)), float32;
+  auto    the configured default: pieces of 128 steps + bfloat16 products above agent.large_pool
           (5,000) candidates on a CPU with native bfloat16, else `paper`.
+Threads: torch intra-op threads in the agent, by default params.yaml's agent.threads (0 = one per
+core, so 2 here); `--threads 1` for one core.
 
 Scales: voc (pool 16,551, budget 1,000, 200 records), coco (117,266, 2,345, 150) and 1m
 (1,000,000, 10,000: inference only; training a 1M-step sequence needs ~20 KB a row, so at that size
@@ -47,6 +49,7 @@ from mgral_core.agent import (
     AgentConfig,
     SamplingAgent,
     config_for_pool,
+    resolve_threads,
     score_pool,
     select_top_k,
     train_agent,
@@ -165,10 +168,12 @@ def fidelity(seeds: list[int], pool: int = 2000, k: int = 100, iterations: int =
     def reward(rows: np.ndarray) -> float:
         return float((labels[rows] == target).mean())
 
+    pieces = -(-pool // LARGE_POOL_PIECE_STEPS)
     paths = {"fast float32 (default)": {}, "bfloat16": {"precision": "bfloat16"},
-             "pieces of 256": {"chunks": -(-pool // LARGE_POOL_PIECE_STEPS)},
-             "pieces of 256 + bfloat16 (large-pool path)": {"chunks": -(-pool // LARGE_POOL_PIECE_STEPS),
-                                                            "precision": "bfloat16"}}
+             f"pieces of {LARGE_POOL_PIECE_STEPS}": {"chunks": pieces},
+             f"pieces of {LARGE_POOL_PIECE_STEPS} + bfloat16 (large-pool path)": {"chunks": pieces,
+                                                                                 "precision": "bfloat16"},
+             "large-pool path on 2 threads": {"chunks": pieces, "precision": "bfloat16", "threads": 2}}
     results: dict[str, list[dict]] = {name: [] for name in paths}
     for seed in seeds:
         config = AgentConfig(iterations=iterations, seed=seed)
@@ -206,7 +211,8 @@ def main() -> None:
     parser.add_argument("--scales", nargs="+", default=["voc", "coco", "1m"], choices=list(SCALES))
     parser.add_argument("--modes", nargs="+", default=["auto", "pieces", "paper"], choices=["auto", "pieces", "paper"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the agent (agent.threads)")
+    parser.add_argument("--threads", type=int, default=resolve_threads(AgentParams().threads),
+                        help="torch intra-op threads for the agent (default: params.yaml agent.threads, 0 = one per core)")
     parser.add_argument("--fidelity", action="store_true", help="compare selections with the straightforward loop")
     parser.add_argument("--fidelity-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=None, help="result name under bench/results (default per run kind)")

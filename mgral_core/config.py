@@ -153,14 +153,14 @@ class AgentParams(_Section):
     chunks: int = Field(1, ge=1, description="1 = the pool as one sequence (paper); B > 1 = B pieces side by side")
     decoder_hidden: int = Field(64, ge=1, description="hidden width of the 2-layer decoder MLP")
     entropy_weight: float = Field(0.0, ge=0, description="entropy bonus on the policy (0 = off)")
-    large_pool: int = Field(5000, ge=0, description="above this many candidates the agent runs in pieces of 256 "
+    large_pool: int = Field(5000, ge=0, description="above this many candidates the agent runs in pieces of 128 "
                             "steps with bfloat16 products where the CPU has them (0 = never; docs/PERFORMANCE.md)")
     shortlist: int = Field(0, ge=0, description="0 = the agent reads every candidate; N = only N of them, "
                            "shortlisted by shortlist_method (hierarchical selection for large pools; N >= budget)")
     shortlist_method: Literal["kmeans", "random"] = Field(
         "kmeans", description="'kmeans': cluster-stratified random sample; 'random': uniform random sample")
-    threads: int = Field(1, ge=1, le=256, description="torch intra-op threads for the agent (1 is safe on a "
-                         "busy machine; more speed up large pools on an idle one, docs/PERFORMANCE.md)")
+    threads: int = Field(0, ge=0, le=256, description="torch threads for the agent on a large pool (above "
+                         "large_pool; below it the agent runs on one thread); 0 = one per CPU core")
     seed: int = 0
 
 

@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from tqdm.auto import tqdm
 
 from mgral_core import cycle as steps
-from mgral_core.agent import AgentConfig, checkpoint
+from mgral_core.agent import AgentConfig, checkpoint, resolve_threads
 from mgral_core.atomic import write_json_atomic
 from mgral_core.config import Params
 from mgral_core.inference_cache import load_inference
@@ -138,7 +138,7 @@ def train_agent_task(project_dir: str, params: Params, cycle: int, budget: int, 
     a = params.agent
     config = AgentConfig(iterations=a.iterations, lr=a.lr, baseline_decay=a.baseline_decay, chunks=a.chunks,
                          decoder_hidden=a.decoder_hidden, entropy_weight=a.entropy_weight, seed=a.seed + cycle,
-                         threads=a.threads)
+                         threads=resolve_threads(a.threads))
     k = min(budget, len(view.unlabeled_ids))
     with tqdm(total=config.iterations, desc="agent (policy gradient)", leave=False) as bar:
         rows, agent, history = train_and_select(

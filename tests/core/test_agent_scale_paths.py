@@ -3,7 +3,8 @@
 - float32 (the default) keeps the selections of the straightforward nn.LSTMCell loop;
 - scoring and backpropagating in blocks of pool rows, whatever the number of pieces, equal the reference loop;
 - bfloat16 products stay within a documented distance of float32 (scores, gradients, top-k) and still learn;
-- `config_for_pool` switches exactly above `large_pool`.
+- `config_for_pool` switches exactly above `large_pool`;
+- two intra-op threads (agent.threads) equal the reference loop and select what one thread selects.
 """
 
 from dataclasses import replace
@@ -45,10 +46,13 @@ def bf16_twin(agent):
     return twin
 
 
-def test_tanh_through_sigmoid_equals_tanh():
-    x = torch.linspace(-30, 30, 20001, dtype=torch.float64)
-    torch.testing.assert_close(agent_module._tanh(x), torch.tanh(x), rtol=0, atol=1e-15)
-    torch.testing.assert_close(agent_module._tanh(x.float()), torch.tanh(x.float()), rtol=0, atol=3e-7)
+def test_doubling_the_g_block_is_exact():
+    w = torch.randn(12, 20, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(7, 12, generator=torch.Generator().manual_seed(1))
+    doubled = x @ agent_module._double_g(w, 1)
+    plain = x @ w
+    assert torch.equal(doubled[:, 10:15], 2 * plain[:, 10:15]) and torch.equal(doubled[:, :10], plain[:, :10])
+    assert torch.equal(agent_module._double_g(w.t(), 0), agent_module._double_g(w, 1).t())
 
 
 def test_float32_selection_equals_the_straightforward_loop():
@@ -113,13 +117,14 @@ def test_bfloat16_pieces_agree_with_the_reference_loop_within_bfloat16_rounding(
 
 
 def test_config_for_pool_switches_only_above_the_threshold(monkeypatch):
-    base = AgentConfig(chunks=1, seed=3)
-    assert config_for_pool(base, 5000, 5000) is base
+    base = AgentConfig(chunks=1, seed=3, threads=2)
+    assert config_for_pool(base, 5000, 5000) == replace(base, threads=1)  # small pools: one thread
     assert config_for_pool(base, 1_000_000, 0) is base
     monkeypatch.setattr(agent_module, "bfloat16_matmul_is_fast", lambda: True)
     large = config_for_pool(base, 16_551, 5000)
-    assert large.chunks == -(-16_551 // LARGE_POOL_PIECE_STEPS) == 65
+    assert large.chunks == -(-16_551 // LARGE_POOL_PIECE_STEPS) == 130
     assert large.precision == "bfloat16" and large.seed == 3 and large.iterations == base.iterations
+    assert large.threads == 2
     assert config_for_pool(replace(base, chunks=500), 16_551, 5000).chunks == 500  # more pieces are kept
     monkeypatch.setattr(agent_module, "bfloat16_matmul_is_fast", lambda: False)
     assert config_for_pool(base, 16_551, 5000).precision == "float32"
@@ -134,11 +139,32 @@ def test_precision_is_validated_and_checkpointed():
     np.testing.assert_array_equal(select_top_k(restored, emb, 10), select_top_k(agent, emb, 10))
 
 
+@pytest.mark.parametrize("chunks", [1, 7])
+def test_two_intra_op_threads_equal_the_reference_loop(chunks, monkeypatch):
+    monkeypatch.setattr(agent_module, "_BACKWARD_BLOCK", 6)  # several backward blocks as well
+    agent = SamplingAgent(5, AgentConfig(chunks=chunks, decoder_hidden=4, seed=6, threads=2)).double()
+    x = torch.randn(37, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    weights = torch.randn(37, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    with agent_module.intra_op_threads(2):
+        scores = agent.score(x)
+        fast = torch.autograd.grad(agent(x) @ weights, list(agent.parameters()))
+    torch.testing.assert_close(scores, agent.forward_reference(x).detach(), rtol=0, atol=1e-12)
+    for g_fast, g_ref in zip(fast, torch.autograd.grad(agent.forward_reference(x) @ weights, list(agent.parameters()))):
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_threads_zero_means_one_per_core():
+    assert agent_module.resolve_threads(0) == agent_module.available_cores() >= 1
+    assert agent_module.resolve_threads(3) == 3
+    with pytest.raises(ValueError, match="threads"):
+        agent_module.resolve_threads(-1)
+
+
 def test_two_threads_select_what_one_thread_selects():
     emb, labels = clustered(seed=3, n=600, dim=32)
     runs = []
-    for threads in (1, 2):
-        config = AgentConfig(iterations=20, lr=3e-3, seed=3, threads=threads)
+    for threads in (1, 2):  # the large-pool path: pieces and bfloat16
+        config = AgentConfig(iterations=20, lr=3e-3, seed=3, threads=threads, chunks=6, precision="bfloat16")
         agent, history = train_agent(emb, 30, lambda rows: float((labels[rows] == 1).mean()), config,
                                      float((labels == 1).mean()))
         runs.append((set(select_top_k(agent, emb, 30).tolist()), history.rewards))
