@@ -277,7 +277,7 @@ def _recurrence_forward(px: Tensor, w_big: Tensor, w1_t: Tensor, b1: Tensor, fir
     first_offset (4H,) is added to the first step's px (in place) only (see
     `SamplingAgent._projection_weights`); w_big, px and first_offset have the g block doubled. Writes
     u (T + 1, B, H + M) with u[0] = 0 and the backward factors fac (T, B, 6H) (`_backward_factors`),
-    and u_low[:-1] (T + 1, B, H + M in w_big's lower precision), if given, as the products read u.
+    and, if given, u_low (T, B, H + M): u[:-1] in w_big's lower precision, as the products read it.
     """
     steps, b, four_h = px.shape
     h = four_h // 4
