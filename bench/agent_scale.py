@@ -35,6 +35,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 from scale_common import (
+    add_threads_argument,
     detector_like_embeddings,
     figure,
     machine,
@@ -49,7 +50,6 @@ from mgral_core.agent import (
     AgentConfig,
     SamplingAgent,
     config_for_pool,
-    resolve_threads,
     score_pool,
     select_top_k,
     train_agent,
@@ -211,8 +211,7 @@ def main() -> None:
     parser.add_argument("--scales", nargs="+", default=["voc", "coco", "1m"], choices=list(SCALES))
     parser.add_argument("--modes", nargs="+", default=["auto", "pieces", "paper"], choices=["auto", "pieces", "paper"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=resolve_threads(AgentParams().threads),
-                        help="torch intra-op threads for the agent (default: params.yaml agent.threads, 0 = one per core)")
+    add_threads_argument(parser)
     parser.add_argument("--fidelity", action="store_true", help="compare selections with the straightforward loop")
     parser.add_argument("--fidelity-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=None, help="result name under bench/results (default per run kind)")

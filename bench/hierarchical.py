@@ -12,7 +12,8 @@ What it does not measure: the selection quality a shortlist costs. That needs de
 on the built-in benchmark (`mgral benchmark` with agent.shortlist set), left to a benchmark run.
 
   python bench/hierarchical.py                       # COCO full vs shortlists of 4k and 8k, and 1M (~6 min)
-  python bench/hierarchical.py --scales voc --threads 2  # VOC full vs shortlists of 4k and 8k
+  python bench/hierarchical.py --scales voc  # VOC full vs shortlists of 4k and 8k (not run yet; a 4k
+                                             # shortlist is below agent.large_pool: one sequence, slower)
   python bench/hierarchical.py --scales coco --shortlists 0 9380
 """
 
@@ -26,6 +27,7 @@ from dataclasses import asdict
 
 import numpy as np
 from scale_common import (
+    add_threads_argument,
     detector_like_embeddings,
     figure,
     machine,
@@ -35,7 +37,7 @@ from scale_common import (
     write_result,
 )
 
-from mgral_core.agent import AgentConfig, resolve_threads
+from mgral_core.agent import AgentConfig
 from mgral_core.config import AgentParams
 from mgral_core.reward import RewardEstimator
 from mgral_core.shortlist import shortlist_rows
@@ -77,8 +79,7 @@ def main() -> None:
                         help="shortlist sizes (0 = full pool); default: coco 0, 4k, 8k; 1m 4k")
     parser.add_argument("--method", default="kmeans", choices=["kmeans", "random"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=resolve_threads(AgentParams().threads),
-                        help="torch intra-op threads for the agent (default: params.yaml agent.threads, 0 = one per core)")
+    add_threads_argument(parser)
     parser.add_argument("--out", default="hierarchical")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pool", type=int, help=argparse.SUPPRESS)

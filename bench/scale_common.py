@@ -8,6 +8,7 @@ generator as tests/core/test_wasserstein.py, built block by block so 1M rows sta
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mgral_core.agent import resolve_threads
+from mgral_core.config import AgentParams
 from mgral_core.lookup_table import LookupRecord, LookupTable
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -94,6 +97,12 @@ def figure(label: str, value: float, unit: str, target: str, ok: bool | None) ->
     status = "info" if ok is None else verdict(ok)
     print(f"  {label:<58s} {value:>12.4g} {unit:<8s} target {target:<14s} {status}", flush=True)
     return {"label": label, "value": value, "unit": unit, "target": target, "status": status}
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """--threads: the agent's torch intra-op threads, by default what params.yaml's agent.threads gives here."""
+    parser.add_argument("--threads", type=int, default=resolve_threads(AgentParams().threads),
+                        help="torch intra-op threads for the agent (default: params.yaml agent.threads, 0 = one per core)")
 
 
 def run_child(argv: list[str], timeout: float = 3600) -> dict:

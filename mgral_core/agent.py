@@ -136,7 +136,7 @@ def available_cores() -> int:
 
 
 def resolve_threads(threads: int) -> int:
-    """params.yaml agent.threads -> worker threads: 0 means one per available core."""
+    """params.yaml agent.threads -> torch intra-op threads for the agent: 0 means one per available core."""
     if threads < 0:
         raise ValueError(f"agent threads must be >= 0 (0 = one per core), got {threads}")
     return threads or available_cores()
@@ -196,6 +196,12 @@ def stream_seed(seed: int, stream: int) -> int:
 def sequence_order(n: int, seed: int) -> np.ndarray:
     """(n,) the order in which the agent reads n pool rows: a permutation fixed by `seed`."""
     return np.random.default_rng(stream_seed(seed, _ORDER_STREAM)).permutation(n)
+
+
+def _gate_matrix(w_hh: Tensor, w_s: Tensor, w2: Tensor) -> Tensor:
+    """(H + M, 4H): the previous state [h, relu(z)] -> gates. The previous score is w2 . relu(z) + b2, so
+    its gate weight w_s enters as outer(w2, w_s) (its bias part is folded into the projection's bias)."""
+    return torch.cat([w_hh.t(), torch.outer(w2, w_s)])
 
 
 def _double_g(x: Tensor, axis: int) -> Tensor:
@@ -381,7 +387,7 @@ class ScoreRecurrence(torch.autograd.Function):
                 w1: Tensor, b1: Tensor, w2: Tensor, low: torch.dtype | None = None) -> Tensor:
         steps, b, _ = seq.shape
         h, m = w_hh.shape[1], w1.shape[0]
-        w_big = torch.cat([w_hh.t(), torch.outer(w2, w_s)])  # (H + M, 4H): [h, relu(z)] -> gates
+        w_big = _gate_matrix(w_hh, w_s, w2)  # (H + M, 4H)
         w_step = w_big if low is None else w_big.to(low)  # the backward's
         w_fwd = _double_g(w_big, 1) if low is None else _double_g(w_big, 1).to(low)
         px = _project(seq, _double_g(w_emb, 0), _double_g(bias, 0), low)  # (T, B, 4H)
@@ -481,7 +487,7 @@ class SamplingAgent(nn.Module):
     def _recurrent_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The scoring pass's w_big (g block doubled, in config.precision), w1^T, b1 and w2."""
         w_s, w2 = self.cell.weight_ih[:, self.dim], self.decoder[2].weight[0]
-        w_big = _double_g(torch.cat([self.cell.weight_hh.t(), torch.outer(w2, w_s)]), 1)  # (H + M, 4H)
+        w_big = _double_g(_gate_matrix(self.cell.weight_hh, w_s, w2), 1)  # (H + M, 4H)
         if self.low_precision is not None:
             w_big = w_big.to(self.low_precision)
         return w_big, self.decoder[0].weight.t().contiguous(), self.decoder[0].bias, w2
@@ -594,6 +600,7 @@ def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], f
     # numpy's BLAS (the reward) on one thread: its idle threads would spin on the cores torch's threads use
     with intra_op_threads(config.threads), threadpool_limits(1, user_api="blas"), retained_heap():
         history = _reinforce(agent, x_seq, order, k, reward, config, float(initial_baseline), progress)
+    agent._piece_cache = None  # training's pieces are not kept alive with the agent
     return agent, history
 
 
