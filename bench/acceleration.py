@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from mgral_core.agent import AgentConfig, train_agent
-from mgral_core.config import load_params
-from mgral_core.cycle import infer_pool, pool_view, train_cycle_detector
-from mgral_core.inference_cache import load_inference
+from mgral_workspace.config import load_params
+from mgral_workspace.cycle_steps import infer_pool, pool_view, train_cycle_detector
+from mgral_workspace.inference_cache import load_inference
 from mgral_core.lookup_table import LookupRecord, LookupTable, random_batches
-from mgral_core.pool import PoolState
-from mgral_core.project import init_from_synthetic
-from mgral_core.record_values import cache_cycle_features, record_value
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import init_from_synthetic
+from mgral_workspace.record_values import cache_cycle_features, record_value
 from mgral_core.reward import RewardEstimator
-from mgral_core.synthetic import SyntheticSpec
+from mgral_workspace.synthetic import SyntheticSpec
 
 
 def timed(label: str, timings: dict, fn, *args, **kwargs):

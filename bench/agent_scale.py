@@ -54,7 +54,7 @@ from mgral_core.agent import (
     select_top_k,
     train_agent,
 )
-from mgral_core.config import AgentParams
+from mgral_workspace.config import AgentParams
 from mgral_core.reward import RewardEstimator
 
 SCALES = {"voc": (16_551, 1_000, 200), "coco": (117_266, 2_345, 150), "1m": (1_000_000, 10_000, 0)}

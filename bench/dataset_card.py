@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mgral_core.config import load_params
-from mgral_core.labels import read_yolo_label
-from mgral_core.synthetic import SyntheticSpec, dataset_stats, generate_dataset
-from mgral_core.visualize import render_grid
+from mgral_workspace.config import load_params
+from mgral_formats.labels import read_yolo_label
+from mgral_workspace.synthetic import SyntheticSpec, dataset_stats, generate_dataset
+from mgral_workspace.visualize import render_grid
 
 
 def main() -> None:

@@ -12,12 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from mgral_core.config import load_params
-from mgral_core.cycle import evaluate_split
-from mgral_core.detector import train_detector, write_data_yaml
-from mgral_core.pool import PoolState
-from mgral_core.project import init_from_synthetic, load_project_info
-from mgral_core.synthetic import SyntheticSpec
+from mgral_workspace.config import load_params
+from mgral_workspace.cycle_steps import evaluate_split
+from mgral_backends.ultralytics.detector import train_detector, write_data_yaml
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import init_from_synthetic, load_project_info
+from mgral_workspace.synthetic import SyntheticSpec
 
 
 def main() -> None:

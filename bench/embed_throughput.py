@@ -1,6 +1,6 @@
 """Pool embedding throughput of the default detector (issue #6, target 5): images per second of
-`mgral_core.detector.predict_images`, the one batched pass that gives a cycle its pool detections and
-embeddings (`mgral_core.cycle.infer_pool`).
+`mgral_backends.ultralytics.detector.predict_images`, the one batched pass that gives a cycle its pool detections and
+embeddings (`mgral_workspace.cycle_steps.infer_pool`).
 
 The detector is YOLOv8n built from yolov8n.yaml (params.yaml detector.model) with the built-in
 dataset's 8 classes and untrained weights: inference costs the same whatever the weights, except
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from scale_common import figure, machine, write_result
 
-from mgral_core.config import load_params
-from mgral_core.detector import predict_images
-from mgral_core.synthetic import DEFAULT_CLASSES, SyntheticSpec, generate_dataset
-from mgral_core.ultralytics_env import YOLO  # noqa: F401  (Ultralytics settings before its first import)
+from mgral_workspace.config import load_params
+from mgral_backends.ultralytics.detector import predict_images
+from mgral_workspace.synthetic import DEFAULT_CLASSES, SyntheticSpec, generate_dataset
+from mgral_backends.ultralytics.env import YOLO  # noqa: F401  (Ultralytics settings before its first import)
 
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 

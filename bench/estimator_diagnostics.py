@@ -26,12 +26,13 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from mgral_core.lookup_table import LookupTable
+from mgral_workspace.lookup_store import load_table
 from mgral_core.reward import leave_one_out_spearman
 from mgral_core.wasserstein import build_index, distances_to_records
 
 
 def cycle_row(table_dir: Path) -> dict | None:
-    records = [r for r in LookupTable.load(table_dir).records if r.record_id.startswith("record_")]
+    records = [r for r in load_table(table_dir).records if r.record_id.startswith("record_")]
     if len(records) < 4:
         return None
     index = build_index([r.embeddings for r in records], "sliced", n_projections=128, n_quantiles=128, seed=0)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mgral_core.labels import read_yolo_label
-from mgral_core.pool import PoolState
-from mgral_core.project import load_project_info
-from mgral_core.visualize import render_grid
+from mgral_formats.labels import read_yolo_label
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import load_project_info
+from mgral_workspace.visualize import render_grid
 
 
 def describe(project: Path) -> tuple[list[str], pd.Series, pd.Series, dict]:

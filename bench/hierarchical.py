@@ -38,7 +38,7 @@ from scale_common import (
 )
 
 from mgral_core.agent import AgentConfig
-from mgral_core.config import AgentParams
+from mgral_workspace.config import AgentParams
 from mgral_core.reward import RewardEstimator
 from mgral_core.shortlist import shortlist_rows
 from mgral_core.strategies.mgral import train_and_select

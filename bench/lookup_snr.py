@@ -31,21 +31,21 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from mgral_core.config import load_params
-from mgral_core.cycle import infer_pool, train_cycle_detector
-from mgral_core.inference_cache import load_inference
-from mgral_core.labels import read_yolo_label
+from mgral_workspace.config import load_params
+from mgral_workspace.cycle_steps import infer_pool, train_cycle_detector
+from mgral_workspace.inference_cache import load_inference
+from mgral_formats.labels import read_yolo_label
 from mgral_core.lookup_table import random_batches
-from mgral_core.pool import PoolState
-from mgral_core.project import init_from_synthetic, load_project_info
-from mgral_core.proxy_training import (
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import init_from_synthetic, load_project_info
+from mgral_backends.ultralytics.proxy_training import (
     HeadTuneConfig,
     RecordScore,
     build_head_proxy,
     pseudo_targets,
     train_proxy_record,
 )
-from mgral_core.synthetic import SyntheticSpec
+from mgral_workspace.synthetic import SyntheticSpec
 
 METRICS = ("map50_95", "map50", "neg_val_loss", "output_change")
 

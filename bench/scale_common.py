@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mgral_core.agent import resolve_threads
-from mgral_core.config import AgentParams
+from mgral_workspace.config import AgentParams
 from mgral_core.lookup_table import LookupRecord, LookupTable
 
 RESULTS = Path(__file__).resolve().parent / "results"

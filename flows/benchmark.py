@@ -15,14 +15,14 @@ import yaml
 from prefect import flow, get_run_logger
 
 from flows.campaign import mgral_campaign
-from mgral_core.benchmark_reuse import copy_finished, write_seed_settings
+from mgral_workspace.benchmark_reuse import copy_finished, write_seed_settings
 from mgral_core.benchmark_analysis import TIDY_COLUMNS, auc_table, plot_histograms, plot_learning_curves
-from mgral_core.config import Params, load_params, split_strategy_spec
-from mgral_core.dataset_io import load_yolo
-from mgral_core.labels import read_yolo_label
-from mgral_core.pool import PoolState
-from mgral_core.project import init_project, load_project_info
-from mgral_core.synthetic import SyntheticSpec, generate_dataset
+from mgral_workspace.config import Params, load_params, split_strategy_spec
+from mgral_formats.dataset_io import load_yolo
+from mgral_formats.labels import read_yolo_label
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import init_project, load_project_info
+from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
 from tasks import tracking
 from tasks.detector_tasks import infer_pool_task, train_detector_task
 

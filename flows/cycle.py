@@ -7,17 +7,18 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.mgral_selection import select_mgral
+from flows.lookup_table import fill_lookup_table
 from flows.params import resolve_params
-from mgral_core import cycle as steps
-from mgral_core.pool import PoolState
-from mgral_core.project_lock import project_lock
-from mgral_core.project import load_project_info
-from tasks import tracking
+from mgral_core.strategies import needs_lookup_table
+from mgral_workspace import cycle_steps as steps
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import load_project_info
+from mgral_workspace.project_lock import project_lock
 from tasks.annotation_tasks import export_batch_task, import_inbox_task
 from tasks.detector_tasks import evaluate_task, infer_pool_task, train_detector_task
 from tasks.reporting_tasks import log_cycle_task
-from tasks.selection_tasks import oracle_annotate_task, select_baseline_task
+from tasks.selection_tasks import oracle_annotate_task, select_batch_task
+from tasks.tracking_tasks import end_run_task, log_strategy_outputs_task, start_run_task
 from tasks.versioning import version_pool_task
 
 
@@ -61,11 +62,10 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
     pool = PoolState.load(project_dir)
     cycle = pool.current_cycle + 1
     labeled = len(pool.labeled_pool_ids)
-    run_id = tracking.start_run(project_dir, params, f"cycle {cycle}" if select else "final",
-                                {"strategy": strategy, "cycle": str(cycle)}, parent_run_id)
+    run_id = start_run_task(project_dir, params, f"cycle {cycle}" if select else "final",
+                            {"strategy": strategy, "cycle": str(cycle)}, parent_run_id)
     export = None
     try:
-        tracking.log_params(project_dir, params, run_id, tracking.flat_params(params))
         detector = train_detector_task(project_dir, params, cycle)
         evaluation = evaluate_task(project_dir, params, detector["weights"], "test", cycle, labeled)
         selected: list[str] = []
@@ -74,10 +74,11 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
             if budget > len(pool.unlabeled_pool_ids):
                 logger.warning(f"budget {budget} exceeds the {len(pool.unlabeled_pool_ids)} unlabeled images; "
                                "selecting all of them")
-            if strategy == "mgral":
-                selected = select_mgral(project_dir, params, inference, cycle, budget, run_id, detector["weights"])
-            else:
-                selected = select_baseline_task(project_dir, params, inference, cycle, strategy, budget)
+            if needs_lookup_table(strategy) and steps.load_selection(project_dir, cycle) is None:
+                fill_lookup_table(project_dir, params, cycle, budget, detector["weights"], inference)
+            selected, outputs = select_batch_task(project_dir, params, inference, cycle, strategy, budget,
+                                                  detector["weights"])
+            log_strategy_outputs_task(project_dir, params, run_id, outputs)
             if simulate:
                 oracle_annotate_task(project_dir, selected, cycle)
             else:
@@ -87,9 +88,9 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
             logger.warning(f"cycle {cycle}: the unlabeled pool is empty; nothing to select")
         log_cycle_task(project_dir, params, run_id, cycle, labeled, evaluation, detector, selected, strategy)
     except BaseException:
-        tracking.end_run(project_dir, params, run_id, "FAILED")
+        end_run_task(project_dir, params, run_id, "FAILED")
         raise
-    tracking.end_run(project_dir, params, run_id)
+    end_run_task(project_dir, params, run_id)
     logger.info(f"cycle {cycle} done: {labeled} labeled, test mAP50-95 {evaluation['map50_95']:.4f}; "
                 f"MLflow run {run_id}" + (f"; batch exported to {export}" if export else ""))
     return {"status": "exported" if export else "done", "cycle": cycle, "labeled": labeled, "strategy": strategy,

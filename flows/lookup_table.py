@@ -13,10 +13,14 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
-from mgral_core.atomic import write_json_atomic
-from mgral_core.config import Params
-from mgral_core.lookup_table import table_diagnostics
-from tasks.mgral_tasks import head_features_task, lookup_diagnostic_task, lookup_dir, lookup_record_task
+from mgral_workspace.config import Params
+from tasks.mgral_tasks import (
+    head_features_task,
+    lookup_diagnostic_task,
+    lookup_record_task,
+    record_batches_task,
+    table_diagnostics_task,
+)
 
 
 def lookup_task_runner(params: Params):
@@ -50,12 +54,20 @@ def build_lookup_table(project_dir: str, params: Params, cycle: int, batches: li
         logger.warning(f"cycle {cycle}: {failed} of {len(batches)} lookup records failed; continuing with the rest")
     if params.lookup_table.diagnostics and params.lookup_table.proxy == "head":
         checks = [f.result(raise_on_failure=False) for f in lookup_diagnostic_task.map(*args)]
-        summary = table_diagnostics(results, [c if isinstance(c, dict) else None for c in checks])
-        summary_path = lookup_dir(project_dir, cycle) / "diagnostics.json"
-        write_json_atomic(summary_path, summary)
+        summary = table_diagnostics_task(project_dir, cycle, results, [c if isinstance(c, dict) else None
+                                                                       for c in checks])
         shown = {name: "n/a" if summary[name] is None else f"{summary[name]:.3f}"
                  for name in ("repeatability", "fidelity")}
         logger.info(f"cycle {cycle}: lookup table repeatability {shown['repeatability']}, fidelity "
                     f"{shown['fidelity']} over {summary['records']} records (Spearman; diagnostics only, "
                     "not used by selection)")
     return results
+
+
+def fill_lookup_table(project_dir: str, params: Params, cycle: int, budget: int, weights: str,
+                      inference_path: str) -> None:
+    """The cycle's record batches, then the lookup-table subflow on the configured task runner."""
+    batches = record_batches_task(project_dir, params, cycle, budget, inference_path)
+    get_run_logger().info(f"cycle {cycle}: building a lookup table of {len(batches)} records")
+    build_lookup_table.with_options(task_runner=lookup_task_runner(params))(
+        project_dir, params, cycle, batches, weights, inference_path)

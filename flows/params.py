@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mgral_core.config import Params, load_params
+from mgral_workspace.config import Params, load_params
 
 
 def resolve_params(project_dir: str, params_file: str | None = None, **overrides) -> Params:

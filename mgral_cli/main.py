@@ -35,7 +35,7 @@ def _fail(message: str) -> None:
 
 
 def _params(params_file: Path | None, project: Path | None = None):
-    from mgral_core.config import ConfigError, Params, load_params
+    from mgral_workspace.config import ConfigError, Params, load_params
 
     try:
         if params_file is not None:
@@ -50,7 +50,7 @@ def _params(params_file: Path | None, project: Path | None = None):
 
 
 def _write_project_params(project: Path, params) -> None:
-    from mgral_core.atomic import write_text_atomic
+    from mgral_workspace.atomic import write_text_atomic
 
     data = params.model_dump()
     data["project_dir"] = str(project)
@@ -62,7 +62,7 @@ def generate(out: Path = typer.Argument(..., help="directory to create (must not
              params_file: Optional[Path] = typer.Option(None, "--params", help="params.yaml with a dataset section"),
              ) -> None:
     """Generate the built-in synthetic detection dataset (YOLO + COCO JSON) from params' dataset section."""
-    from mgral_core.synthetic import SyntheticSpec, generate_dataset
+    from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
 
     params = _params(params_file)
     d = params.dataset
@@ -88,9 +88,9 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
     """Create a project from your dataset or from the built-in generator."""
     import tempfile
 
-    from mgral_core.dataset_io import load_dataset
-    from mgral_core.project import init_from_synthetic, init_project
-    from mgral_core.synthetic import SyntheticSpec
+    from mgral_formats.dataset_io import load_dataset
+    from mgral_workspace.project import init_from_synthetic, init_project
+    from mgral_workspace.synthetic import SyntheticSpec
 
     params = _params(params_file)
     if (source is None) == (not builtin):
@@ -129,12 +129,12 @@ def import_(project: Path = typer.Argument(..., help="project directory"),
             source: Path = typer.Argument(..., help="Label Studio JSON export, COCO JSON, or a YOLO label folder"),
             ) -> None:
     """Import finished annotations for the open batch: all validated first, merged atomically, or nothing."""
-    from mgral_core.annotation_import import AnnotationImportError, import_annotations
+    from mgral_formats.annotation_import import AnnotationImportError, import_annotations
 
     _check_project(project)
     if not source.exists():
         _fail(f"{source}: not found")
-    from mgral_core.project_lock import ProjectLockedError, project_lock
+    from mgral_workspace.project_lock import ProjectLockedError, project_lock
 
     params = _params(None, project)
     try:
@@ -222,8 +222,8 @@ def simulate(dataset: Path = typer.Argument(..., help="a generated dataset (mgra
     import shutil
 
     from flows.campaign import mgral_campaign
-    from mgral_core.dataset_io import load_dataset
-    from mgral_core.project import init_project
+    from mgral_formats.dataset_io import load_dataset
+    from mgral_workspace.project import init_project
 
     params = _params(params_file)
     params = params.model_copy(update={"tracking": params.tracking.model_copy(update={"version_pool": False})})
@@ -259,7 +259,7 @@ def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, r
               ) -> None:
     """Compare strategies x seeds x cycles in simulation (the `mgral-benchmark` Prefect flow)."""
     from flows.benchmark import mgral_benchmark
-    from mgral_core.config import PROFILES
+    from mgral_workspace.config import PROFILES
 
     if profile not in PROFILES:
         _fail(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
@@ -299,8 +299,8 @@ def status(project: Path = typer.Argument(..., help="project directory")) -> Non
 def _status(project: Path) -> None:
     import json
 
-    from mgral_core.cycle import open_batch_progress
-    from mgral_core.pool import PoolState
+    from mgral_workspace.cycle_steps import open_batch_progress
+    from mgral_workspace.pool import PoolState
 
     pool = PoolState.load(project)
     table = Table(title=f"MGRAL project {project}")
@@ -328,12 +328,12 @@ def _check_project(project: Path) -> None:
 
 
 def _run_flow(flow_fn, **kwargs):
-    from mgral_core.config import ConfigError
-    from mgral_core.detector import DetectorError
-    from mgral_core.pool import PoolStateError
-    from mgral_core.project_lock import ProjectLockedError
+    from mgral_workspace.config import ConfigError
+    from mgral_backends.ultralytics.detector import DetectorError
+    from mgral_workspace.pool import PoolStateError
+    from mgral_workspace.project_lock import ProjectLockedError
 
-    from mgral_core.project_lock import project_lock
+    from mgral_workspace.project_lock import project_lock
 
     try:
         with project_lock(kwargs["project_dir"], f"mgral {flow_fn.name}"):  # refuse early, without a traceback
@@ -345,7 +345,7 @@ def _run_flow(flow_fn, **kwargs):
 
 def _print_campaign(project: Path, result: dict) -> None:
     from tasks.tracking import tracking_uri
-    from mgral_core.config import load_params
+    from mgral_workspace.config import load_params
 
     uri = tracking_uri(project, load_params(project / "params.yaml"))
     table = Table(title=f"campaign: {result['strategy']}")

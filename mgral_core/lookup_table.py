@@ -1,28 +1,23 @@
 """The per-cycle lookup table: records of (batch of images, their embeddings, measured value).
 
-A table lives in a directory with one `<record_id>.npz` (batch ids and embeddings) and one
-`<record_id>.json` (value and extras) per record. Both are written atomically the moment a record
-is finished, the json last, so a crashed or re-run cycle loads the finished records and trains only
-the missing ones. This module stores numbers; it does not train anything.
+This module holds the records in memory and draws the record batches; it neither trains nor
+touches files. Persisting a table (one npz + json per record) is `mgral_workspace.lookup_store`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mgral_core.atomic import atomic_open, write_json_atomic
-
-_RECORD_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+RECORD_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -44,8 +39,8 @@ class LookupRecord:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _RECORD_ID.match(self.record_id):
-            raise ValueError(f"record_id {self.record_id!r} must match {_RECORD_ID.pattern}")
+        if not RECORD_ID.match(self.record_id):
+            raise ValueError(f"record_id {self.record_id!r} must match {RECORD_ID.pattern}")
         batch_ids = np.asarray(self.batch_ids).astype(str)
         embeddings = np.asarray(self.embeddings, dtype=np.float32)
         if batch_ids.ndim != 1 or embeddings.ndim != 2 or len(batch_ids) != len(embeddings) or not len(batch_ids):
@@ -64,76 +59,33 @@ class LookupRecord:
         return bool(self.extras.get("fallback", False))
 
 
-def save_record(table_dir: str | Path, record: LookupRecord) -> Path:
-    """Write the record atomically (npz, then the json that marks it finished); returns the json path."""
-    table_dir = Path(table_dir)
-    buffer = io.BytesIO()
-    np.savez(buffer, batch_ids=record.batch_ids, embeddings=record.embeddings)
-    with atomic_open(table_dir / f"{record.record_id}.npz", "wb") as handle:
-        handle.write(buffer.getvalue())
-    meta = table_dir / f"{record.record_id}.json"
-    write_json_atomic(meta, {"record_id": record.record_id, "value": record.value,
-                             "batch_size": len(record.batch_ids), "extras": record.extras})
-    return meta
-
-
-def load_record(table_dir: str | Path, record_id: str) -> LookupRecord | None:
-    """The finished record `record_id`, or None when it is missing or only partly written."""
-    table_dir = Path(table_dir)
-    meta, arrays = table_dir / f"{record_id}.json", table_dir / f"{record_id}.npz"
-    if not (meta.is_file() and arrays.is_file()):
-        return None
-    info = json.loads(meta.read_text())
-    with np.load(arrays, allow_pickle=False) as data:
-        return LookupRecord(record_id, data["batch_ids"], data["embeddings"], float(info["value"]),
-                            info.get("extras", {}))
-
-
-def finished_record_ids(table_dir: str | Path) -> list[str]:
-    """Sorted ids of the records whose json and npz both exist (temporary files are ignored)."""
-    table_dir = Path(table_dir)
-    if not table_dir.is_dir():
-        return []
-    return sorted(p.stem for p in table_dir.glob("*.json")
-                  if _RECORD_ID.match(p.stem) and (table_dir / f"{p.stem}.npz").is_file())
-
-
-def missing_record_ids(table_dir: str | Path, wanted_ids: Iterable[str]) -> list[str]:
-    """The ids in `wanted_ids` (order kept) that have no finished record in `table_dir` yet."""
-    done = set(finished_record_ids(table_dir))
-    return [i for i in wanted_ids if i not in done]
-
-
 class LookupTable:
-    """The finished records of one cycle, optionally bound to the directory they persist in.
+    """The finished records of one cycle.
 
     Args:
         records: the records; ids must be unique.
-        directory: where `add` persists new records; None keeps the table in memory only.
+        on_add: called with each record `add` appends, before it is appended (the workspace
+            passes a function that writes it to the cycle's table directory); None keeps the
+            table in memory only.
     """
 
-    def __init__(self, records: Iterable[LookupRecord] = (), directory: str | Path | None = None):
+    def __init__(self, records: Iterable[LookupRecord] = (),
+                 on_add: Callable[[LookupRecord], None] | None = None):
         self.records: list[LookupRecord] = []
-        self.directory = Path(directory) if directory is not None else None
+        self.on_add = on_add
         for record in records:
             self._check_new(record)
             self.records.append(record)
-
-    @classmethod
-    def load(cls, table_dir: str | Path) -> LookupTable:
-        """Every finished record in `table_dir`, sorted by id; the table persists additions there."""
-        ids = finished_record_ids(table_dir)
-        return cls([r for r in (load_record(table_dir, i) for i in ids) if r is not None], directory=table_dir)
 
     def _check_new(self, record: LookupRecord) -> None:
         if any(r.record_id == record.record_id for r in self.records):
             raise ValueError(f"record {record.record_id!r} is already in the table")
 
     def add(self, record: LookupRecord) -> None:
-        """Append a record, writing it to the table's directory first when there is one."""
+        """Append a record, handing it to `on_add` (e.g. to persist it) first when there is one."""
         self._check_new(record)
-        if self.directory is not None:
-            save_record(self.directory, record)
+        if self.on_add is not None:
+            self.on_add(record)
         self.records.append(record)
 
     def __len__(self) -> int:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from mgral_core import cycle as steps
-from mgral_core.annotation_import import import_inbox
-from mgral_core.config import Params
+from mgral_workspace import cycle_steps as steps
+from mgral_formats.annotation_import import import_inbox
+from mgral_workspace.config import Params
 
 
 @task(name="import-inbox")

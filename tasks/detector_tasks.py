@@ -8,8 +8,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from tqdm.auto import tqdm
 
-from mgral_core import cycle as steps
-from mgral_core.config import Params
+from mgral_workspace import cycle_steps as steps
+from mgral_workspace.config import Params
 from tasks.retry import transient_only
 
 

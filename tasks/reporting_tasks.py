@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 
-from mgral_core import cycle as steps
-from mgral_core.config import Params
-from mgral_core.plots import plot_class_histogram, plot_learning_curve
-from mgral_core.pool import PoolState
+from mgral_workspace import cycle_steps as steps
+from mgral_workspace.config import Params
+from mgral_workspace.plots import plot_class_histogram, plot_learning_curve
+from mgral_workspace.pool import PoolState
+from mgral_workspace.reports import write_campaign_reports
 from tasks import tracking
 
 
@@ -45,3 +48,9 @@ def learning_curve_task(project_dir: str, params: Params, run_id: str, points: l
     png = plot_learning_curve(points, out_png, title=title)
     tracking.log_artifact(project_dir, params, run_id, png, "plots")
     return str(png)
+
+
+@task(name="write-reports")
+def write_reports_task(reports_dir: str, points: list[dict], metrics: dict) -> None:
+    """metrics.json and learning_curve.csv of a campaign, written atomically."""
+    write_campaign_reports(Path(reports_dir), points, metrics)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mgral_core.detector import TrainingDiverged
+from mgral_backends.ultralytics.detector import TrainingDiverged
 
 # Failures that a re-run on the same inputs would repeat exactly: retrying only wastes CPU time.
 DETERMINISTIC = (TrainingDiverged, FloatingPointError, ValueError, KeyError, FileNotFoundError)

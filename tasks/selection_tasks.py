@@ -1,29 +1,27 @@
-"""Prefect tasks that pick the next batch with a baseline strategy and hand it to the oracle."""
+"""Prefect tasks that pick the next batch (one path for every strategy) and hand it to the oracle."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 from prefect import get_run_logger, task
+from tqdm.auto import tqdm
 
-from mgral_core import cycle as steps
-from mgral_core.config import Params
-from mgral_core.strategies import get_strategy
+from mgral_workspace import cycle_steps as steps
+from mgral_workspace.config import Params
+from mgral_workspace.selection import select_batch
 
 
 @task(name="select-batch")
-def select_baseline_task(project_dir: str, params: Params, inference_path: str, cycle: int,
-                         strategy: str, budget: int) -> list[str]:
-    cached = steps.load_selection(project_dir, cycle)
-    if cached is not None:
-        return cached
-    view = steps.pool_view(project_dir, Path(inference_path))
-    rng = np.random.default_rng([params.selection.seed, cycle])
-    ids = get_strategy(strategy)(view, min(budget, len(view.unlabeled_ids)), rng)
-    steps.save_selection(project_dir, cycle, ids, strategy)
-    get_run_logger().info(f"cycle {cycle}: {strategy} selected {len(ids)} of {len(view.unlabeled_ids)} images")
-    return ids
+def select_batch_task(project_dir: str, params: Params, inference_path: str, cycle: int, strategy: str,
+                      budget: int, weights: str) -> tuple[list[str], dict]:
+    """The cycle's batch by `strategy` (see `mgral_workspace.selection.select_batch`), and what it left to log."""
+    with tqdm(desc=f"{strategy}: select", leave=False) as bar:
+        ids, outputs = select_batch(project_dir, params, inference_path, cycle, strategy, budget, weights,
+                                    progress=lambda i, v: bar.update(1))
+    get_run_logger().info(f"cycle {cycle}: {strategy} selected {len(ids)} images"
+                          + "".join(f"; {k} {v:.4f}" for k, v in outputs["metrics"].items()
+                                    if k in ("agent_final_reward", "lookup_reference_value", "lookup_loo_spearman")
+                                    and v is not None))
+    return ids, outputs
 
 
 @task(name="oracle-annotate")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from mgral_core.config import Params
+from mgral_workspace.config import Params
 
 
 def tracking_uri(project_dir: str | Path, params: Params) -> str:
@@ -97,3 +97,12 @@ def set_tags(project_dir: str | Path, params: Params, run_id: str, tags: Mapping
     client = client_for(project_dir, params)[0]
     for key, value in tags.items():
         client.set_tag(run_id, key, str(value))
+
+
+def log_series(project_dir: str | Path, params: Params, run_id: str, series: Mapping[str, Sequence[float]],
+               max_points: int = 200) -> None:
+    """Each series as one metric by step, thinned to about `max_points` evenly spaced steps."""
+    client = client_for(project_dir, params)[0]
+    for key, values in series.items():
+        for i in range(0, len(values), max(1, len(values) // max_points)):
+            client.log_metric(run_id, _metric_key(key), float(values[i]), step=i)

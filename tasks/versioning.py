@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from mgral_core.config import Params
+from mgral_workspace.config import Params
 
 # Never versioned: per-cycle work, tracking stores, and the writer lock (its content changes with
 # every holder, so versioning it would make `git checkout <earlier commit>` refuse to run).

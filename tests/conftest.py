@@ -49,8 +49,8 @@ def write_params(path: Path, **overrides) -> Path:
 @pytest.fixture(scope="session")
 def tiny_template(tmp_path_factory) -> Path:
     """A tiny simulation project made once per session; tests copy it."""
-    from mgral_core.project import init_from_synthetic
-    from mgral_core.synthetic import SyntheticSpec
+    from mgral_workspace.project import init_from_synthetic
+    from mgral_workspace.synthetic import SyntheticSpec
 
     root = tmp_path_factory.mktemp("template")
     d = TINY["dataset"]

@@ -1,11 +1,19 @@
-"""Selection strategies by name; every one is called as strategy(pool, k, rng) and returns k image ids."""
+"""Selection strategies by name; every one is called as strategy(pool, k, rng) and returns k image ids.
+
+Baselines are plain functions. A model-based strategy (MGRAL) is a class built once per
+selection from a `SelectionContext` (what it needs beside the pool view: a reward estimator
+factory, agent settings) and then called like the rest. Adding one is a module plus one line in
+STRATEGIES; a class that sets `needs_lookup_table = True` makes the cycle build the lookup table
+before it selects.
+"""
 
 from __future__ import annotations
 
-from mgral_core.strategies.base import PoolView, Strategy
+from mgral_core.strategies.base import PoolView, SelectionContext, Strategy
 from mgral_core.strategies.cdal import cdal
 from mgral_core.strategies.coreset import coreset
 from mgral_core.strategies.ebal import ebal
+from mgral_core.strategies.mgral import MgralStrategy
 from mgral_core.strategies.random_sampling import random_sampling
 from mgral_core.strategies.uncertainty_sampling import (
     entropy_max,
@@ -24,25 +32,38 @@ BASELINE_STRATEGIES: dict[str, Strategy] = {
     "cdal": cdal,
     "ebal": ebal,
 }
-MODEL_STRATEGIES = ("mgral",)  # need a per-cycle lookup table; run by the flow, see tasks/mgral_tasks.py
+MODEL_STRATEGIES: dict[str, type] = {  # built per selection with `from_context(SelectionContext)`
+    "mgral": MgralStrategy,
+}
 STRATEGY_NAMES = (*MODEL_STRATEGIES, *BASELINE_STRATEGIES)
 
 
-def get_strategy(name: str) -> Strategy:
-    """The baseline strategy registered under `name`.
+def needs_lookup_table(name: str) -> bool:
+    """True when the strategy `name` reads a per-cycle lookup table (the cycle builds it first)."""
+    _check_known(name)
+    return bool(getattr(MODEL_STRATEGIES.get(name), "needs_lookup_table", False))
 
-    Does not build model strategies (MGRAL): the flow constructs those with their estimator.
+
+def get_strategy(name: str, context: SelectionContext | None = None) -> Strategy:
+    """The strategy registered under `name`, ready to call as strategy(pool, k, rng).
+
+    Baselines ignore `context`; model strategies are built from it.
 
     Raises:
-        ValueError: for an unknown name or a model strategy, listing the known names.
+        ValueError: for an unknown name (listing the known ones), or a model strategy whose
+            context lacks what it needs.
     """
+    _check_known(name)
     if name in BASELINE_STRATEGIES:
         return BASELINE_STRATEGIES[name]
-    known = ", ".join(sorted(BASELINE_STRATEGIES) + list(MODEL_STRATEGIES))
-    if name in MODEL_STRATEGIES:
-        raise ValueError(f"strategy {name!r} needs a per-cycle lookup table and is run by the flow "
-                         f"(tasks/mgral_tasks.py), not through get_strategy; known strategies: {known}")
-    raise ValueError(f"unknown strategy {name!r}; known strategies: {known}")
+    return MODEL_STRATEGIES[name].from_context(context or SelectionContext())
 
 
-__all__ = ["BASELINE_STRATEGIES", "MODEL_STRATEGIES", "PoolView", "Strategy", "get_strategy"]
+def _check_known(name: str) -> None:
+    if name not in BASELINE_STRATEGIES and name not in MODEL_STRATEGIES:
+        known = ", ".join(sorted(STRATEGY_NAMES))
+        raise ValueError(f"unknown strategy {name!r}; known strategies: {known}")
+
+
+__all__ = ["BASELINE_STRATEGIES", "MODEL_STRATEGIES", "STRATEGY_NAMES", "PoolView", "SelectionContext", "Strategy",
+           "get_strategy", "needs_lookup_table"]

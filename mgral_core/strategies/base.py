@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -49,3 +49,21 @@ class Strategy(Protocol):
     """A selection strategy: k distinct unlabeled ids, deterministic for a given rng state."""
 
     def __call__(self, pool: PoolView, k: int, rng: np.random.Generator) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class SelectionContext:
+    """What a model-based strategy is built with, beside the pool view it is later called on.
+
+    Baselines need none of it. Attributes left None are simply not available; a strategy that
+    needs one refuses to build without it.
+
+    Attributes:
+        estimator_factory: `(pool, k) -> RewardEstimator` over the cycle's lookup table (MGRAL).
+        agent: the agent's settings (`mgral_core.strategies.mgral.AgentSettings`) for MGRAL.
+        progress: called as progress(iteration, value) while a strategy trains, for progress bars.
+    """
+
+    estimator_factory: Callable[[PoolView, int], Any] | None = None
+    agent: Any = None
+    progress: Callable[[int, float], None] | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,10 +18,21 @@ from mgral_core.agent import (
 )
 from mgral_core.reward import RewardEstimator
 from mgral_core.shortlist import shortlist_rows
-from mgral_core.strategies.base import PoolView
+from mgral_core.strategies.base import PoolView, SelectionContext
 from mgral_core.strategies.ranking import check_budget
 
 EstimatorFactory = Callable[[PoolView, int], RewardEstimator]
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How MGRAL trains its agent: the agent's config (its seed is replaced at every selection by a
+    draw from the strategy's rng) and the hierarchical / large-pool settings of `train_and_select`."""
+
+    config: AgentConfig = field(default_factory=AgentConfig)
+    shortlist: int = 0
+    shortlist_method: str = "kmeans"
+    large_pool: int = 0
 
 
 def train_and_select(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], float], config: AgentConfig,
@@ -73,6 +84,22 @@ class MgralStrategy:
         shortlist, shortlist_method, large_pool: hierarchical selection and large-pool settings, see
             `train_and_select`; off by default here.
     """
+
+    needs_lookup_table = True  # the cycle builds the lookup table before calling this strategy
+
+    @classmethod
+    def from_context(cls, context: SelectionContext) -> MgralStrategy:
+        """MGRAL as the cycle builds it: the context's estimator factory and agent settings.
+
+        Raises:
+            ValueError: when the context has no estimator factory (no lookup table to read).
+        """
+        if context.estimator_factory is None:
+            raise ValueError("strategy 'mgral' needs a per-cycle lookup table: build it with a SelectionContext "
+                             "whose estimator_factory reads the cycle's table (the cycle flow does this)")
+        agent = context.agent if context.agent is not None else AgentSettings()
+        return cls(estimator_factory=context.estimator_factory, agent_config=agent.config, progress=context.progress,
+                   shortlist=agent.shortlist, shortlist_method=agent.shortlist_method, large_pool=agent.large_pool)
 
     def __init__(self, estimator: RewardEstimator | None = None, *, estimator_factory: EstimatorFactory | None = None,
                  agent_config: AgentConfig | None = None, progress: Callable[[int, float], None] | None = None,

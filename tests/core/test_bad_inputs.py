@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-import mgral_core.dataset_io as dataset_io
-from mgral_core.annotation_import import AnnotationImportError, import_annotations
-from mgral_core.dataset_io import load_dataset
-from mgral_core.labels import read_yolo_label
-from mgral_core.pool import PoolState
-from mgral_core.project import init_project
+import mgral_formats.dataset_io as dataset_io
+from mgral_formats.annotation_import import AnnotationImportError, import_annotations
+from mgral_formats.dataset_io import load_dataset
+from mgral_formats.labels import read_yolo_label
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import init_project
 
 BIN = Path(sys.executable).parent
 
@@ -437,8 +437,8 @@ def test_cli_import_errors_in_a_real_process(open_batch, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_training_data(tmp_path_factory):
-    from mgral_core.detector import write_data_yaml
-    from mgral_core.synthetic import SyntheticSpec, generate_dataset
+    from mgral_backends.ultralytics.detector import write_data_yaml
+    from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
 
     root = generate_dataset(SyntheticSpec(seed=0, image_size=64, n_pool=16, n_val=4, n_test=4),
                             tmp_path_factory.mktemp("train") / "data")
@@ -451,14 +451,14 @@ def tiny_training_data(tmp_path_factory):
 
 
 def _detector_params():
-    from mgral_core.config import DetectorParams
+    from mgral_workspace.config import DetectorParams
 
     return DetectorParams(imgsz=64, batch=16, workers=0, cache=False)
 
 
 @pytest.mark.slow
 def test_nan_loss_mid_training_raises_training_diverged(tiny_training_data, tmp_path, monkeypatch):
-    import mgral_core.detector as detector
+    import mgral_backends.ultralytics.detector as detector
 
     def poisoned_yolo(*args, **kwargs):  # the weights turn NaN at the start of the second epoch
         model = real_yolo(*args, **kwargs)
@@ -488,7 +488,7 @@ def test_nan_warm_start_weights_fail_in_the_first_epoch(tiny_training_data, tmp_
     """Ultralytics alone would finish this 1-epoch fine-tune with NaN-zeroed weights and mAP 0."""
     from ultralytics import YOLO
 
-    from mgral_core.detector import TrainingDiverged, train_detector
+    from mgral_backends.ultralytics.detector import TrainingDiverged, train_detector
 
     good = train_detector(tiny_training_data, tmp_path / "good", _detector_params(), epochs=1)
     assert good.weights.exists() and np.isfinite(good.val_map50_95)  # the guard passes a finite run
@@ -505,8 +505,8 @@ def test_nan_warm_start_weights_fail_in_the_first_epoch(tiny_training_data, tmp_
 
 
 def test_missing_detector_weights_are_a_clear_error(tiny_training_data, tmp_path, monkeypatch):
-    from mgral_core.config import DetectorParams
-    from mgral_core.detector import DetectorError, train_detector
+    from mgral_workspace.config import DetectorParams
+    from mgral_backends.ultralytics.detector import DetectorError, train_detector
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DetectorError, match="detector.model: yolov8n.pt does not exist; MGRAL never downloads"):

@@ -1,7 +1,7 @@
 """Benchmark runs are copied across profiles only when finished and made with identical settings."""
 
-from mgral_core.benchmark_reuse import copy_finished, run_settings, same_settings, write_seed_settings
-from mgral_core.config import Params
+from mgral_workspace.benchmark_reuse import copy_finished, run_settings, same_settings, write_seed_settings
+from mgral_workspace.config import Params
 
 
 def _finished_run(seed_dir, name, params):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mgral_core.config import ConfigError, Params, load_params
+from mgral_workspace.config import ConfigError, Params, load_params
 
 
 def test_repo_params_yaml_loads_and_matches_defaults():
@@ -45,7 +45,7 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_benchmark_strategy_variants_parse_and_bad_ones_are_named(tmp_path):
-    from mgral_core.config import split_strategy_spec
+    from mgral_workspace.config import split_strategy_spec
 
     assert split_strategy_spec("mgral@lookup_table.records=4,agent.lr=0.01") == (
         "mgral", {"lookup_table.records": 4, "agent.lr": 0.01})

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mgral_core.dataset_io import load_dataset
-from mgral_core.labels import read_yolo_label
-from mgral_core.pool import PoolState
-from mgral_core.project import init_project
-from mgral_core.synthetic import SyntheticSpec, dataset_stats, generate_dataset
+from mgral_formats.dataset_io import load_dataset
+from mgral_formats.labels import read_yolo_label
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import init_project
+from mgral_workspace.synthetic import SyntheticSpec, dataset_stats, generate_dataset
 
 
 def _image(path, size=(48, 40), mode="RGB"):
@@ -138,7 +138,7 @@ def test_coco_annotation_for_missing_image_is_reported(tmp_path):
 
 def test_init_is_atomic(tmp_path, monkeypatch):
     dataset, _ = load_dataset(_yolo(tmp_path / "ds", GOOD))
-    import mgral_core.project as project_module
+    import mgral_workspace.project as project_module
 
     def explode(*args, **kwargs):
         raise RuntimeError("disk died")

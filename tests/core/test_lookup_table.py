@@ -8,13 +8,10 @@ import pytest
 from mgral_core.lookup_table import (
     LookupRecord,
     LookupTable,
-    finished_record_ids,
-    load_record,
-    missing_record_ids,
     mixed_batches,
     random_batches,
-    save_record,
 )
+from mgral_workspace.lookup_store import finished_record_ids, load_record, load_table, missing_record_ids, save_record
 
 
 def record(record_id="record_000", k=3, dim=4, value=0.25, **extras):
@@ -38,7 +35,7 @@ def test_partial_and_temporary_files_are_not_records(tmp_path):
     (tmp_path / "record_002.json").write_text(json.dumps({"value": 0.1}))  # npz lost
     (tmp_path / ".record_003.json.abc123.tmp").write_text("{")  # atomic_open's temporary file
     assert finished_record_ids(tmp_path) == ["record_000"]
-    assert [r.record_id for r in LookupTable.load(tmp_path)] == ["record_000"]
+    assert [r.record_id for r in load_table(tmp_path)] == ["record_000"]
     assert load_record(tmp_path, "record_001") is None
 
 
@@ -55,18 +52,18 @@ def test_rerun_reuses_finished_records(tmp_path):
     for i in (0, 2):
         save_record(tmp_path, record(wanted[i], value=i / 10))
     assert missing_record_ids(tmp_path, wanted) == ["record_001", "record_003"]
-    np.testing.assert_allclose(LookupTable.load(tmp_path).values, [0.0, 0.2])
+    np.testing.assert_allclose(load_table(tmp_path).values, [0.0, 0.2])
 
 
 def test_add_persists_to_the_table_directory_and_rejects_duplicates(tmp_path):
-    table = LookupTable.load(tmp_path)
+    table = load_table(tmp_path)
     table.add(record("record_000"))
     assert finished_record_ids(tmp_path) == ["record_000"]
     with pytest.raises(ValueError, match="already in the table"):
         table.add(record("record_000"))
     memory_only = LookupTable([record("a")])
     memory_only.add(record("b"))
-    assert len(memory_only) == 2 and memory_only.directory is None
+    assert len(memory_only) == 2 and memory_only.on_add is None
 
 
 def test_to_frame_has_one_row_per_record_with_extras():

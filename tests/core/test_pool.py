@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from mgral_core.pool import NOT_YET, PoolState, PoolStateError
+from mgral_workspace.pool import NOT_YET, PoolState, PoolStateError
 
 
 def _pool():

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-import mgral_core.labels as labels_module
+import mgral_formats.labels as labels_module
 from mgral_core.detections import Detections
-from mgral_core.detector import _letterbox_batch
-from mgral_core.pool import PoolState
-from mgral_core.project import load_project_info
-from mgral_core.proxy_training import (
+from mgral_backends.ultralytics.detector import _letterbox_batch
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import load_project_info
+from mgral_backends.ultralytics.proxy_training import (
     HeadTuneConfig,
     _collate,
     build_head_proxy,
@@ -163,7 +163,7 @@ def test_building_and_recording_never_read_the_oracle(tiny_project, weights, mon
         assert "oracle" not in str(path), f"oracle label read: {path}"
         return read(path, *args)
 
-    monkeypatch.setattr("mgral_core.cycle.read_yolo_label", guarded)
+    monkeypatch.setattr("mgral_workspace.cycle_steps.read_yolo_label", guarded)
     proxy, candidates = make_proxy(tiny_project, weights)
     detections = {i: Detections(np.array([[8, 8, 30, 30]], np.float32), np.array([0.8], np.float32), np.array([1]))
                   for i in candidates[:8]}

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from mgral_core.config import load_params
-from mgral_core.cycle import infer_pool
+from mgral_workspace.config import load_params
+from mgral_workspace.cycle_steps import infer_pool
 from mgral_core.lookup_table import table_diagnostics
-from mgral_core.pool import PoolState
-from mgral_core.project import load_project_info
-from mgral_core.record_values import (
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import load_project_info
+from mgral_workspace.record_values import (
     FEATURES_FILE,
     cache_cycle_features,
     diagnostic_seeds,
@@ -95,7 +95,7 @@ def test_table_diagnostics_measure_repeatability_and_fidelity():
 
 @pytest.mark.slow
 def test_full_finetune_proxy_is_still_available_and_reproducible(tiny_project, tmp_path):
-    from mgral_core.cycle import train_cycle_detector
+    from mgral_workspace.cycle_steps import train_cycle_detector
 
     params = load_params(tiny_project / "params.yaml", {"lookup_table.proxy": "full", "lookup_table.epochs": 1})
     weights = train_cycle_detector(tiny_project, params, 1).weights

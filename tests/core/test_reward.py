@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from mgral_core.lookup_table import LookupRecord, LookupTable, finished_record_ids
+from mgral_core.lookup_table import LookupRecord, LookupTable
+from mgral_workspace.lookup_store import finished_record_ids, save_record
 from mgral_core.reward import (
     RewardEstimator,
     fallback_threshold,
@@ -88,7 +89,7 @@ def test_fallback_rules():
 
 def test_fallback_triggers_on_far_batches_and_is_bounded(tmp_path):
     emb, labels = embeddings(4)
-    table = LookupTable(composition_records(emb, labels, np.random.default_rng(1), 10), directory=tmp_path)
+    table = LookupTable(composition_records(emb, labels, np.random.default_rng(1), 10), on_add=lambda r: save_record(tmp_path, r))
     trained = []
 
     def far(ids):  # batch i sits 100 * (i + 1) away from the records and from the other far batches

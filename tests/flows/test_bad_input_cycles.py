@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from flows.cycle import mgral_cycle
-from mgral_core.pool import PoolState
+from mgral_workspace.pool import PoolState
 from tests.conftest import write_params
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.campaign import mgral_campaign
 from flows.cycle import mgral_cycle
-from mgral_core.pool import PoolState
+from mgral_workspace.pool import PoolState
 from mgral_core.strategies import BASELINE_STRATEGIES
 from tests.conftest import write_params
 

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from flows.cycle import mgral_cycle
-from mgral_core.config import ConfigError
-from mgral_core.pool import PoolState
+from mgral_workspace.config import ConfigError
+from mgral_workspace.pool import PoolState
 from tests.conftest import write_params
 
 pytestmark = pytest.mark.slow

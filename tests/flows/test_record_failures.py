@@ -3,11 +3,11 @@ a record that fails transiently (an OSError, say a full disk or a lost NFS mount
 
 import pytest
 
-import mgral_core.record_values as record_values
+import mgral_workspace.record_values as record_values
 from flows.lookup_table import build_lookup_table, lookup_task_runner
-from mgral_core.config import load_params
-from mgral_core.cycle import infer_pool, train_cycle_detector
-from mgral_core.lookup_table import LookupTable
+from mgral_workspace.config import load_params
+from mgral_workspace.cycle_steps import infer_pool, train_cycle_detector
+from mgral_workspace.lookup_store import load_table
 from tasks.mgral_tasks import lookup_dir, record_batches
 
 pytestmark = pytest.mark.slow
@@ -35,5 +35,5 @@ def test_diverging_record_fails_alone_transient_failure_is_retried(tiny_project,
     assert results[2] is None and all(r is not None for i, r in enumerate(results) if i != 2)
     assert calls.count("record_002") == 1  # a deterministic failure is not retried
     assert calls.count("record_001") == 2  # a transient one is retried once, then succeeds
-    assert sorted(r.record_id for r in LookupTable.load(lookup_dir(str(tiny_project), 1)).records) == [
+    assert sorted(r.record_id for r in load_table(lookup_dir(str(tiny_project), 1)).records) == [
         "record_000", "record_001", "record_003"]

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from mgral_core.project_lock import ProjectLockedError, project_lock
+from mgral_workspace.project_lock import ProjectLockedError, project_lock
 from tests.integration.test_real_project import make_real_project
 
 pytestmark = pytest.mark.slow
 HOLD = """
 import sys, time
-from mgral_core.project_lock import project_lock
+from mgral_workspace.project_lock import project_lock
 with project_lock(sys.argv[1], "test holder"):
     print("locked", flush=True)
     time.sleep(60)

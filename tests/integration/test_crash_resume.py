@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mgral_core.pool import PoolState
+from mgral_workspace.pool import PoolState
 from tests.conftest import write_params
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ import pytest
 from distributed import LocalCluster
 
 from flows.lookup_table import build_lookup_table, lookup_task_runner
-from mgral_core.config import load_params
-from mgral_core.cycle import infer_pool, train_cycle_detector
-from mgral_core.lookup_table import LookupTable
+from mgral_workspace.config import load_params
+from mgral_workspace.cycle_steps import infer_pool, train_cycle_detector
+from mgral_workspace.lookup_store import load_table
 from tasks.mgral_tasks import lookup_dir, record_batches
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ def test_dask_cluster_matches_local_threads(tiny_project, prefect_harness):
 
     local = build_lookup_table.with_options(task_runner=lookup_task_runner(params))(*args)
     assert all(r["worker"].startswith("local pid") for r in local)
-    local_values = {r.record_id: r.value for r in LookupTable.load(lookup_dir(str(tiny_project), 1)).records}
+    local_values = {r.record_id: r.value for r in load_table(lookup_dir(str(tiny_project), 1)).records}
     shutil.rmtree(lookup_dir(str(tiny_project), 1))
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -34,7 +34,7 @@ def test_dask_cluster_matches_local_threads(tiny_project, prefect_harness):
         remote = build_lookup_table.with_options(task_runner=lookup_task_runner(dask_params))(*args)
         workers = set(cluster.workers[name].worker_address for name in cluster.workers)
     assert {r["worker"] for r in remote} <= workers and all(r["worker"].startswith("tcp://127.0.0.1:") for r in remote)
-    remote_values = {r.record_id: r.value for r in LookupTable.load(lookup_dir(str(tiny_project), 1)).records}
+    remote_values = {r.record_id: r.value for r in load_table(lookup_dir(str(tiny_project), 1)).records}
     assert remote_values == local_values and len(remote_values) == 4
     # the trained weights themselves are identical (mAP on such tiny data may be 0 everywhere)
     assert [r["weights_digest"] for r in remote] == [r["weights_digest"] for r in local]

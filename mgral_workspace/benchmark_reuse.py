@@ -13,8 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-from mgral_core.atomic import write_json_atomic
-from mgral_core.config import Params
+from mgral_workspace.atomic import write_json_atomic
+from mgral_workspace.config import Params
 
 
 def run_settings(params: Params) -> dict:

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import yaml
 
-from mgral_core.config import DetectorParams
+from mgral_workspace.config import DetectorParams
 from mgral_core.detections import Detections
-from mgral_core.ultralytics_env import YOLO
+from mgral_backends.ultralytics.env import YOLO
 
 from ultralytics.data.augment import LetterBox  # noqa: E402  (after ultralytics_env)
 from ultralytics.utils import nms, ops  # noqa: E402

@@ -4,7 +4,7 @@
     project/images/<id>.<ext>   every image (non-RGB and 16-bit images converted to 8-bit RGB PNG)
     project/labels/<id>.txt     visible YOLO labels (val, test, labeled pool)
     project/oracle/labels/      simulation only: hidden labels, read by the annotate step alone
-    project/pool.csv            pool state (mgral_core.pool)
+    project/pool.csv            pool state (mgral_workspace.pool)
     project/metadata.csv        optional per-image metadata (domain ...), for reports only
     project/quarantine/         rejected files and import_report.txt
 """
@@ -23,10 +23,10 @@ import yaml
 from PIL import Image
 
 from mgral_core import __version__
-from mgral_core.dataset_io import ImportedDataset, ImportReport, load_yolo
-from mgral_core.labels import format_yolo_label
-from mgral_core.pool import PoolState
-from mgral_core.synthetic import SyntheticSpec, generate_dataset
+from mgral_formats.dataset_io import ImportedDataset, ImportReport, load_yolo
+from mgral_formats.labels import format_yolo_label
+from mgral_workspace.pool import PoolState
+from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
 
 
 @dataclass(frozen=True)

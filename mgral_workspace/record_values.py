@@ -18,14 +18,16 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mgral_core.config import Params
-from mgral_core.cycle import ground_truth
-from mgral_core.detector import load_detection_model
-from mgral_core.inference_cache import load_inference
-from mgral_core.labels import read_yolo_label
-from mgral_core.pool import PoolState
-from mgral_core.project import load_project_info
-from mgral_core.proxy_training import (
+from mgral_core.lookup_table import mixed_batches, random_batches
+from mgral_core.seeding import seed_for
+from mgral_workspace.config import Params
+from mgral_workspace.cycle_steps import ground_truth
+from mgral_backends.ultralytics.detector import load_detection_model
+from mgral_workspace.inference_cache import load_inference
+from mgral_formats.labels import read_yolo_label
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import load_project_info
+from mgral_backends.ultralytics.proxy_training import (
     HeadProxy,
     HeadTuneConfig,
     cache_head_features,
@@ -132,3 +134,21 @@ def _summary(score, seconds: float) -> dict:
     return {"value": score.map50_95, "map50": score.map50, "val_loss": score.val_loss,
             "train_loss_first": score.train_loss_first, "train_loss_last": score.train_loss_last,
             "seconds": round(seconds, 2), "weights_digest": score.digest}
+
+
+def record_batches(project_dir: str, params: Params, cycle: int, budget: int,
+                   inference_path: str | None = None) -> list[list[str]]:
+    """The R record batches of this cycle (fixed by seed and cycle, so a re-run gets the same ones).
+
+    Random batches, or with `lookup_table.batch_sampling: mixed` batches of varying cluster mix
+    (needs the cycle's pool embeddings, `inference_path`)."""
+    candidates = PoolState.load(project_dir).unlabeled_pool_ids
+    k, t = min(budget, len(candidates)), params.lookup_table
+    seed = seed_for(t.seed, cycle, "lookup_batches")
+    if t.batch_sampling == "random":
+        return [b.tolist() for b in random_batches(candidates, k, t.records, seed=seed)]
+    if inference_path is None:
+        raise ValueError("lookup_table.batch_sampling: mixed needs the cycle's pool embeddings")
+    embeddings = load_inference(inference_path).subset(list(candidates)).embeddings  # (N, D)
+    return [b.tolist() for b in mixed_batches(candidates, embeddings, k, t.records, seed,
+                                              t.mix_clusters, t.mix_concentration)]

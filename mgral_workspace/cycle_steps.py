@@ -15,17 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from mgral_core.atomic import write_json_atomic
-from mgral_core.config import DetectorParams, Params
-from mgral_core.detector import TrainedDetector, predict_images, train_detector, write_data_yaml
+from mgral_core.seeding import seed_for
+from mgral_workspace.atomic import write_json_atomic
+from mgral_workspace.config import DetectorParams, Params
+from mgral_backends.ultralytics.detector import TrainedDetector, predict_images, train_detector, write_data_yaml
 from mgral_core.evaluation import evaluate_detections
-from mgral_core.export import export_batch
-from mgral_core.inference_cache import InferenceResult, load_inference, save_inference
-from mgral_core.labels import read_yolo_label
-from mgral_core.pool import PoolState, PoolStateError
-from mgral_core.project import load_project_info
+from mgral_formats.export import export_batch
+from mgral_workspace.inference_cache import InferenceResult, load_inference, save_inference
+from mgral_formats.labels import read_yolo_label
+from mgral_workspace.pool import PoolState, PoolStateError
+from mgral_workspace.project import load_project_info
 from mgral_core.strategies.base import PoolView
-from mgral_core.visualize import render_grid
+from mgral_workspace.visualize import render_grid
 
 
 def cycle_dir(project_dir: str | Path, cycle: int) -> Path:
@@ -69,7 +70,7 @@ def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
     log(f"cycle {cycle}: training detector on {len(train_ids)} labeled images for {epochs} epochs"
         + (f" (warm start from {previous.parent.parent.name})" if previous else " (from scratch)"))
     trained = train_detector(data_yaml, out, params.detector, epochs=epochs, init_weights=previous,
-                             seed=params.detector.seed + cycle)
+                             seed=seed_for(params.detector.seed, cycle, "detector"))
     write_json_atomic(done, {**asdict(trained), "weights": str(trained.weights), "labeled": len(train_ids)})
     return trained
 

@@ -129,6 +129,12 @@ class RewardParams(_Section):
     fallback_rule: str = Field("mean_minus_std", description="'mean_minus_std', 'quantile:Q' or 'never'")
     max_fallbacks: int = Field(2, ge=0)
 
+    def estimator_options(self) -> dict[str, Any]:
+        """Keyword arguments of `mgral_core.reward.RewardEstimator` from this section."""
+        return {"method": self.method, "n_neighbors": self.n_neighbors, "n_projections": self.n_projections,
+                "n_quantiles": self.n_quantiles, "fallback_rule": self.fallback_rule,
+                "max_fallbacks": self.max_fallbacks}
+
     @model_validator(mode="after")
     def _check_rule(self) -> "RewardParams":
         rule = self.fallback_rule
@@ -161,7 +167,18 @@ class AgentParams(_Section):
         "kmeans", description="'kmeans': cluster-stratified random sample; 'random': uniform random sample")
     threads: int = Field(0, ge=0, le=256, description="torch threads for the agent on a large pool (above "
                          "large_pool; below it the agent runs on one thread); 0 = one per CPU core")
-    seed: int = 0
+
+    def to_agent_settings(self):
+        """The pure core's `AgentSettings`. The agent's seed is not a parameter: MGRAL draws it from the
+        selection stream it is handed (`mgral_core.seeding`, from selection.seed and the cycle)."""
+        from mgral_core.agent import AgentConfig, resolve_threads
+        from mgral_core.strategies.mgral import AgentSettings
+
+        config = AgentConfig(iterations=self.iterations, lr=self.lr, baseline_decay=self.baseline_decay,
+                             chunks=self.chunks, decoder_hidden=self.decoder_hidden,
+                             entropy_weight=self.entropy_weight, threads=resolve_threads(self.threads))
+        return AgentSettings(config=config, shortlist=self.shortlist, shortlist_method=self.shortlist_method,
+                             large_pool=self.large_pool)
 
 
 class AnnotationParams(_Section):
@@ -199,6 +216,22 @@ class BenchmarkProfile(_Section):
     reuse: str | None = None
     """Another profile whose finished runs (and per-seed base) are copied instead of re-run when their
     run settings are identical (e.g. the ablation reuses quick's random and mgral runs)."""
+
+    def apply(self, params: "Params", seed: int, out: Path) -> "Params":
+        """The run parameters of one seed of this profile, tracked in `out`/mlflow.db."""
+        return params.model_copy(update={
+            "dataset": params.dataset.model_copy(update={"n_pool": self.n_pool, "image_size": self.image_size}),
+            "detector": params.detector.model_copy(update={"imgsz": self.image_size, "epochs": self.epochs,
+                                                           "finetune_epochs": self.finetune_epochs}),
+            "selection": params.selection.model_copy(update={"budget": self.budget, "seed": seed}),
+            "simulation": params.simulation.model_copy(update={"seed": seed}),
+            "campaign": params.campaign.model_copy(update={"cycles": self.cycles}),
+            "lookup_table": params.lookup_table.model_copy(update={"records": self.lookup_records,
+                                                                   "diagnostics": self.lookup_diagnostics}),
+            "agent": params.agent.model_copy(update={"iterations": self.agent_iterations}),
+            "tracking": params.tracking.model_copy(update={"uri": f"sqlite:///{(out / 'mlflow.db').resolve()}",
+                                                           "experiment": "mgral-benchmark", "version_pool": False}),
+        })
 
     @field_validator("strategies")
     @classmethod

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgral_core.atomic import atomic_open
+from mgral_workspace.atomic import atomic_open
 from mgral_core.detections import Detections
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mgral_core.atomic import atomic_open
+from mgral_workspace.atomic import atomic_open
 
 POOL_FILE = "pool.csv"
 SPLITS = ("pool", "val", "test")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgral_core.atomic import write_text_atomic
+from mgral_workspace.atomic import write_text_atomic
 
 
 class LabelFileError(ValueError):

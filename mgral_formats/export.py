@@ -14,9 +14,9 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from mgral_core.detections import Detections
-from mgral_core.labels import format_yolo_label
-from mgral_core.pool import PoolState
-from mgral_core.visualize import render_grid
+from mgral_formats.labels import format_yolo_label
+from mgral_workspace.pool import PoolState
+from mgral_workspace.visualize import render_grid
 
 FROM_NAME, TO_NAME = "label", "image"
 

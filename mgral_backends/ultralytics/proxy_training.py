@@ -30,14 +30,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from mgral_core.atomic import atomic_open
-from mgral_core.config import Params
+from mgral_workspace.atomic import atomic_open
+from mgral_workspace.config import Params
 from mgral_core.detections import Detections
-from mgral_core.detector import _letterbox_batch, load_detection_model, train_detector, write_data_yaml
+from mgral_backends.ultralytics.detector import _letterbox_batch, load_detection_model, train_detector, write_data_yaml
 from mgral_core.evaluation import evaluate_detections
-from mgral_core.inference_cache import InferenceResult
-from mgral_core.labels import format_yolo_label
-from mgral_core.pool import PoolState
+from mgral_workspace.inference_cache import InferenceResult
+from mgral_formats.labels import format_yolo_label
+from mgral_workspace.pool import PoolState
 
 from ultralytics.cfg import get_cfg  # noqa: E402  (after ultralytics_env, via detector)
 from ultralytics.nn.modules.head import Detect  # noqa: E402
@@ -510,7 +510,7 @@ def build_head_proxy(project_dir: str | Path, weights: str | Path, candidate_ids
     ids asked for), else computed and saved. `val_ids` narrows the validation images (default:
     the whole val split).
     """
-    from mgral_core.cycle import ground_truth
+    from mgral_workspace.cycle_steps import ground_truth
 
     project = Path(project_dir)
     pool = PoolState.load(project)
@@ -614,7 +614,7 @@ def train_proxy_record_isolated(project_dir: str | Path, params: Params, record_
     request_file.write_text(json.dumps(request))
     result_file.unlink(missing_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "mgral_core.proxy_training", str(request_file), str(result_file)],
+    done = subprocess.run([sys.executable, "-m", "mgral_backends.ultralytics.proxy_training", str(request_file), str(result_file)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     request_file.unlink(missing_ok=True)
     if done.returncode != 0 or not result_file.exists():
@@ -625,9 +625,9 @@ def train_proxy_record_isolated(project_dir: str | Path, params: Params, record_
 
 
 def _main(request_file: str, result_file: str) -> None:
-    from mgral_core.config import params_from_dict
-    from mgral_core.inference_cache import load_inference
-    from mgral_core.project import load_project_info
+    from mgral_workspace.config import params_from_dict
+    from mgral_workspace.inference_cache import load_inference
+    from mgral_workspace.project import load_project_info
 
     torch.set_num_threads(1)
     request = json.loads(Path(request_file).read_text())

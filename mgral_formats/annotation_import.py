@@ -15,10 +15,10 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
 
-from mgral_core.atomic import write_text_atomic
-from mgral_core.labels import format_yolo_label, read_yolo_label
-from mgral_core.pool import PoolState
-from mgral_core.project import load_project_info
+from mgral_workspace.atomic import write_text_atomic
+from mgral_formats.labels import format_yolo_label, read_yolo_label
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import load_project_info
 
 
 class AnnotationImportError(ValueError):

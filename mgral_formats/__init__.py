@@ -1,0 +1,1 @@
+"""Dataset and annotation file formats: readers, writers and exporters."""

@@ -1,0 +1,1 @@
+"""The project folder: parameters, pool state, locks, atomic writes, cycle steps, caches, the built-in data."""

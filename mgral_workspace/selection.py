@@ -1,0 +1,128 @@
+"""One selection path for every strategy: build it for the cycle, call it on the pool view, keep its outputs.
+
+`select_batch` is what the cycle's select task calls, whatever the strategy. A strategy that
+declares `needs_lookup_table` (MGRAL) is built with a reward estimator over the cycle's table,
+which the lookup-table subflow has filled before; baselines are built with nothing. The budget
+is capped to the candidates here and nowhere else, and the strategy's rng is the cycle's
+selection stream (`mgral_core.seeding`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mgral_core.lookup_table import LookupTable
+from mgral_core.reward import RewardEstimator, leave_one_out_spearman
+from mgral_core.seeding import rng_for, seed_for
+from mgral_core.shortlist import shortlist_size
+from mgral_core.strategies import SelectionContext, get_strategy, needs_lookup_table
+from mgral_core.strategies.base import PoolView
+from mgral_core.strategies.mgral import MgralStrategy
+from mgral_workspace import cycle_steps as steps
+from mgral_workspace.atomic import write_json_atomic
+from mgral_workspace.config import Params
+from mgral_workspace.inference_cache import load_inference
+from mgral_workspace.lookup_store import load_table
+from mgral_workspace.plots import plot_agent_training
+from mgral_workspace.record_values import record_value
+
+
+def lookup_dir(project_dir: str | Path, cycle: int) -> Path:
+    """Where the cycle's lookup table lives: cycles/cycle_NNN/lookup_table."""
+    return steps.cycle_dir(project_dir, cycle) / "lookup_table"
+
+
+class LookupEstimatorFactory:
+    """Builds MGRAL's reward estimator over the cycle's lookup table; a far batch is trained directly.
+
+    After a call, `loo_spearman` holds the table's leave-one-out Spearman (before any fallback).
+    """
+
+    def __init__(self, project_dir: str | Path, params: Params, cycle: int, weights: str, inference_path: str):
+        self.project_dir, self.params, self.cycle = project_dir, params, cycle
+        self.weights, self.inference_path = weights, inference_path
+        self.table_dir = lookup_dir(project_dir, cycle)
+        self.loo_spearman: float | None = None
+
+    def direct_value(self, ids: np.ndarray) -> float:
+        """The fallback: train a record for `ids` now (numbered fallback_N in the table's work dir)."""
+        fallback_id = f"fallback_{len(list(self.table_dir.glob('work/fallback_*')))}"
+        (self.table_dir / "work" / fallback_id).mkdir(parents=True, exist_ok=True)
+        return record_value(self.project_dir, self.params, self.table_dir, fallback_id, self.weights, list(ids),
+                            self.inference_path)["value"]
+
+    def __call__(self, pool: PoolView, k: int) -> RewardEstimator:
+        inference = load_inference(self.inference_path)
+        estimator = RewardEstimator(load_table(self.table_dir), lambda ids: inference.subset(ids).embeddings,
+                                    seed=seed_for(self.params.selection.seed, self.cycle, "estimator"),
+                                    direct_value=self.direct_value, **self.params.reward.estimator_options())
+        self.loo_spearman = leave_one_out_spearman(estimator)
+        return estimator
+
+
+def selection_context(project_dir: str | Path, params: Params, cycle: int, strategy: str, weights: str,
+                      inference_path: str, progress: Callable[[int, float], None] | None = None) -> SelectionContext:
+    """What the cycle hands the strategy `strategy` to be built with (nothing for a baseline)."""
+    if not needs_lookup_table(strategy):
+        return SelectionContext()
+    return SelectionContext(estimator_factory=LookupEstimatorFactory(project_dir, params, cycle, weights,
+                                                                     inference_path),
+                            agent=params.agent.to_agent_settings(), progress=progress)
+
+
+def select_batch(project_dir: str | Path, params: Params, inference_path: str, cycle: int, strategy: str,
+                 budget: int, weights: str, progress: Callable[[int, float], None] | None = None
+                 ) -> tuple[list[str], dict]:
+    """The cycle's batch: min(budget, candidates) ids chosen by `strategy`, saved as selection.json.
+
+    Returns (ids, outputs): outputs has "metrics", "series" ({name: values by step}) and
+    "artifacts" (paths) of what the strategy left to log; empty for baselines and for a
+    selection already made by an interrupted run (which is returned as it was).
+    """
+    cached = steps.load_selection(project_dir, cycle)
+    if cached is not None:
+        return cached, {"metrics": {}, "series": {}, "artifacts": []}
+    view = steps.pool_view(project_dir, Path(inference_path))
+    k = min(budget, len(view.unlabeled_ids))
+    context = selection_context(project_dir, params, cycle, strategy, weights, inference_path, progress)
+    chosen = get_strategy(strategy, context)
+    ids = chosen(view, k, rng_for(params.selection.seed, cycle, "select"))
+    outputs = {"metrics": {}, "series": {}, "artifacts": []}
+    if isinstance(chosen, MgralStrategy):
+        outputs = save_mgral_outputs(project_dir, cycle, chosen, context.estimator_factory, len(view.unlabeled_ids),
+                                     params.agent.shortlist)
+    steps.save_selection(project_dir, cycle, ids, strategy)
+    return ids, outputs
+
+
+def save_mgral_outputs(project_dir: str | Path, cycle: int, strategy: MgralStrategy,
+                       factory: LookupEstimatorFactory, candidates: int, shortlist: int) -> dict:
+    """Write the agent checkpoint, the table as CSV, the reward history and its plot, mgral_summary.json."""
+    out = steps.cycle_dir(project_dir, cycle)
+    history, estimator = strategy.last_history, strategy.last_estimator
+    torch.save(strategy.last_checkpoint, out / "agent.pt")
+    frame = LookupTable(estimator.records).to_frame()
+    frame.to_csv(out / "lookup_table.csv", index=False)
+    (out / "agent_history.json").write_text(json.dumps({"rewards": history.rewards, "baselines": history.baselines}))
+    png = plot_agent_training(history.rewards, history.baselines, estimator.reference_value,
+                              out / "agent_training.png")
+    diagnostics_file = factory.table_dir / "diagnostics.json"
+    diagnostics = json.loads(diagnostics_file.read_text()) if diagnostics_file.exists() else {}
+    snr = {f"lookup_{name}": diagnostics[name] for name in ("repeatability", "fidelity", "seed_noise_std",
+                                                            "between_batch_std") if diagnostics.get(name) is not None}
+    metrics = {**snr, "lookup_loo_spearman": factory.loo_spearman, "lookup_fallbacks": estimator.fallbacks,
+               "lookup_far_queries": estimator.far_queries, "lookup_records": len(estimator.records),
+               "lookup_value_mean": float(frame["value"].mean()), "lookup_value_std": float(frame["value"].std()),
+               "lookup_reference_value": float(estimator.reference_value),
+               "agent_final_reward": float(np.mean(history.rewards[-20:])),
+               "agent_candidates_read": shortlist_size(candidates, shortlist),
+               "agent_chunks": strategy.last_checkpoint["config"]["chunks"]}
+    write_json_atomic(out / "mgral_summary.json", metrics)  # the same figures, for reports without MLflow
+    artifacts = [out / "agent.pt", out / "lookup_table.csv", png, *([diagnostics_file] if diagnostics else [])]
+    return {"metrics": metrics, "series": {"agent_reward": history.rewards, "agent_baseline": history.baselines},
+            "artifacts": [str(p) for p in artifacts]}

@@ -1,0 +1,49 @@
+"""Prefect tasks that log to MLflow: the only way flows reach `tasks.tracking`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from prefect import task
+
+from mgral_workspace.config import Params
+from tasks import tracking
+
+
+@task(name="start-run")
+def start_run_task(project_dir: str, params: Params, name: str, tags: Mapping[str, str],
+                   parent_run_id: str | None = None) -> str:
+    """A new MLflow run (child of `parent_run_id` if given) with every parameter logged; its id."""
+    run_id = tracking.start_run(project_dir, params, name, tags, parent_run_id)
+    tracking.log_params(project_dir, params, run_id, tracking.flat_params(params))
+    return run_id
+
+
+@task(name="end-run")
+def end_run_task(project_dir: str, params: Params, run_id: str, status: str = "FINISHED") -> None:
+    tracking.end_run(project_dir, params, run_id, status)
+
+
+@task(name="log-metrics")
+def log_metrics_task(project_dir: str, params: Params, run_id: str, metrics: Mapping[str, float],
+                     step: int = 0) -> None:
+    tracking.log_metrics(project_dir, params, run_id, metrics, step=step)
+
+
+@task(name="log-artifacts")
+def log_artifacts_task(project_dir: str, params: Params, run_id: str, paths: Sequence[str],
+                       artifact_path: str | None = None) -> None:
+    for path in paths:
+        tracking.log_artifact(project_dir, params, run_id, path, artifact_path)
+
+
+@task(name="log-strategy-outputs")
+def log_strategy_outputs_task(project_dir: str, params: Params, run_id: str, outputs: Mapping) -> None:
+    """What a strategy left after selecting (`mgral_workspace.selection.select_batch`): metrics, series
+    (at most 200 points each, by step) and artifacts under 'mgral'."""
+    if not outputs["metrics"] and not outputs["artifacts"]:
+        return
+    tracking.log_metrics(project_dir, params, run_id, {k: v for k, v in outputs["metrics"].items() if v is not None})
+    tracking.log_series(project_dir, params, run_id, outputs["series"], max_points=200)
+    for path in outputs["artifacts"]:
+        tracking.log_artifact(project_dir, params, run_id, path, "mgral")
