@@ -9,6 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 
 def plot_learning_curve(points: Sequence[Mapping], out_png: str | Path, title: str = "") -> Path:
@@ -59,6 +61,44 @@ def plot_agent_training(rewards, baselines, random_level: float, out_png: str | 
     ax.axhline(random_level, color="gray", ls="--", label="random batch (mean record)")
     ax.set_xlabel("policy-gradient iteration")
     ax.set_ylabel("proxy val mAP50-95")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def plot_learning_curves(tidy: pd.DataFrame, out_png: str | Path, metric: str = "map50_95", title: str = "") -> Path:
+    """Mean over seeds with a band of ± one standard deviation, one line per strategy."""
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for strategy, group in sorted(tidy.groupby("strategy")):
+        curve = group.groupby("labeled")[metric].agg(["mean", "std"]).reset_index()
+        ax.plot(curve["labeled"], curve["mean"], marker="o", label=strategy)
+        ax.fill_between(curve["labeled"], curve["mean"] - curve["std"].fillna(0),
+                        curve["mean"] + curve["std"].fillna(0), alpha=0.15)
+    ax.set_xlabel("labeled images")
+    ax.set_ylabel(f"test {metric.replace('map', 'mAP').replace('_', '-')}")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def plot_histograms(counts: pd.DataFrame, out_png: str | Path, title: str) -> Path:
+    """Grouped bars: rows = strategies, columns = categories (classes or domains), values = counts."""
+    out_png = Path(out_png)
+    fig, ax = plt.subplots(figsize=(8, 3.8), dpi=110)
+    width = 0.8 / max(1, len(counts.index))
+    x = np.arange(len(counts.columns))
+    for i, strategy in enumerate(counts.index):
+        ax.bar(x + i * width, counts.loc[strategy].to_numpy(), width, label=strategy)
+    ax.set_xticks(x + width * (len(counts.index) - 1) / 2, counts.columns, rotation=30)
+    ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png)

@@ -1,13 +1,35 @@
-"""One contract for every registered selection strategy: k distinct unlabeled ids, deterministic per seed."""
+"""One contract for every registered selection strategy, MGRAL included: k distinct unlabeled ids,
+deterministic per seed."""
 
 import numpy as np
 import pytest
 
+from mgral_core.agent import AgentConfig
 from mgral_core.detections import Detections
-from mgral_core.strategies import BASELINE_STRATEGIES, get_strategy
-from mgral_core.strategies.base import PoolView
+from mgral_core.lookup_table import LookupRecord, LookupTable
+from mgral_core.reward import RewardEstimator
+from mgral_core.strategies import BASELINE_STRATEGIES, MODEL_STRATEGIES, STRATEGY_NAMES, get_strategy
+from mgral_core.strategies.base import PoolView, SelectionContext
+from mgral_core.strategies.mgral import AgentSettings
 
 EXPECTED_NAMES = {"random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "cdal", "ebal"}
+
+
+def fake_estimator(pool: PoolView, k: int) -> RewardEstimator:
+    """A reward estimator over a table of random batches of this pool, valued by their mean first embedding
+    coordinate: what the cycle's lookup table gives MGRAL, without training anything."""
+    rng = np.random.default_rng(99)
+    n = len(pool.unlabeled_ids)
+    size = max(1, min(k, n))
+    records = []
+    for r in range(6):
+        rows = rng.choice(n, size, replace=False)
+        records.append(LookupRecord(f"record_{r:03d}", pool.unlabeled_ids[rows], pool.unlabeled_embeddings[rows],
+                                    float(pool.unlabeled_embeddings[rows, 0].mean())))
+    return RewardEstimator(LookupTable(records), fallback_rule="never")
+
+
+FAKE_CONTEXT = SelectionContext(estimator_factory=fake_estimator, agent=AgentSettings(AgentConfig(iterations=3)))
 
 
 def random_detections(rng, n, num_classes):
@@ -44,13 +66,15 @@ def tempting_labeled_pool():
                     pool.labeled_embeddings * 100, detections, pool.num_classes)
 
 
-@pytest.fixture(params=sorted(BASELINE_STRATEGIES))
+@pytest.fixture(params=sorted(STRATEGY_NAMES))
 def strategy(request):
-    return get_strategy(request.param)
+    """Every registered strategy, built the way the cycle builds it (MGRAL with a fake estimator)."""
+    return get_strategy(request.param, FAKE_CONTEXT)
 
 
 def test_registry_names():
     assert set(BASELINE_STRATEGIES) == EXPECTED_NAMES
+    assert set(MODEL_STRATEGIES) == {"mgral"} and set(STRATEGY_NAMES) == EXPECTED_NAMES | {"mgral"}
     assert all(get_strategy(name) is BASELINE_STRATEGIES[name] for name in EXPECTED_NAMES)
 
 

@@ -1,0 +1,73 @@
+"""The one selection path: the cycle's select step gives the same batch as before the house was rebuilt,
+caps the budget, and is the path MGRAL takes too (built from the cycle's lookup table)."""
+
+import numpy as np
+import pytest
+
+from mgral_core.detections import Detections
+from mgral_core.lookup_table import LookupRecord
+from mgral_core.seeding import PURPOSES, rng_for, seed_for
+from mgral_workspace.config import load_params
+from mgral_workspace.inference_cache import InferenceResult, save_inference
+from mgral_workspace.lookup_store import save_record
+from mgral_workspace.pool import PoolState
+from mgral_workspace.selection import lookup_dir, select_batch
+
+# random's first-cycle batch on the tiny built-in project (seed 0, 60 pool images, 20 labeled), computed
+# with the code before the core was split (commit b4e21b6): selection.seed 0, cycle 1.
+PINNED_RANDOM = ["syn_000028", "syn_000054", "syn_000049", "syn_000017", "syn_000044", "syn_000014", "syn_000024",
+                 "syn_000057"]
+
+
+def fake_inference(project, cycle=1, dim=8):
+    """Embeddings and empty detections for every pool image, as the cycle's inference step writes them."""
+    ids = PoolState.load(project).ids("pool")
+    embeddings = np.random.default_rng(5).normal(size=(len(ids), dim)).astype(np.float32)
+    empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                       np.zeros((0, 8), np.float32))
+    path = project / "cycles" / f"cycle_{cycle:03d}" / "pool_inference.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(save_inference(path, InferenceResult(ids, embeddings, [empty] * len(ids)))), ids, embeddings
+
+
+def test_random_first_cycle_batch_is_pinned(tiny_project):
+    inference, _, _ = fake_inference(tiny_project)
+    params = load_params(tiny_project / "params.yaml")
+    ids, outputs = select_batch(tiny_project, params, inference, 1, "random", 8, weights="unused")
+    assert ids == PINNED_RANDOM
+    assert outputs == {"metrics": {}, "series": {}, "artifacts": []}
+
+
+def test_budget_is_capped_and_a_made_selection_is_kept(tiny_project):
+    inference, _, _ = fake_inference(tiny_project)
+    params = load_params(tiny_project / "params.yaml")
+    ids, _ = select_batch(tiny_project, params, inference, 1, "coreset", 500, weights="unused")
+    assert sorted(ids) == sorted(PoolState.load(tiny_project).unlabeled_pool_ids.tolist())  # 40 of 40
+    again, _ = select_batch(tiny_project, params, inference, 1, "random", 8, weights="unused")
+    assert again == ids  # an interrupted cycle resumes with the batch it had chosen
+
+
+def test_mgral_takes_the_same_path_and_reads_the_cycle_table(tiny_project):
+    inference, pool_ids, embeddings = fake_inference(tiny_project)
+    params = load_params(tiny_project / "params.yaml", {"agent.iterations": 4, "reward.fallback_rule": "never"})
+    unlabeled = PoolState.load(tiny_project).unlabeled_pool_ids
+    row = {image_id: i for i, image_id in enumerate(pool_ids)}
+    rng = np.random.default_rng(1)
+    for r in range(5):
+        batch = rng.choice(unlabeled, 8, replace=False)
+        save_record(lookup_dir(tiny_project, 1), LookupRecord(f"record_{r:03d}", batch,
+                                                              embeddings[[row[i] for i in batch]], 0.1 + r / 100))
+    ids, outputs = select_batch(tiny_project, params, inference, 1, "mgral", 8, weights="unused")
+    assert len(set(ids)) == 8 and set(ids) <= set(unlabeled.tolist())
+    assert outputs["metrics"]["lookup_records"] == 5 and len(outputs["series"]["agent_reward"]) == 4
+    assert (tiny_project / "cycles" / "cycle_001" / "agent.pt").exists()
+
+
+def test_seed_recipe_streams_are_distinct_and_repeatable():
+    draws = {p: rng_for(3, 2, p).integers(0, 2**31, 4).tolist() for p in PURPOSES}
+    assert len({tuple(v) for v in draws.values()}) == len(PURPOSES)
+    assert rng_for(3, 2, "select").integers(0, 2**31, 4).tolist() == draws["select"]
+    assert rng_for(3, 2, "select").integers(0, 9, 5).tolist() == np.random.default_rng([3, 2]).integers(0, 9, 5).tolist()
+    assert seed_for(3, 2, "detector") != seed_for(3, 3, "detector")
+    with pytest.raises(ValueError, match="unknown random-stream purpose 'agent'"):
+        rng_for(0, 1, "agent")
