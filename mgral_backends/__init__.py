@@ -1,1 +1,40 @@
-"""Detector backends behind one protocol."""
+"""Detector backends behind one protocol (`protocol.DetectorBackend`); `get_backend` builds the configured one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mgral_backends.protocol import DetectorBackend, DetectorError, TrainedDetector, TrainingDiverged
+
+if TYPE_CHECKING:
+    from mgral_workspace.config import DetectorParams
+
+DEFAULT_BACKEND = "ultralytics"
+
+
+def _ultralytics(params: DetectorParams) -> DetectorBackend:
+    from mgral_backends.ultralytics.backend import UltralyticsBackend  # imports torch and Ultralytics
+
+    return UltralyticsBackend(params)
+
+
+BACKENDS: dict[str, Callable[[DetectorParams], DetectorBackend]] = {
+    "ultralytics": _ultralytics,
+}
+
+
+def get_backend(params: DetectorParams, name: str = DEFAULT_BACKEND) -> DetectorBackend:
+    """The backend `name` built from the detector section of params.yaml.
+
+    Raises:
+        ValueError: `name` is not a key of BACKENDS.
+    """
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown detector backend {name!r}; known backends: {', '.join(BACKENDS)}") from None
+    return factory(params)
+
+
+__all__ = ["BACKENDS", "DetectorBackend", "DetectorError", "TrainedDetector", "TrainingDiverged", "get_backend"]

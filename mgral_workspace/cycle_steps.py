@@ -18,11 +18,11 @@ import numpy as np
 from mgral_core.seeding import seed_for
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.config import DetectorParams, Params
-from mgral_backends.ultralytics.detector import TrainedDetector, predict_images, train_detector, write_data_yaml
+from mgral_backends import DetectorBackend, TrainedDetector, get_backend
 from mgral_core.evaluation import evaluate_detections
-from mgral_formats.export import export_batch
+from mgral_workspace.batch_export import export_batch
 from mgral_workspace.inference_cache import InferenceResult, load_inference, save_inference
-from mgral_formats.labels import read_yolo_label
+from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState, PoolStateError
 from mgral_workspace.project import load_project_info
 from mgral_core.strategies.base import PoolView
@@ -45,12 +45,13 @@ class EvalSummary:
 
 
 def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
-                         log: Callable[[str], None] = print) -> TrainedDetector:
+                         log: Callable[[str], None] = print,
+                         backend: DetectorBackend | None = None) -> TrainedDetector:
     """Train the cycle's detector on every labeled pool image; validate on the val split.
 
     Warm-starts from the previous cycle's weights when `detector.warm_start` is set and they
     exist (then `finetune_epochs`), else trains `epochs` from the model yaml or the user's .pt.
-    Reuses a finished training of the same cycle.
+    Reuses a finished training of the same cycle. `backend` defaults to `get_backend(params.detector)`.
     """
     out = cycle_dir(project_dir, cycle) / "detector"
     done = out / "trained.json"
@@ -63,14 +64,14 @@ def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
     train_ids, val_ids = pool.labeled_pool_ids, pool.ids("val")
     if len(train_ids) == 0:
         raise PoolStateError(f"{project / 'pool.csv'}: no labeled pool images to train on")
-    data_yaml = write_data_yaml(out / "data.yaml", [project / f for f in pool.files(train_ids)],
-                                [project / f for f in pool.files(val_ids)], info.class_names)
     previous = _previous_weights(project, cycle) if params.detector.warm_start else None
     epochs = params.detector.finetune_epochs if previous else params.detector.epochs
     log(f"cycle {cycle}: training detector on {len(train_ids)} labeled images for {epochs} epochs"
         + (f" (warm start from {previous.parent.parent.name})" if previous else " (from scratch)"))
-    trained = train_detector(data_yaml, out, params.detector, epochs=epochs, init_weights=previous,
-                             seed=seed_for(params.detector.seed, cycle, "detector"))
+    backend = get_backend(params.detector) if backend is None else backend
+    trained = backend.train([project / f for f in pool.files(train_ids)], [project / f for f in pool.files(val_ids)],
+                            info.class_names, out, epochs=epochs, init_weights=previous,
+                            seed=seed_for(params.detector.seed, cycle, "detector"))
     write_json_atomic(done, {**asdict(trained), "weights": str(trained.weights), "labeled": len(train_ids)})
     return trained
 
@@ -96,15 +97,19 @@ def ground_truth(project_dir: str | Path, pool: PoolState, ids: Sequence[str]) -
 
 
 def evaluate_split(project_dir: str | Path, weights: Path, params: Params, split: str,
-                   progress: Callable[[int], None] | None = None) -> EvalSummary:
-    """COCO-style mAP50-95 / mAP50 of `weights` on a labeled split (test for reporting)."""
+                   progress: Callable[[int], None] | None = None,
+                   backend: DetectorBackend | None = None) -> EvalSummary:
+    """COCO-style mAP50-95 / mAP50 of `weights` on a labeled split (test for reporting).
+
+    `backend` defaults to `get_backend(params.detector)`.
+    """
     project = Path(project_dir)
     info = load_project_info(project)
     pool = PoolState.load(project)
     ids = pool.ids(split)
-    detections, _ = predict_images(weights, [project / f for f in pool.files(ids)], imgsz=params.detector.imgsz,
-                                   conf=params.detector.predict_conf, batch=params.detector.embed_batch,
-                                   device=params.detector.device, want_embeddings=False, progress=progress)
+    backend = get_backend(params.detector) if backend is None else backend
+    detections, _ = backend.predict(weights, [project / f for f in pool.files(ids)], want_embeddings=False,
+                                    progress=progress)
     metrics = evaluate_detections(ground_truth(project, pool, ids), dict(zip(ids.tolist(), detections)),
                                   len(info.class_names))
     per_class = {name: float(ap) for name, ap in zip(info.class_names, metrics.per_class_map50_95)}
@@ -112,10 +117,11 @@ def evaluate_split(project_dir: str | Path, weights: Path, params: Params, split
 
 
 def infer_pool(project_dir: str | Path, weights: Path, detector: DetectorParams, cycle: int,
-               progress: Callable[[int], None] | None = None) -> Path:
+               progress: Callable[[int], None] | None = None, backend: DetectorBackend | None = None) -> Path:
     """Detections and embeddings of every pool image (labeled and not) under this cycle's model.
 
     Cached per cycle (the cycle's model is fixed): each image is embedded once per cycle.
+    `backend` defaults to `get_backend(detector)`.
     """
     path = cycle_dir(project_dir, cycle) / "pool_inference.npz"
     if path.exists():
@@ -123,9 +129,8 @@ def infer_pool(project_dir: str | Path, weights: Path, detector: DetectorParams,
     project = Path(project_dir)
     pool = PoolState.load(project)
     ids = pool.ids("pool")
-    detections, embeddings = predict_images(weights, [project / f for f in pool.files(ids)], imgsz=detector.imgsz,
-                                            conf=detector.predict_conf, batch=detector.embed_batch,
-                                            device=detector.device, progress=progress)
+    backend = get_backend(detector) if backend is None else backend
+    detections, embeddings = backend.predict(weights, [project / f for f in pool.files(ids)], progress=progress)
     return save_inference(path, InferenceResult(ids, embeddings, detections))
 
 

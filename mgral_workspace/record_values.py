@@ -22,15 +22,14 @@ from mgral_core.lookup_table import mixed_batches, random_batches
 from mgral_core.seeding import seed_for
 from mgral_workspace.config import Params
 from mgral_workspace.cycle_steps import ground_truth
-from mgral_backends.ultralytics.detector import load_detection_model
+from mgral_backends import get_backend
 from mgral_workspace.inference_cache import load_inference
-from mgral_formats.labels import read_yolo_label
+from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 from mgral_backends.ultralytics.proxy_training import (
     HeadProxy,
     HeadTuneConfig,
-    cache_head_features,
     load_head_features,
     pseudo_targets,
     save_head_features,
@@ -73,10 +72,9 @@ def cache_cycle_features(project_dir: str | Path, params: Params, weights: str |
             return path
         except (KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
             path.unlink()  # stale (another pool) or unreadable: recompute
-    model = load_detection_model(weights)
     project = Path(project_dir)
-    features = cache_head_features(model, [project / f for f in pool.files(ids)], ids, imgsz=params.detector.imgsz,
-                                   progress=progress)
+    features = get_backend(params.detector).head_features(weights, [project / f for f in pool.files(ids)], ids,
+                                                          progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_head_features(path, features)
 
@@ -93,9 +91,9 @@ def cycle_proxy(project_dir: str | Path, params: Params, weights: str | Path, ta
             _proxies.clear()  # one cycle at a time per process: drop the previous cycle's features
             pool = PoolState.load(project_dir)
             labeled, val = pool.labeled_pool_ids.tolist(), pool.ids("val").tolist()
-            proxy = HeadProxy(load_detection_model(weights), load_head_features(path),
-                              ground_truth(project_dir, pool, labeled), ground_truth(project_dir, pool, val),
-                              head_config(params))
+            proxy = get_backend(params.detector).head_proxy(
+                weights, load_head_features(path), ground_truth(project_dir, pool, labeled),
+                ground_truth(project_dir, pool, val), head_config(params))
             _proxies[key] = proxy
     return proxy
 

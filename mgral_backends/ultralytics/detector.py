@@ -11,7 +11,6 @@ import io
 import logging
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -21,28 +20,13 @@ import yaml
 
 from mgral_workspace.config import DetectorParams
 from mgral_core.detections import Detections
+from mgral_backends.protocol import DetectorError, TrainedDetector, TrainingDiverged
 from mgral_backends.ultralytics.env import YOLO
 
 from ultralytics.data.augment import LetterBox  # noqa: E402  (after ultralytics_env)
 from ultralytics.utils import nms, ops  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-
-class DetectorError(RuntimeError):
-    """Training or inference failed in a way the user should see (bad weights, diverged loss)."""
-
-
-class TrainingDiverged(DetectorError):
-    """The training loss or validation fitness became NaN or infinite; no weights were kept."""
-
-    def __init__(self, run_dir: Path, epoch: int, epochs: int, what: str):
-        super().__init__(
-            f"detector training diverged: {what} at epoch {epoch}/{epochs} (run dir {run_dir}); "
-            "its weights were discarded. Check the warm-start weights, the labels and the detector "
-            "settings in params.yaml"
-        )
-        self.run_dir, self.epoch, self.epochs = run_dir, epoch, epochs
 
 
 def _stop_on_divergence(model, run_dir: Path) -> None:
@@ -66,16 +50,6 @@ def _stop_on_divergence(model, run_dir: Path) -> None:
 
     model.add_callback("on_train_batch_end", check_loss)
     model.add_callback("on_fit_epoch_end", check_fitness)
-
-
-@dataclass(frozen=True)
-class TrainedDetector:
-    """Where a finished training left its weights, and its own validation figures."""
-
-    weights: Path
-    val_map50_95: float
-    val_map50: float
-    epochs: int
 
 
 def write_data_yaml(path: Path, train_images: Sequence[str | Path], val_images: Sequence[str | Path],
@@ -173,7 +147,7 @@ def load_detection_model(weights: str | Path, device: str = "cpu") -> torch.nn.M
     return model.to(device).float().eval()
 
 
-def _letterbox_batch(paths: Sequence[str | Path], imgsz: int, stride: int) -> tuple[torch.Tensor, list]:
+def letterbox_batch(paths: Sequence[str | Path], imgsz: int, stride: int) -> tuple[torch.Tensor, list]:
     """Read images, letterbox to imgsz; returns (B, 3, S, S) float tensor in [0, 1] and original shapes."""
     letterbox = LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=stride)
     tensors, shapes = [], []
@@ -216,7 +190,7 @@ def predict_images(weights: str | Path, paths: Sequence[str | Path], *, imgsz: i
     try:
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]
-            x, shapes = _letterbox_batch(chunk, imgsz, stride)  # (B, 3, S, S)
+            x, shapes = letterbox_batch(chunk, imgsz, stride)  # (B, 3, S, S)
             out = model(x.to(device))
             pred = out[0] if isinstance(out, (tuple, list)) else out  # (B, 4 + nc, A), sigmoid scores
             with_probs = torch.cat([pred, pred[:, 4:4 + nc]], 1)  # class probs ride along as extra channels

@@ -33,10 +33,15 @@ import torch
 from mgral_workspace.atomic import atomic_open
 from mgral_workspace.config import Params
 from mgral_core.detections import Detections
-from mgral_backends.ultralytics.detector import _letterbox_batch, load_detection_model, train_detector, write_data_yaml
+from mgral_backends.ultralytics.detector import (
+    letterbox_batch,
+    load_detection_model,
+    train_detector,
+    write_data_yaml,
+)
 from mgral_core.evaluation import evaluate_detections
 from mgral_workspace.inference_cache import InferenceResult
-from mgral_formats.labels import format_yolo_label
+from mgral_formats.yolo import format_yolo_label
 from mgral_workspace.pool import PoolState
 
 from ultralytics.cfg import get_cfg  # noqa: E402  (after ultralytics_env, via detector)
@@ -104,7 +109,7 @@ def cache_head_features(model: torch.nn.Module, paths: Sequence[str | Path], ids
     shapes: list[tuple[int, int]] = []
     try:
         for start in range(0, len(paths), batch):
-            x, chunk_shapes = _letterbox_batch(paths[start:start + batch], imgsz, stride)  # (B, 3, S, S)
+            x, chunk_shapes = letterbox_batch(paths[start:start + batch], imgsz, stride)  # (B, 3, S, S)
             model(x.to(device))
             shapes += chunk_shapes
             if progress is not None:

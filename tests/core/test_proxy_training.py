@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import mgral_formats.labels as labels_module
+import mgral_formats.yolo as yolo_format
 from mgral_core.detections import Detections
-from mgral_backends.ultralytics.detector import _letterbox_batch
+from mgral_backends.ultralytics.detector import letterbox_batch
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 from mgral_backends.ultralytics.proxy_training import (
@@ -111,7 +111,7 @@ def test_cached_features_match_a_fresh_forward(model, tiny_project):
     features = cache_head_features(model, paths, ids, imgsz=IMGSZ, dtype=torch.float32)
     captured = []
     hook = model.model[-1].register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-    x, _ = _letterbox_batch(paths, IMGSZ, 32)  # (4, 3, 64, 64)
+    x, _ = letterbox_batch(paths, IMGSZ, 32)  # (4, 3, 64, 64)
     with torch.no_grad():
         model(x)
     hook.remove()
@@ -157,7 +157,7 @@ def test_pseudo_options_change_only_pseudo_records(tiny_project, weights):
 
 def test_building_and_recording_never_read_the_oracle(tiny_project, weights, monkeypatch):
     shutil.rmtree(load_project_info(tiny_project).oracle_dir)  # the hidden labels are gone
-    read = labels_module.read_yolo_label
+    read = yolo_format.read_yolo_label
 
     def guarded(path, *args):
         assert "oracle" not in str(path), f"oracle label read: {path}"

@@ -1,0 +1,82 @@
+"""What a cycle needs from a detector backend: train, predict (detections + embeddings), head features.
+
+A backend holds its own settings (image size, confidence floor, batch, device); callers pass
+only data: image paths, ids, weights files and output folders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from mgral_core.detections import Detections
+
+if TYPE_CHECKING:
+    from mgral_backends.ultralytics.proxy_training import HeadFeatures, HeadProxy, HeadTuneConfig, Targets
+
+
+class DetectorError(RuntimeError):
+    """Training or inference failed in a way the user should see (bad weights, diverged loss)."""
+
+
+class TrainingDiverged(DetectorError):
+    """The training loss or validation fitness became NaN or infinite; no weights were kept."""
+
+    def __init__(self, run_dir: Path, epoch: int, epochs: int, what: str):
+        super().__init__(
+            f"detector training diverged: {what} at epoch {epoch}/{epochs} (run dir {run_dir}); "
+            "its weights were discarded. Check the warm-start weights, the labels and the detector "
+            "settings in params.yaml"
+        )
+        self.run_dir, self.epoch, self.epochs = run_dir, epoch, epochs
+
+
+@dataclass(frozen=True)
+class TrainedDetector:
+    """Where a finished training left its weights, and its own validation figures."""
+
+    weights: Path
+    val_map50_95: float
+    val_map50: float
+    epochs: int
+
+
+@runtime_checkable
+class DetectorBackend(Protocol):
+    """The detector behind a cycle: one object per detector configuration.
+
+    `isinstance(obj, DetectorBackend)` checks only that the four methods exist, not their signatures.
+    """
+
+    def train(self, train_images: Sequence[str | Path], val_images: Sequence[str | Path],
+              class_names: Sequence[str], out_dir: Path, *, epochs: int, init_weights: Path | None = None,
+              seed: int | None = None) -> TrainedDetector:
+        """Train on `train_images` (labels found beside them), validate on `val_images`.
+
+        Writes whatever data files the backend needs under `out_dir` and leaves the weights at
+        `TrainedDetector.weights` inside it. Warm-starts from `init_weights` when given. Raises
+        DetectorError (TrainingDiverged for a NaN or infinite loss), leaving no weights behind.
+        """
+        ...
+
+    def predict(self, weights: str | Path, paths: Sequence[str | Path], *, want_embeddings: bool = True,
+                progress: Callable[[int], None] | None = None) -> tuple[list[Detections], np.ndarray | None]:
+        """One Detections per path (boxes in original-image pixels) and, if asked, (N, D) float32 embeddings.
+
+        `progress` is called with the number of images done after each chunk. Caches nothing.
+        """
+        ...
+
+    def head_features(self, weights: str | Path, paths: Sequence[str | Path], ids: Sequence[str], *,
+                      progress: Callable[[int], None] | None = None) -> HeadFeatures:
+        """The inputs of the detector's head for each image, one row per id: what a record proxy trains on."""
+        ...
+
+    def head_proxy(self, weights: str | Path, features: HeadFeatures, labeled: Mapping[str, Targets],
+                   val: Mapping[str, Targets], config: HeadTuneConfig) -> HeadProxy:
+        """The cycle's record proxy: the head of `weights` over cached `features`, labels of L and val."""
+        ...

@@ -1,0 +1,79 @@
+"""The detector seam: both backends satisfy `DetectorBackend`, and the cycle steps run on the fake one."""
+
+import json
+
+import numpy as np
+import pytest
+
+import mgral_workspace.cycle_steps as cycle_steps
+import mgral_workspace.record_values as record_values
+from mgral_backends import BACKENDS, DetectorBackend, get_backend
+from mgral_backends.ultralytics.backend import UltralyticsBackend
+from mgral_workspace.config import DetectorParams, load_params
+from mgral_workspace.inference_cache import load_inference
+from mgral_workspace.pool import PoolState
+from tests.backends.fake_detector import FakeDetectorBackend
+
+
+def test_both_backends_satisfy_the_protocol():
+    assert isinstance(UltralyticsBackend(DetectorParams()), DetectorBackend)
+    assert isinstance(FakeDetectorBackend(), DetectorBackend)
+    assert not isinstance(object(), DetectorBackend)
+    assert isinstance(get_backend(DetectorParams()), UltralyticsBackend) and "ultralytics" in BACKENDS
+    with pytest.raises(ValueError, match="unknown detector backend 'nope'; known backends: ultralytics"):
+        get_backend(DetectorParams(), "nope")
+
+
+def test_ultralytics_backend_passes_its_detector_settings(monkeypatch, tmp_path):
+    import mgral_backends.ultralytics.backend as backend_module
+
+    seen = {}
+    monkeypatch.setattr(backend_module, "predict_images", lambda weights, paths, **kw: seen.update(kw) or ([], None))
+    monkeypatch.setattr(backend_module, "train_detector",
+                        lambda data_yaml, out_dir, params, **kw: seen.update(data_yaml=data_yaml, params=params, **kw))
+    params = DetectorParams(imgsz=96, predict_conf=0.05, embed_batch=7, device="cpu")
+    backend = UltralyticsBackend(params)
+    backend.predict("w.pt", ["a.png"], want_embeddings=False)
+    assert {k: seen[k] for k in ("imgsz", "conf", "batch", "device", "want_embeddings")} == {
+        "imgsz": 96, "conf": 0.05, "batch": 7, "device": "cpu", "want_embeddings": False}
+    backend.train([tmp_path / "images" / "a.png"], [tmp_path / "images" / "b.png"], ["cat"], tmp_path / "out",
+                  epochs=3, seed=5)
+    assert seen["data_yaml"] == tmp_path / "out" / "data.yaml" and seen["data_yaml"].exists()
+    assert seen["params"] is params and (seen["epochs"], seen["seed"], seen["init_weights"]) == (3, 5, None)
+
+
+def test_infer_pool_caches_the_fake_backends_output(tiny_project, tmp_path):
+    fake = FakeDetectorBackend()
+    weights = fake.train([], [], [], tmp_path / "fake", epochs=1).weights
+    params = load_params(tiny_project / "params.yaml")
+    path = cycle_steps.infer_pool(tiny_project, weights, params.detector, 1, backend=fake)
+    pool = PoolState.load(tiny_project)
+    pool_ids = pool.ids("pool")
+    inference = load_inference(path)
+    assert inference.ids.tolist() == pool_ids.tolist() and len(pool_ids) == 60
+    expected = np.stack([fake.embedding(f) for f in pool.files(pool_ids)])  # (60, 16)
+    np.testing.assert_array_equal(inference.embeddings, expected)
+    first = fake.detections(pool.files(pool_ids[:1])[0])
+    np.testing.assert_array_equal(inference.detections[0].boxes_xyxy, first.boxes_xyxy)
+    assert fake.calls == ["train", "predict"]
+    assert cycle_steps.infer_pool(tiny_project, weights, params.detector, 1, backend=fake) == path
+    assert fake.calls == ["train", "predict"]  # the cycle's cache, not a second pass
+
+
+def test_cycle_steps_and_record_values_look_the_backend_up(tiny_project, monkeypatch):
+    fake = FakeDetectorBackend()
+    monkeypatch.setattr(cycle_steps, "get_backend", lambda detector: fake)
+    monkeypatch.setattr(record_values, "get_backend", lambda detector: fake)
+    params = load_params(tiny_project / "params.yaml")
+    trained = cycle_steps.train_cycle_detector(tiny_project, params, 1, log=lambda _: None)
+    assert json.loads(trained.weights.read_text())["train_images"] == 20
+    summary = cycle_steps.evaluate_split(tiny_project, trained.weights, params, "test")
+    assert summary.images == 16 and 0 <= summary.map50_95 <= 1
+    inference = cycle_steps.infer_pool(tiny_project, trained.weights, params.detector, 1)
+    table = tiny_project / "cycles" / "cycle_001" / "table"
+    record_values.cache_cycle_features(tiny_project, params, trained.weights, table)
+    unlabeled = PoolState.load(tiny_project).unlabeled_pool_ids.tolist()
+    record = record_values.record_value(tiny_project, params, table, "record_000", trained.weights, unlabeled[:8],
+                                        inference)
+    assert 0 <= record["value"] < 1
+    assert fake.calls == ["train", "predict", "predict", "head_features", "head_proxy"]
