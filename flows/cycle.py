@@ -71,9 +71,6 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
         selected: list[str] = []
         if select and len(pool.unlabeled_pool_ids) > 0:
             inference = infer_pool_task(project_dir, params, detector["weights"], cycle)
-            if budget > len(pool.unlabeled_pool_ids):
-                logger.warning(f"budget {budget} exceeds the {len(pool.unlabeled_pool_ids)} unlabeled images; "
-                               "selecting all of them")
             if needs_lookup_table(strategy) and steps.load_selection(project_dir, cycle) is None:
                 fill_lookup_table(project_dir, params, cycle, budget, detector["weights"], inference)
             selected, outputs = select_batch_task(project_dir, params, inference, cycle, strategy, budget,

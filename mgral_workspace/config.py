@@ -13,6 +13,26 @@ class ConfigError(ValueError):
     """A parameter file is missing, unreadable or holds a value outside its allowed range."""
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses YAML aliases (`*name`): a parameter file never needs them, and nested
+    aliases expand exponentially (a 400-byte "alias bomb" took 13.7 GB before this)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a parameter file; "
+                                              "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+_MAX_SHOWN = 200  # characters of a bad value shown in an error message
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else f"{text[:_MAX_SHOWN]}... ({len(text)} characters)"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -307,7 +327,7 @@ def _format_errors(source: str, err: ValidationError) -> str:
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         got = item.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        got_text = "" if isinstance(got, dict) else f" (got {_shown(got)})"
         lines.append(f"  {key}: {item['msg']}{got_text}")
     return "\n".join(lines)
 
@@ -325,10 +345,16 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: parameter file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file (a parameter file is a YAML file)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8 YAML") from None
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {str(err)[:2 * _MAX_SHOWN]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     for dotted, value in (overrides or {}).items():

@@ -28,6 +28,33 @@ COLUMNS = {
     "height": int,
 }
 NOT_YET = -1
+_BOOLS = {"True": True, "False": False}
+
+
+def _parse_strictly(table: pd.DataFrame) -> pd.DataFrame:
+    """pool.csv as read (every cell a string) -> typed columns; a cell that is not of its column's type
+    is an error naming its row (the file's line) and column, never coerced (`'maybe'` is not True)."""
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise PoolStateError(f"pool table lacks columns {missing}")
+    out = table[list(COLUMNS)].copy()
+    for column, kind in COLUMNS.items():
+        if kind is str:
+            continue
+        values = out[column].str.strip()
+        if kind is bool:
+            bad = ~values.isin(list(_BOOLS))
+            parsed = values.map(_BOOLS)
+        else:
+            bad = ~values.str.fullmatch(r"-?\d+")
+            parsed = values.where(~bad, "0").astype(np.int64)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            expected = "True or False" if kind is bool else "an integer"
+            raise PoolStateError(f"line {row + 2}, column {column!r}: {table[column].iloc[row]!r} is not {expected} "
+                                 f"({int(bad.sum())} such cells in the column)")
+        out[column] = parsed.astype(kind)
+    return out
 
 
 class PoolStateError(ValueError):
@@ -62,9 +89,13 @@ class PoolState:
         path = Path(project_dir) / POOL_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path}: no pool table; run `mgral init` first")
-        table = pd.read_csv(path, dtype={"image_id": str, "file": str, "label_file": str}, keep_default_na=False)
         try:
-            return cls(table)
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise PoolStateError(f"{path}: not a readable pool table ({type(err).__name__}: {str(err)[:200]}); "
+                                 "restore it from the pool's history (git checkout pool.csv && dvc checkout)") from None
+        try:
+            return cls(_parse_strictly(table))
         except (PoolStateError, ValueError) as err:
             raise PoolStateError(f"{path}: {err}") from err
 

@@ -17,7 +17,10 @@ def select_batch_task(project_dir: str, params: Params, inference_path: str, cyc
     with tqdm(desc=f"{strategy}: select", leave=False) as bar:
         ids, outputs = select_batch(project_dir, params, inference_path, cycle, strategy, budget, weights,
                                     progress=lambda i, v: bar.update(1))
-    get_run_logger().info(f"cycle {cycle}: {strategy} selected {len(ids)} images"
+    logger = get_run_logger()
+    if len(ids) < budget:
+        logger.warning(f"budget {budget} exceeds the {len(ids)} unlabeled images; selecting all of them")
+    logger.info(f"cycle {cycle}: {strategy} selected {len(ids)} images"
                           + "".join(f"; {k} {v:.4f}" for k, v in outputs["metrics"].items()
                                     if k in ("agent_final_reward", "lookup_reference_value", "lookup_loo_spearman")
                                     and v is not None))

@@ -54,3 +54,33 @@ def test_benchmark_strategy_variants_parse_and_bad_ones_are_named(tmp_path):
     bad.write_text("benchmark:\n  quick:\n    strategies: [mgral@records]\n")
     with pytest.raises(ConfigError, match=r"benchmark.quick.strategies[\s\S]*mgral@records"):
         load_params(bad)
+
+
+def test_alias_bomb_is_refused_at_once_with_a_short_message(tmp_path):
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 6)]
+    bomb = tmp_path / "params.yaml"
+    bomb.write_text("\n".join(lines) + "\nselection: *a5\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: not valid YAML: .*aliases \(\*name\) are not allowed") as err:
+        load_params(bomb)
+    assert len(str(err.value)) < 1000
+
+
+@pytest.mark.parametrize("content, message", [(("selection:\n  budget: 5\n").encode("utf-16"), "not UTF-8 text"),
+                                              (b"\x00\x01\x02\xff\xfe", "not UTF-8 text")])
+def test_params_in_the_wrong_encoding_name_the_file(tmp_path, content, message):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=f"params.yaml: {message}"):
+        load_params(path)
+
+
+def test_a_directory_in_place_of_params_and_a_huge_bad_value_are_named(tmp_path):
+    (tmp_path / "params.yaml").mkdir()
+    with pytest.raises(ConfigError, match="params.yaml: not a file"):
+        load_params(tmp_path / "params.yaml")
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("selection:\n  budget: '" + "9" * 100_000 + "'\n")
+    with pytest.raises(ConfigError, match="selection.budget") as err:
+        load_params(huge)
+    assert len(str(err.value)) < 1000

@@ -2,6 +2,7 @@
 
 import os
 
+import pandas as pd
 import pytest
 
 from mgral_workspace.pool import NOT_YET, PoolState, PoolStateError
@@ -67,4 +68,25 @@ def test_load_rejects_duplicate_ids_naming_the_file(tmp_path):
     text = (tmp_path / "pool.csv").read_text().splitlines()
     (tmp_path / "pool.csv").write_text("\n".join(text + [text[1]]) + "\n")
     with pytest.raises(PoolStateError, match="pool.csv.*duplicate image ids"):
+        PoolState.load(tmp_path)
+
+
+@pytest.mark.parametrize("column, bad", [("labeled", "maybe"), ("labeled", ""), ("selected_cycle", "2.5"),
+                                         ("width", "wide")])
+def test_load_parses_strictly_naming_line_and_column(tmp_path, column, bad):
+    """A damaged cell is refused with its line and column; 'maybe' is never read as labeled."""
+    _pool().save(tmp_path)
+    frame = pd.read_csv(tmp_path / "pool.csv", dtype=str, keep_default_na=False)
+    frame.loc[2, column] = bad
+    frame.to_csv(tmp_path / "pool.csv", index=False)
+    with pytest.raises(PoolStateError, match=f"pool.csv: line 4, column '{column}': '{bad}' is not"):
+        PoolState.load(tmp_path)
+
+
+def test_load_of_an_empty_or_binary_pool_table_names_the_file(tmp_path):
+    (tmp_path / "pool.csv").write_text("")
+    with pytest.raises(PoolStateError, match="pool.csv: not a readable pool table"):
+        PoolState.load(tmp_path)
+    (tmp_path / "pool.csv").write_bytes(b"\xff\xfe\x00\x01binary\x00")
+    with pytest.raises(PoolStateError, match="pool.csv"):
         PoolState.load(tmp_path)
