@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import mgral_core.agent as agent_module
+import mgral_core.agent.policy as agent_policy
 from mgral_core.agent import (
     AgentConfig,
     SamplingAgent,
@@ -36,7 +36,7 @@ def clustered(seed=0, n=200, dim=16, clusters=4):
 
 @pytest.mark.parametrize("chunks", [1, 3])
 def test_fast_recurrence_matches_the_reference_loop(chunks, monkeypatch):
-    monkeypatch.setattr(agent_module, "_INFERENCE_BLOCK", 7)  # scoring carries state across blocks
+    monkeypatch.setattr(agent_policy, "_INFERENCE_BLOCK", 7)  # scoring carries state across blocks
     agent = SamplingAgent(6, AgentConfig(chunks=chunks, decoder_hidden=5, seed=1)).double()
     x = torch.randn(40, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     weights = torch.randn(40, dtype=torch.float64, generator=torch.Generator().manual_seed(1))

@@ -14,6 +14,9 @@ import pytest
 import torch
 
 import mgral_core.agent as agent_module
+import mgral_core.agent.config as agent_config
+import mgral_core.agent.policy as agent_policy
+import mgral_core.agent.recurrence as agent_recurrence
 from mgral_core.agent import (
     LARGE_POOL_PIECE_STEPS,
     AgentConfig,
@@ -49,10 +52,10 @@ def bf16_twin(agent):
 def test_doubling_the_g_block_is_exact():
     w = torch.randn(12, 20, generator=torch.Generator().manual_seed(0))
     x = torch.randn(7, 12, generator=torch.Generator().manual_seed(1))
-    doubled = x @ agent_module._double_g(w, 1)
+    doubled = x @ agent_recurrence._double_g(w, 1)
     plain = x @ w
     assert torch.equal(doubled[:, 10:15], 2 * plain[:, 10:15]) and torch.equal(doubled[:, :10], plain[:, :10])
-    assert torch.equal(agent_module._double_g(w.t(), 0), agent_module._double_g(w, 1).t())
+    assert torch.equal(agent_recurrence._double_g(w.t(), 0), agent_recurrence._double_g(w, 1).t())
 
 
 def test_float32_selection_equals_the_straightforward_loop():
@@ -66,7 +69,7 @@ def test_float32_selection_equals_the_straightforward_loop():
 
 @pytest.mark.parametrize(("chunks", "block_rows"), [(8, 3), (5, 11), (2, 64)])
 def test_scoring_in_row_blocks_equals_the_reference_loop(chunks, block_rows, monkeypatch):
-    monkeypatch.setattr(agent_module, "_INFERENCE_BLOCK", block_rows)  # fewer rows than pieces, or several steps
+    monkeypatch.setattr(agent_policy, "_INFERENCE_BLOCK", block_rows)  # fewer rows than pieces, or several steps
     agent = SamplingAgent(5, AgentConfig(chunks=chunks, decoder_hidden=4, seed=2)).double()
     x = torch.randn(43, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(agent.score(x), agent.forward_reference(x).detach(), rtol=0, atol=1e-12)
@@ -74,7 +77,7 @@ def test_scoring_in_row_blocks_equals_the_reference_loop(chunks, block_rows, mon
 
 @pytest.mark.parametrize(("chunks", "block_rows"), [(1, 4), (3, 7), (6, 5)])
 def test_backward_in_row_blocks_equals_the_reference_gradients(chunks, block_rows, monkeypatch):
-    monkeypatch.setattr(agent_module, "_BACKWARD_BLOCK", block_rows)  # several backward blocks, ragged last one
+    monkeypatch.setattr(agent_recurrence, "_BACKWARD_BLOCK", block_rows)  # several backward blocks, ragged last one
     agent = SamplingAgent(5, AgentConfig(chunks=chunks, decoder_hidden=4, seed=6)).double()
     x = torch.randn(29, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     weights = torch.randn(29, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
@@ -120,13 +123,13 @@ def test_config_for_pool_switches_only_above_the_threshold(monkeypatch):
     base = AgentConfig(chunks=1, seed=3, threads=2)
     assert config_for_pool(base, 5000, 5000) == replace(base, threads=1)  # small pools: one thread
     assert config_for_pool(base, 1_000_000, 0) is base
-    monkeypatch.setattr(agent_module, "bfloat16_matmul_is_fast", lambda: True)
+    monkeypatch.setattr(agent_config, "bfloat16_matmul_is_fast", lambda: True)
     large = config_for_pool(base, 16_551, 5000)
     assert large.chunks == -(-16_551 // LARGE_POOL_PIECE_STEPS) == 130
     assert large.precision == "bfloat16" and large.seed == 3 and large.iterations == base.iterations
     assert large.threads == 2
     assert config_for_pool(replace(base, chunks=500), 16_551, 5000).chunks == 500  # more pieces are kept
-    monkeypatch.setattr(agent_module, "bfloat16_matmul_is_fast", lambda: False)
+    monkeypatch.setattr(agent_config, "bfloat16_matmul_is_fast", lambda: False)
     assert config_for_pool(base, 16_551, 5000).precision == "float32"
 
 
@@ -141,7 +144,7 @@ def test_precision_is_validated_and_checkpointed():
 
 @pytest.mark.parametrize("chunks", [1, 7])
 def test_two_intra_op_threads_equal_the_reference_loop(chunks, monkeypatch):
-    monkeypatch.setattr(agent_module, "_BACKWARD_BLOCK", 6)  # several backward blocks as well
+    monkeypatch.setattr(agent_recurrence, "_BACKWARD_BLOCK", 6)  # several backward blocks as well
     agent = SamplingAgent(5, AgentConfig(chunks=chunks, decoder_hidden=4, seed=6, threads=2)).double()
     x = torch.randn(37, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     weights = torch.randn(37, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
