@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from mgral_workspace.config import load_params
-from mgral_formats.labels import read_yolo_label
+from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.synthetic import SyntheticSpec, dataset_stats, generate_dataset
 from mgral_workspace.visualize import render_grid
 

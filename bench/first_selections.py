@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mgral_formats.labels import read_yolo_label
+from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 from mgral_workspace.visualize import render_grid

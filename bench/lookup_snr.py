@@ -34,7 +34,7 @@ from scipy.stats import spearmanr
 from mgral_workspace.config import load_params
 from mgral_workspace.cycle_steps import infer_pool, train_cycle_detector
 from mgral_workspace.inference_cache import load_inference
-from mgral_formats.labels import read_yolo_label
+from mgral_formats.yolo import read_yolo_label
 from mgral_core.lookup_table import random_batches
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import init_from_synthetic, load_project_info

@@ -88,7 +88,7 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
     """Create a project from your dataset or from the built-in generator."""
     import tempfile
 
-    from mgral_formats.dataset_io import load_dataset
+    from mgral_formats import load_dataset
     from mgral_workspace.project import init_from_synthetic, init_project
     from mgral_workspace.synthetic import SyntheticSpec
 
@@ -129,7 +129,7 @@ def import_(project: Path = typer.Argument(..., help="project directory"),
             source: Path = typer.Argument(..., help="Label Studio JSON export, COCO JSON, or a YOLO label folder"),
             ) -> None:
     """Import finished annotations for the open batch: all validated first, merged atomically, or nothing."""
-    from mgral_formats.annotation_import import AnnotationImportError, import_annotations
+    from mgral_workspace.annotation_import import AnnotationImportError, import_annotations
 
     _check_project(project)
     if not source.exists():
@@ -222,7 +222,7 @@ def simulate(dataset: Path = typer.Argument(..., help="a generated dataset (mgra
     import shutil
 
     from flows.campaign import mgral_campaign
-    from mgral_formats.dataset_io import load_dataset
+    from mgral_formats import load_dataset
     from mgral_workspace.project import init_project
 
     params = _params(params_file)

@@ -1,1 +1,72 @@
-"""Dataset and annotation file formats: readers, writers and exporters."""
+"""Dataset and annotation file formats, one module per format; the name -> reader and name -> exporter tables.
+
+A new export format is one module with an `export_<name>(batch, out_dir)` writer and one line in EXPORTERS.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from mgral_formats.coco import export_coco, load_coco, read_coco_annotations
+from mgral_formats.common import AnnotationEntry, ExportBatch, FormatError, ImportedDataset, ImportReport
+from mgral_formats.label_studio import export_label_studio, read_label_studio_annotations
+from mgral_formats.voc import load_voc
+from mgral_formats.yolo import export_yolo, load_yolo, read_yolo_annotations
+
+READERS: dict[str, Callable[[Path], tuple[ImportedDataset, ImportReport]]] = {
+    "yolo": load_yolo,
+    "coco": load_coco,
+    "voc": load_voc,
+}
+
+EXPORTERS: dict[str, Callable[[ExportBatch, Path], None]] = {
+    "label_studio": export_label_studio,
+    "coco": export_coco,
+    "yolo": export_yolo,
+}
+
+
+def detect_format(source: Path) -> str:
+    """The READERS name for a dataset's layout; raises FormatError when it cannot tell."""
+    if source.is_file() and source.suffix == ".json":
+        return "coco"
+    if (source / "data.yaml").exists() or source.suffix in (".yaml", ".yml"):
+        return "yolo"
+    if (source / "Annotations").is_dir():
+        return "voc"
+    if any(source.glob("*.json")) or any(source.glob("annotations/*.json")):
+        return "coco"
+    raise FormatError(f"{source}: cannot tell the layout (no data.yaml, Annotations/ or COCO JSON); pass --format")
+
+
+def load_dataset(source: str | Path, fmt: str = "auto") -> tuple[ImportedDataset, ImportReport]:
+    """Load and validate a dataset in YOLO, COCO or VOC layout (or detect which)."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: dataset not found")
+    fmt = detect_format(source) if fmt == "auto" else fmt
+    if fmt not in READERS:
+        raise FormatError(f"unknown format {fmt!r}; use one of {sorted(READERS)} or auto")
+    return READERS[fmt](source)
+
+
+def read_annotations(source: str | Path) -> list[AnnotationEntry]:
+    """Finished annotations from a YOLO label folder, a Label Studio JSON export or a COCO JSON file.
+
+    Raises FormatError only when the file as a whole is unusable; malformed tasks, entries and boxes
+    come back inside the entries. Nothing is checked against a project here.
+    """
+    source = Path(source)
+    if source.is_dir():
+        return read_yolo_annotations(source)
+    try:
+        doc = json.loads(source.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FormatError(f"{source}: cannot read as JSON ({err})") from None
+    if isinstance(doc, list):
+        return read_label_studio_annotations(source, doc)
+    if isinstance(doc, dict) and "images" in doc:
+        return read_coco_annotations(source, doc)
+    raise FormatError(f"{source}: neither a Label Studio export (a list of tasks) nor COCO JSON")

@@ -23,8 +23,8 @@ import yaml
 from PIL import Image
 
 from mgral_core import __version__
-from mgral_formats.dataset_io import ImportedDataset, ImportReport, load_yolo
-from mgral_formats.labels import format_yolo_label
+from mgral_formats.common import ImportedDataset, ImportReport
+from mgral_formats.yolo import format_yolo_label, load_yolo
 from mgral_workspace.pool import PoolState
 from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
 

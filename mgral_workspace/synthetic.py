@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mgral_formats.labels import format_yolo_label
+from mgral_formats.yolo import format_yolo_label
 
 DEFAULT_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star", "diamond", "hexagon")
 DEFAULT_CLASS_WEIGHTS = (0.30, 0.22, 0.16, 0.11, 0.08, 0.06, 0.045, 0.025)

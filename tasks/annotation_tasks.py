@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from mgral_workspace import cycle_steps as steps
-from mgral_formats.annotation_import import import_inbox
+from mgral_workspace.annotation_import import import_inbox
 from mgral_workspace.config import Params
 
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-import mgral_formats.dataset_io as dataset_io
-from mgral_formats.annotation_import import AnnotationImportError, import_annotations
-from mgral_formats.dataset_io import load_dataset
-from mgral_formats.labels import read_yolo_label
+import mgral_formats.common as formats_common
+from mgral_workspace.annotation_import import AnnotationImportError, import_annotations
+from mgral_formats import load_dataset
+from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import init_project
 
@@ -121,7 +121,7 @@ def test_decompression_bomb_error_becomes_a_message(tmp_path):
 
 
 def test_pixel_limit_boundary(tmp_path, monkeypatch):
-    monkeypatch.setattr(dataset_io, "MAX_IMAGE_PIXELS", 48 * 40)
+    monkeypatch.setattr(formats_common, "MAX_IMAGE_PIXELS", 48 * 40)
     root = _yolo(tmp_path / "ds", GOOD)
     _image(root / "images/train/t1.png", (49, 40))
     dataset, report = load_dataset(root)

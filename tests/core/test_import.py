@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mgral_formats.dataset_io import load_dataset
-from mgral_formats.labels import read_yolo_label
+from mgral_formats import load_dataset
+from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import init_project
 from mgral_workspace.synthetic import SyntheticSpec, dataset_stats, generate_dataset
@@ -161,3 +161,18 @@ def test_grayscale_and_16bit_images_are_converted(tmp_path):
         assert Image.open(project / "images" / f"{name}.png").mode == "RGB"
     boxes, classes = read_yolo_label(project / "labels" / "t2.txt", 48, 40)
     assert classes.tolist() == [1]
+
+
+def test_every_exporter_is_callable_and_every_format_error_is_a_format_error():
+    import mgral_formats
+    from mgral_formats.coco import CocoFormatError
+    from mgral_formats.common import FormatError
+    from mgral_formats.label_studio import LabelStudioFormatError
+    from mgral_formats.voc import VocFormatError
+    from mgral_formats.yolo import YoloFormatError
+
+    assert set(mgral_formats.EXPORTERS) == {"label_studio", "coco", "yolo"}
+    assert all(callable(write) for write in mgral_formats.EXPORTERS.values())
+    assert set(mgral_formats.READERS) == {"yolo", "coco", "voc"}
+    for error in (YoloFormatError, CocoFormatError, VocFormatError, LabelStudioFormatError):
+        assert issubclass(error, FormatError) and issubclass(error, ValueError)

@@ -13,8 +13,8 @@ from pycocotools.coco import COCO
 
 from flows.campaign import mgral_campaign
 from flows.cycle import mgral_cycle
-from mgral_formats.annotation_import import AnnotationImportError, import_annotations, import_inbox
-from mgral_formats.dataset_io import load_dataset
+from mgral_workspace.annotation_import import AnnotationImportError, import_annotations, import_inbox
+from mgral_formats import load_dataset
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import init_project
 from mgral_workspace.synthetic import SyntheticSpec, generate_dataset

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from flows.cycle import mgral_cycle
-from mgral_formats.annotation_import import import_annotations
+from mgral_workspace.annotation_import import import_annotations
 from mgral_workspace.pool import PoolState
 from tests.conftest import REPO
 from tests.integration.test_real_project import make_real_project

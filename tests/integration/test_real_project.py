@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from mgral_formats.dataset_io import load_dataset
+from mgral_formats import load_dataset
 from mgral_workspace.project import init_project
 from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
 from tests.conftest import write_params

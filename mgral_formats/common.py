@@ -1,0 +1,218 @@
+"""What every format shares: the error base, the imported-dataset records and report, image and box checks.
+
+Also the neutral shapes the format modules exchange with the project: `AnnotationEntry` (one image's
+finished annotation, as read) and `ExportBatch` (what an exporter writes).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mgral_core.detections import Detections
+
+# Ultralytics replaces PIL.Image.open with a wrapper that tries to install a HEIF plugin on
+# unidentified files; validation must use Pillow's own opener whatever was imported first.
+_pil_open = Image.open
+if not _pil_open.__module__.startswith("PIL"):
+    _pil_open = getattr(sys.modules.get(_pil_open.__module__), "_image_open", _pil_open)
+
+BOX_TOLERANCE = 1.0  # pixels a box may stick out of the image before it is an error (then clipped)
+# Pillow's default decompression-bomb threshold (about 9459 x 9459). Checked from the header, before
+# decoding, and independently of Image.MAX_IMAGE_PIXELS (which Ultralytics may set to None).
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+class FormatError(ValueError):
+    """A file cannot be read as its format; every format module's error derives from this one."""
+
+
+class ImageTooLarge(FormatError):
+    """An image above MAX_IMAGE_PIXELS; refused before it is decoded."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    kind: str
+    message: str
+
+
+@dataclass
+class ImageRecord:
+    """One importable image: boxes_xyxy (N, 4) pixels, classes (N,), labeled False = no annotation."""
+
+    source_path: Path
+    name: str
+    split: str | None
+    width: int
+    height: int
+    boxes_xyxy: np.ndarray
+    classes: np.ndarray
+    labeled: bool
+
+
+@dataclass
+class ImportedDataset:
+    class_names: list[str]
+    images: list[ImageRecord]
+
+
+@dataclass
+class ImportReport:
+    problems: list[Problem] = field(default_factory=list)
+    quarantined: dict[str, list[str]] = field(default_factory=dict)  # source path -> reasons
+    imported: int = 0
+
+    def add(self, file: str | Path, kind: str, message: str, quarantine: bool = True) -> None:
+        self.problems.append(Problem(str(file), kind, message))
+        if quarantine:
+            self.quarantined.setdefault(str(file), []).append(f"{kind}: {message}")
+
+    def to_text(self) -> str:
+        lines = [f"imported {self.imported} images; {len(self.quarantined)} quarantined; "
+                 f"{len(self.problems)} problems"]
+        lines += [f"  {p.file}: [{p.kind}] {p.message}" for p in self.problems]
+        return "\n".join(lines)
+
+
+@dataclass
+class AnnotationEntry:
+    """One image's finished annotation as a format reader found it; not yet checked against a project.
+
+    A malformed box is kept in place as `None` in `boxes` with a "<message>" in `classes`, so the
+    importer can report it by position.
+    """
+
+    where: str  # file / task for messages
+    name: str  # image reference as given (path, URL or id)
+    boxes: list  # [x1, y1, x2, y2] pixels, or normalized for YOLO (converted later); None if malformed
+    classes: list  # class indices or names; "<message>" for a malformed box
+    normalized: bool = False
+    problem: str | None = None  # the whole entry is unusable (malformed task or image entry)
+
+
+@dataclass(frozen=True)
+class BatchImage:
+    """One image handed to annotators: `file` relative to the project, pre-labels in pixels."""
+
+    image_id: str
+    file: str
+    width: int
+    height: int
+    prelabels: Detections
+
+
+@dataclass(frozen=True)
+class ExportBatch:
+    """Everything an exporter needs; exporters write files and never read the project."""
+
+    images: Sequence[BatchImage]
+    class_names: Sequence[str]
+    model_version: str
+
+
+def is_number(value) -> bool:
+    """True for an int or float that is not a bool (JSON numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) after fully decoding the file; raises ValueError with the reason.
+
+    An image above MAX_IMAGE_PIXELS raises ImageTooLarge from its header alone, never decoded.
+    """
+    if not path.exists():
+        raise ValueError("file not found")
+    if path.stat().st_size == 0:
+        raise ValueError("zero-byte file")
+    advice = f"MGRAL accepts up to {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels; tile or downscale it"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # reported below, by file
+            with _pil_open(path) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageTooLarge(f"image too large: {width}x{height} = {width * height / 1e6:.1f} "
+                                        f"megapixels (possible decompression bomb); {advice}")
+                image.load()
+                return image.size
+    except Image.DecompressionBombError as err:
+        raise ImageTooLarge(f"image too large, refused by Pillow as a possible decompression bomb ({err}); "
+                            f"{advice}") from None
+    except UnidentifiedImageError:
+        raise ValueError("not an image (cannot identify the file format)") from None
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"unreadable or truncated image ({err})") from None
+
+
+def read_size_or_report(path: Path, report: ImportReport) -> tuple[int, int] | None:
+    """image_size, or None after reporting why the image cannot be used."""
+    try:
+        return image_size(path)
+    except ImageTooLarge as err:
+        report.add(path, "image too large", str(err))
+    except ValueError as err:
+        report.add(path, "unreadable image", str(err))
+    return None
+
+
+def leaves_folder(name: str) -> bool:
+    """True for an absolute name or one with a '..' part: it could point outside the dataset."""
+    return name.startswith("/") or ".." in PurePosixPath(name).parts
+
+
+def _check_boxes(file: str, boxes: np.ndarray, classes: np.ndarray, width: int, height: int,
+                 num_classes: int, report: ImportReport, where: Sequence[str]) -> np.ndarray | None:
+    """Validated boxes (clipped within tolerance), or None after reporting the first problem."""
+    boxes = boxes.astype(np.float64).reshape(-1, 4)
+    for i, (box, cls) in enumerate(zip(boxes, classes)):
+        if not (0 <= cls < num_classes):
+            report.add(file, "unknown class", f"{where[i]}: class id {cls} not in 0..{num_classes - 1}")
+            return None
+        if not np.all(np.isfinite(box)):
+            report.add(file, "invalid box", f"{where[i]}: NaN or infinite coordinate {box.tolist()}")
+            return None
+        x1, y1, x2, y2 = box
+        if x1 < -BOX_TOLERANCE or y1 < -BOX_TOLERANCE or x2 > width + BOX_TOLERANCE or y2 > height + BOX_TOLERANCE:
+            report.add(file, "box outside image",
+                       f"{where[i]}: box {np.round(box, 2).tolist()} outside the {width}x{height} image")
+            return None
+        if x2 - x1 <= 0 or y2 - y1 <= 0:
+            report.add(file, "zero-area box", f"{where[i]}: box {np.round(box, 2).tolist()} has no area "
+                                              "(zero or negative width or height)")
+            return None
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    return boxes.astype(np.float32)
+
+
+def add_image(dataset: ImportedDataset, report: ImportReport, seen: dict[str, Path], path: Path,
+              split: str | None, boxes: np.ndarray | None, classes: np.ndarray | None, where: Sequence[str],
+              labeled: bool, size: tuple[int, int] | None = None) -> None:
+    """Check one image and its boxes and append it to `dataset`, or report why it is quarantined.
+
+    `seen` maps image names already taken to their paths; a second image of the same name is refused.
+    """
+    stem = path.stem
+    if stem in seen:
+        report.add(path, "duplicate name", f"image name {stem!r} also used by {seen[stem]}")
+        return
+    seen[stem] = path
+    size = size or read_size_or_report(path, report)
+    if size is None:
+        return
+    width, height = size
+    boxes = np.zeros((0, 4), np.float32) if boxes is None else boxes
+    classes = np.zeros(0, np.int64) if classes is None else np.asarray(classes, np.int64)
+    checked = _check_boxes(str(path), boxes, classes, width, height, len(dataset.class_names), report, where)
+    if checked is None:
+        return
+    dataset.images.append(ImageRecord(path, stem, split, width, height, checked, classes, labeled))
+    report.imported += 1

@@ -1,0 +1,175 @@
+"""YOLO: txt label files (`cls cx cy w h`, normalized), the data.yaml dataset reader and the pre-label exporter.
+
+One line parser serves the three readers: a single label file, a whole dataset, a folder of finished labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mgral_formats.common import (
+    AnnotationEntry,
+    ExportBatch,
+    FormatError,
+    ImportedDataset,
+    ImportReport,
+    add_image,
+    read_size_or_report,
+)
+from mgral_workspace.atomic import write_text_atomic
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class YoloFormatError(FormatError):
+    """A data.yaml or label file is malformed; the message names the file (and line)."""
+
+
+def parse_yolo_line(line: str, where: str) -> tuple[int, float, float, float, float]:
+    """(cls, cx, cy, w, h) from one non-blank label line; raises YoloFormatError prefixed with `where`."""
+    parts = line.split()
+    if len(parts) != 5:
+        raise YoloFormatError(f"{where}: expected 'class cx cy w h', got {line.strip()!r}")
+    try:
+        cls = int(parts[0])
+        cx, cy, w, h = (float(v) for v in parts[1:])
+    except ValueError:
+        raise YoloFormatError(f"{where}: non-numeric value in {line.strip()!r}") from None
+    return cls, cx, cy, w, h
+
+
+def _read_label_rows(path: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(boxes_xyxy (N, 4) float64 pixels, classes (N,), line numbers); the first bad line raises."""
+    boxes, classes, numbers = [], [], []
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise YoloFormatError(f"{path}: not a text file ({err})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        cls, cx, cy, w, h = parse_yolo_line(line, f"{path}:{number}")
+        boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
+        classes.append(cls)
+        numbers.append(number)
+    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes, np.int64), numbers
+
+
+def read_yolo_label(path: str | Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (boxes_xyxy (N, 4) float32 pixels, classes (N,) int64); a missing file is an error."""
+    boxes, classes, _ = _read_label_rows(Path(path), width, height)
+    return boxes.astype(np.float32), classes
+
+
+def format_yolo_label(boxes_xyxy: np.ndarray, classes: np.ndarray, width: int, height: int) -> str:
+    """The text of a label file for pixel boxes; empty for no boxes."""
+    lines = []
+    for (x1, y1, x2, y2), cls in zip(np.asarray(boxes_xyxy, float), np.asarray(classes)):
+        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+        lines.append(f"{int(cls)} {cx:.6f} {cy:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_yolo_label(path: str | Path, boxes_xyxy: np.ndarray, classes: np.ndarray, width: int, height: int) -> None:
+    """Write one label file atomically."""
+    write_text_atomic(path, format_yolo_label(boxes_xyxy, classes, width, height))
+
+
+def load_yolo(root: Path) -> tuple[ImportedDataset, ImportReport]:
+    """A data.yaml with names and train/val/test folders or list files; labels by /images/ -> /labels/."""
+    data_yaml = root / "data.yaml" if root.is_dir() else root
+    if not data_yaml.exists():
+        raise FileNotFoundError(f"{data_yaml}: YOLO layout needs a data.yaml")
+    try:
+        data = yaml.safe_load(data_yaml.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise YoloFormatError(f"{data_yaml}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise YoloFormatError(f"{data_yaml}: expected a mapping with 'names' and 'train'/'val'/'test'")
+    names = data.get("names")
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    if not names:
+        raise YoloFormatError(f"{data_yaml}: 'names' is missing or empty")
+    if not isinstance(names, list):
+        raise YoloFormatError(f"{data_yaml}: 'names' must be a list or an {{id: name}} mapping, got {names!r}")
+    base = (data_yaml.parent / data.get("path", ".")).resolve()
+    dataset, report, seen = ImportedDataset(list(map(str, names)), []), ImportReport(), {}
+    for split in ("train", "val", "test"):
+        if not data.get(split):
+            continue
+        for path in _yolo_images(base, data[split], data_yaml, report):
+            label = Path(str(path).rsplit("/images/", 1)[0] + "/labels/" + str(path).rsplit("/images/", 1)[-1])
+            label = label.with_suffix(".txt")
+            boxes = classes = None
+            where: list[str] = []
+            if path.stem in seen:
+                report.add(path, "duplicate name", f"image name {path.stem!r} also used by {seen[path.stem]}")
+                continue
+            size = read_size_or_report(path, report)
+            if size is None:
+                seen[path.stem] = path
+                continue
+            if label.exists():
+                try:
+                    boxes, classes, numbers = _read_label_rows(label, *size)
+                except YoloFormatError as err:
+                    report.add(path, "bad label file", str(err))
+                    seen[path.stem] = path
+                    continue
+                where = [f"{label.name} line {number}" for number in numbers]
+            add_image(dataset, report, seen, path, "pool" if split == "train" else split, boxes, classes, where,
+                      labeled=label.exists(), size=size)
+    return dataset, report
+
+
+def _yolo_images(base: Path, entry, data_yaml: Path, report: ImportReport) -> list[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    paths: list[Path] = []
+    for item in entries:
+        target = (base / item).resolve()
+        if target.is_dir():
+            paths += sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif target.suffix == ".txt" and target.exists():
+            paths += [(base / line.strip()).resolve() for line in target.read_text().splitlines() if line.strip()]
+        else:
+            report.add(data_yaml, "missing split", f"{item}: no such folder or list file", quarantine=False)
+    return paths
+
+
+def read_yolo_annotations(folder: Path) -> list[AnnotationEntry]:
+    """One entry per `*.txt` in `folder`, boxes normalized; a bad line becomes a malformed box, not an error."""
+    entries = []
+    for label in sorted(folder.glob("*.txt")):
+        boxes, classes = [], []
+        try:
+            text = label.read_text()
+        except UnicodeDecodeError as err:
+            entries.append(AnnotationEntry(label.name, label.stem, [], [], normalized=True,
+                                           problem=f"not a text file ({err})"))
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.split():
+                continue
+            try:
+                cls, cx, cy, w, h = parse_yolo_line(line, f"{label.name}:{number}")
+            except YoloFormatError:
+                boxes.append(None)
+                classes.append(f"<{label.name} line {number}: malformed>")
+                continue
+            boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+            classes.append(cls)
+        entries.append(AnnotationEntry(label.name, label.stem, boxes, classes, normalized=True))
+    return entries
+
+
+def export_yolo(batch: ExportBatch, out_dir: Path) -> None:
+    """yolo_prelabels/<image_id>.txt: one label file of pre-labels per image."""
+    (out_dir / "yolo_prelabels").mkdir()
+    for image in batch.images:
+        det = image.prelabels
+        (out_dir / "yolo_prelabels" / f"{image.image_id}.txt").write_text(
+            format_yolo_label(det.boxes_xyxy, det.classes, image.width, image.height))
