@@ -38,10 +38,10 @@ from mgral_formats.yolo import read_yolo_label
 from mgral_core.lookup_table import random_batches
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import init_from_synthetic, load_project_info
+from mgral_workspace.record_values import build_head_proxy
 from mgral_backends.ultralytics.proxy_training import (
     HeadTuneConfig,
     RecordScore,
-    build_head_proxy,
     pseudo_targets,
     train_proxy_record,
 )

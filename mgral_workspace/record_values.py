@@ -27,8 +27,10 @@ from mgral_workspace.inference_cache import load_inference
 from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
+from mgral_backends.ultralytics.detector import load_detection_model
 from mgral_backends.ultralytics.proxy_training import (
     HeadProxy,
+    cache_head_features,
     HeadTuneConfig,
     load_head_features,
     pseudo_targets,
@@ -150,3 +152,29 @@ def record_batches(project_dir: str, params: Params, cycle: int, budget: int,
     embeddings = load_inference(inference_path).subset(list(candidates)).embeddings  # (N, D)
     return [b.tolist() for b in mixed_batches(candidates, embeddings, k, t.records, seed,
                                               t.mix_clusters, t.mix_concentration)]
+
+
+def build_head_proxy(project_dir: str | Path, weights: str | Path, candidate_ids: Sequence[str], *, imgsz: int,
+                     config: HeadTuneConfig, val_ids: Sequence[str] | None = None, batch: int = 64,
+                     cache_path: str | Path | None = None) -> HeadProxy:
+    """The cycle's HeadProxy: features of L, the candidates and val under `weights`, labels of L and val.
+
+    Labels come from the project's visible label files (`cycle_steps.ground_truth`), never from the
+    oracle. With `cache_path`, features are loaded from it when it exists (they must cover the
+    ids asked for), else computed and saved. `val_ids` narrows the validation images (default:
+    the whole val split).
+    """
+    project = Path(project_dir)
+    pool = PoolState.load(project)
+    labeled_ids = pool.labeled_pool_ids.tolist()
+    val_ids = pool.ids("val").tolist() if val_ids is None else list(val_ids)
+    model = load_detection_model(weights)
+    if cache_path is not None and Path(cache_path).exists():
+        features = load_head_features(cache_path)
+    else:
+        ids = list(dict.fromkeys([*labeled_ids, *candidate_ids, *val_ids]))
+        features = cache_head_features(model, [project / f for f in pool.files(ids)], ids, imgsz=imgsz, batch=batch)
+        if cache_path is not None:
+            save_head_features(cache_path, features)
+    return HeadProxy(model, features, ground_truth(project, pool, labeled_ids), ground_truth(project, pool, val_ids),
+                     config)

@@ -11,10 +11,10 @@ from mgral_core.detections import Detections
 from mgral_backends.ultralytics.detector import letterbox_batch
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
+from mgral_workspace.record_values import build_head_proxy
 from mgral_backends.ultralytics.proxy_training import (
     HeadTuneConfig,
     _collate,
-    build_head_proxy,
     cache_head_features,
     letterboxed_targets,
     load_head_features,
