@@ -42,11 +42,18 @@ def _params(params_file: Path | None, project: Path | None = None):
             return load_params(params_file)
         if project is not None and (project / "params.yaml").exists():
             return load_params(project / "params.yaml")
-        if Path("params.yaml").exists():
-            return load_params("params.yaml")
-        return Params()
     except ConfigError as err:
         _fail(str(err))
+    if Path("params.yaml").is_file():
+        try:
+            params = load_params("params.yaml")
+        except ConfigError as err:
+            _fail(f"{err}\n(this params.yaml was taken from the working directory {Path.cwd()} because no --params "
+                  "was given; name a file with --params FILE, or run from another directory)")
+        err_console.print(f"parameters: {Path('params.yaml').resolve()} (the working directory's params.yaml; "
+                          "--params FILE names another)", markup=False, highlight=False)
+        return params
+    return Params()
 
 
 def _write_project_params(project: Path, params) -> None:
@@ -95,6 +102,9 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
     params = _params(params_file)
     if (source is None) == (not builtin):
         _fail("give exactly one of --from DIR or --builtin")
+    if initial is not None and not (simulate or builtin):
+        _fail("--initial sets how many pool images start labeled in a simulation; add --simulate (a project "
+              "labeled by people starts with the labels its dataset has)")
     n_initial = initial if initial is not None else params.simulation.initial_labeled
     try:
         if builtin:

@@ -40,7 +40,7 @@ class _Section(BaseModel):
 class DatasetParams(_Section):
     """The built-in generated dataset (ignored for projects made from your own data)."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
     image_size: int = Field(160, ge=32, le=1024, description="square image side in pixels")
     n_pool: int = Field(2000, ge=10, description="unlabeled pool images")
     n_val: int = Field(300, ge=5, description="labeled validation images (model selection, lookup table)")
@@ -51,7 +51,7 @@ class SimulationParams(_Section):
     """Simulated annotation: an oracle holds the pool's hidden labels."""
 
     initial_labeled: int = Field(100, ge=1, description="randomly chosen pool images labeled at cycle 0")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
 
 
 class DetectorParams(_Section):
@@ -71,7 +71,7 @@ class DetectorParams(_Section):
     workers: int = Field(2, ge=0, le=32, description="dataloader worker processes")
     device: str = Field("cpu", description="'cpu', or a CUDA index such as '0' where a GPU exists")
     cache: bool = Field(True, description="cache decoded images in RAM")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
     predict_conf: float = Field(0.001, ge=0, le=1, description="confidence floor for evaluation/uncertainty")
     embed_batch: int = Field(64, ge=1)
 
@@ -81,7 +81,7 @@ class SelectionParams(_Section):
 
     strategy: str = "mgral"
     budget: int = Field(100, ge=1, description="images selected per cycle (k)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
 
     @field_validator("strategy")
     @classmethod
@@ -125,7 +125,7 @@ class LookupTableParams(_Section):
                               "simulation, its fidelity (oracle labels of B) every cycle; never used by selection")
     epochs: int = Field(2, ge=1, description="full proxy: fine-tuning epochs per record")
     freeze: int = Field(0, ge=0, le=22, description="full proxy: first N model layers frozen (10 = backbone)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
     max_workers: int = Field(2, ge=1, le=64, description="records trained at once by the local thread runner")
     runner: Literal["threads", "dask"] = Field("threads", description="where records are trained")
     dask_address: str | None = Field(None, description="existing Dask scheduler (tcp://host:port); "

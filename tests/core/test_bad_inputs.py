@@ -406,6 +406,38 @@ def test_cli_init_from_a_malformed_dataset(tmp_path):
     assert result.exit_code == 2 and "greater than or equal to 0" in result.output
 
 
+def test_cli_init_refuses_initial_without_simulate_and_a_negative_seed_names_its_key(tmp_path):
+    import yaml
+
+    from mgral_cli.main import app
+
+    root = _yolo(tmp_path / "ds", GOOD)
+    params = _params_without_versioning(tmp_path)
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--from", str(root), "--initial", "5",
+                                      "--params", str(params)])
+    assert result.exit_code == 2 and "error: --initial sets how many pool images start labeled in a simulation" \
+        in result.output and not (tmp_path / "p").exists()
+    data = yaml.safe_load(params.read_text())
+    data["simulation"]["seed"] = -1
+    params.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--from", str(root), "--params", str(params)])
+    assert result.exit_code == 2 and "simulation.seed: Input should be greater than or equal to 0" in result.output
+
+
+def test_cli_says_where_a_working_directory_params_file_came_from(tmp_path, monkeypatch):
+    from mgral_cli.main import app
+
+    root = _yolo(tmp_path / "ds", GOOD)
+    work = tmp_path / "other_project"
+    work.mkdir()
+    (work / "params.yaml").write_text("train:\n  epochs: 3\n")  # a DVC-style params.yaml of another project
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--from", str(root)])
+    assert result.exit_code == 2 and "train: Extra inputs are not permitted" in result.output
+    assert "taken from the working directory" in result.output and "--params FILE" in result.output
+    assert not (tmp_path / "p").exists()
+
+
 def test_cli_init_reports_quarantined_files_and_succeeds(tmp_path):
     from mgral_cli.main import app
 
