@@ -89,18 +89,20 @@ def load_yolo(root: Path) -> tuple[ImportedDataset, ImportReport]:
         raise YoloFormatError(f"{data_yaml}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise YoloFormatError(f"{data_yaml}: expected a mapping with 'names' and 'train'/'val'/'test'")
-    names = data.get("names")
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
-    if not names:
-        raise YoloFormatError(f"{data_yaml}: 'names' is missing or empty")
-    if not isinstance(names, list):
-        raise YoloFormatError(f"{data_yaml}: 'names' must be a list or an {{id: name}} mapping, got {names!r}")
-    base = (data_yaml.parent / data.get("path", ".")).resolve()
-    dataset, report, seen = ImportedDataset(list(map(str, names)), []), ImportReport(), {}
+    report = ImportReport()
+    names = class_names_from_yaml(data_yaml, data.get("names"), report)
+    path_entry = data.get("path", ".")
+    if not isinstance(path_entry, str):
+        raise YoloFormatError(f"{data_yaml}: 'path' must be one folder (a string), got {path_entry!r:.200}")
+    base = (data_yaml.parent / path_entry).resolve()
+    dataset, seen = ImportedDataset(names, []), {}
     for split in ("train", "val", "test"):
         if not data.get(split):
             continue
+        entry = data[split]
+        if not (isinstance(entry, str) or (isinstance(entry, list) and all(isinstance(e, str) for e in entry))):
+            raise YoloFormatError(f"{data_yaml}: {split!r} must be a folder or list file (a string) or a list of "
+                                  f"them, got {entry!r:.200}")
         for path in _yolo_images(base, data[split], data_yaml, report):
             label = Path(str(path).rsplit("/images/", 1)[0] + "/labels/" + str(path).rsplit("/images/", 1)[-1])
             label = label.with_suffix(".txt")
@@ -124,6 +126,50 @@ def load_yolo(root: Path) -> tuple[ImportedDataset, ImportReport]:
             add_image(dataset, report, seen, path, "pool" if split == "train" else split, boxes, classes, where,
                       labeled=label.exists(), size=size)
     return dataset, report
+
+
+def class_names_from_yaml(data_yaml: Path, names, report: ImportReport) -> list[str]:
+    """data.yaml's `names` as a list indexed by class id, the ids kept as given.
+
+    A list is taken as ids 0..n-1. A mapping {id: name} keeps its ids (integer keys, or strings of
+    digits, compared as numbers, never as text); ids missing below the largest become `unused_<id>`
+    classes, reported. Names must be non-empty strings (numbers are read as text), unique, without
+    line breaks: duplicate names would mis-assign boxes on export and re-import.
+
+    Raises:
+        YoloFormatError: naming data.yaml and what is wrong.
+    """
+    if not names:
+        raise YoloFormatError(f"{data_yaml}: 'names' is missing or empty")
+    if isinstance(names, dict):
+        ids = {}
+        for key in names:
+            if isinstance(key, bool) or not (isinstance(key, int) or (isinstance(key, str) and key.isdigit())):
+                raise YoloFormatError(f"{data_yaml}: 'names' keys must be class ids (0, 1, ...), got {key!r:.100}")
+            if int(key) in ids:
+                raise YoloFormatError(f"{data_yaml}: class id {int(key)} appears twice in 'names'")
+            ids[int(key)] = names[key]
+        gaps = [i for i in range(max(ids) + 1) if i not in ids]
+        if gaps:
+            report.add(data_yaml, "class ids with gaps", f"class ids {gaps[:10]} have no name; kept as "
+                       f"unused_<id> so every other id keeps its class", quarantine=False)
+        values = [ids.get(i, f"unused_{i}") for i in range(max(ids) + 1)]
+    elif isinstance(names, list):
+        values = list(names)
+    else:
+        raise YoloFormatError(f"{data_yaml}: 'names' must be a list or an {{id: name}} mapping, got {names!r:.200}")
+    out = []
+    for i, name in enumerate(values):
+        if isinstance(name, bool) or not isinstance(name, (str, int, float)):
+            raise YoloFormatError(f"{data_yaml}: class {i} has no usable name ({name!r:.100}); names are text")
+        text = str(name).strip()
+        if not text or "\n" in text or "\r" in text:
+            raise YoloFormatError(f"{data_yaml}: class {i} name {str(name)!r:.100} is empty or has a line break")
+        out.append(text)
+    duplicates = sorted({n for n in out if out.count(n) > 1})
+    if duplicates:
+        raise YoloFormatError(f"{data_yaml}: class names must be unique; {duplicates[:5]} appear more than once")
+    return out
 
 
 def _yolo_images(base: Path, entry, data_yaml: Path, report: ImportReport) -> list[Path]:

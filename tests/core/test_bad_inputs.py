@@ -547,3 +547,47 @@ def test_missing_detector_weights_are_a_clear_error(tiny_training_data, tmp_path
         train_detector(tiny_training_data, tmp_path / "out", _detector_params(), epochs=1,
                        init_weights=tmp_path / "gone.pt")
     assert not list(tmp_path.rglob("*.pt"))  # nothing was downloaded
+
+
+def _yolo_with_yaml(tmp_path, data_yaml_text):
+    root = _yolo(tmp_path / "ds", {"train/t0": "2 0.5 0.5 0.2 0.2\n", "train/t1": "5 0.3 0.3 0.2 0.1\n",
+                                   "val/v0": "0 0.5 0.5 0.2 0.2\n"})
+    (root / "data.yaml").write_text(data_yaml_text + "train: images/train\nval: images/val\n")
+    return root
+
+
+def test_yolo_sparse_class_ids_are_kept_as_given(tmp_path):
+    """names {0: a, 2: c, 5: f}: class 2 stays 'c' and class 5 stays 'f' (before: compacted to a, c, f)."""
+    dataset, report = load_dataset(_yolo_with_yaml(tmp_path, "names: {0: a, 2: c, 5: f}\n"), "yolo")
+    assert dataset.class_names == ["a", "unused_1", "c", "unused_3", "unused_4", "f"]
+    by_name = {r.name: r for r in dataset.images}
+    assert by_name["t0"].classes.tolist() == [2] and by_name["t1"].classes.tolist() == [5]
+    assert any(p.kind == "class ids with gaps" for p in report.problems) and not report.quarantined
+
+
+def test_yolo_string_class_ids_are_numbers_not_text(tmp_path):
+    names = "names: {" + ", ".join(f"'{i}': c{i}" for i in range(12)) + "}\n"
+    dataset, _ = load_dataset(_yolo_with_yaml(tmp_path, names), "yolo")
+    assert dataset.class_names == [f"c{i}" for i in range(12)]  # before: sorted as text, class 2 became c10
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("names: {0: a, x: b}\n", "'names' keys must be class ids"),
+    ("names: [a, null]\n", "class 1 has no usable name"),
+    ("names: [a, [b, c]]\n", "class 1 has no usable name"),
+    ("names: [a, a]\n", "class names must be unique; \\['a'\\]"),
+    ("names: [a, \"b\\nc\"]\n", "is empty or has a line break"),
+    ("names: [a, '']\n", "is empty or has a line break"),
+    ("names: [a, b]\npath: [x, y]\n", "'path' must be one folder"),
+])
+def test_yolo_bad_names_and_paths_are_named(tmp_path, yaml_text, message):
+    root = _yolo_with_yaml(tmp_path, yaml_text)
+    with pytest.raises(ValueError, match=f"data.yaml: .*{message}"):
+        load_dataset(root, "yolo")
+
+
+def test_yolo_a_number_as_a_split_is_named(tmp_path):
+    root = _yolo(tmp_path / "ds", {"train/t0": "0 0.5 0.5 0.2 0.2\n"})
+    (root / "data.yaml").write_text("names: [a, b]\ntrain: 5\n")
+    with pytest.raises(ValueError, match="data.yaml: 'train' must be a folder or list file"):
+        load_dataset(root, "yolo")
