@@ -36,7 +36,8 @@ def detect_format(source: Path) -> str:
         return "yolo"
     if (source / "Annotations").is_dir():
         return "voc"
-    if any(source.glob("*.json")) or any(source.glob("annotations/*.json")):
+    if (any(source.glob("*.json")) or any(source.glob("annotations/*.json"))
+            or any(source.glob("*/_annotations.coco.json"))):  # the last: Roboflow's train/ valid/ test/
         return "coco"
     raise FormatError(f"{source}: cannot tell the layout (no data.yaml, Annotations/ or COCO JSON); pass --format")
 

@@ -7,6 +7,7 @@ rules: a dataset accepts integral ids in any JSON spelling ("3", 3.0), an import
 from __future__ import annotations
 
 import json
+import re
 import math
 from pathlib import Path
 
@@ -114,11 +115,22 @@ def _short(value, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _split_of(name: str) -> str | None:
-    lowered = name.lower()
-    for split, keys in (("train", ("train",)), ("val", ("val",)), ("test", ("test",))):
-        if any(k in lowered for k in keys):
-            return split
+SPLIT_WORDS = {"train": "pool", "training": "pool", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}
+
+
+def split_of(file: Path) -> str | None:
+    """The split a COCO file holds, from whole words of its name, else of its folder's name.
+
+    `instances_train.json` -> pool, `instances_val2017.json` -> val, Roboflow's
+    `valid/_annotations.coco.json` -> val; `annotations_latest.json` names no split (None: the
+    project carves one), since words are matched whole, never as substrings ("latest" is not "test").
+    """
+    for name in (file.stem, file.parent.name):
+        words = [w.rstrip("0123456789") for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+        found = {SPLIT_WORDS[w] for w in words if w in SPLIT_WORDS}
+        if len(found) == 1:
+            return found.pop()
     return None
 
 
@@ -203,7 +215,7 @@ def _load_coco_document(file: Path, doc: dict, root: Path, index_of: dict[int, i
                 seen.setdefault(path.stem, path)
                 continue
             found = objects[image_id]
-            add_image(dataset, report, seen, path, _split_of(file.stem),
+            add_image(dataset, report, seen, path, split_of(file),
                       np.asarray([o[0] for o in found], np.float64).reshape(-1, 4),
                       np.asarray([o[1] for o in found], np.int64), [o[2] for o in found], labeled=True)
 

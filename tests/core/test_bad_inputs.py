@@ -591,3 +591,37 @@ def test_yolo_a_number_as_a_split_is_named(tmp_path):
     (root / "data.yaml").write_text("names: [a, b]\ntrain: 5\n")
     with pytest.raises(ValueError, match="data.yaml: 'train' must be a folder or list file"):
         load_dataset(root, "yolo")
+
+
+def _coco_doc(names):
+    return {"images": [{"id": i + 1, "file_name": n, "width": 48, "height": 40} for i, n in enumerate(names)],
+            "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [5, 5, 10, 10]}
+                            for i in range(len(names))],
+            "categories": [{"id": 1, "name": "a"}]}
+
+
+def test_coco_split_files_map_to_pool_val_test_by_whole_words(tmp_path):
+    """instances_train.json is the pool (before: 'no labeled pool image to start from'); 'latest' is not 'test'."""
+    root = tmp_path / "coco"
+    for split, names in (("train", ["t0.png", "t1.png"]), ("val", ["v0.png"]), ("test", ["s0.png"])):
+        for n in names:
+            _image(root / "images" / n)
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(_coco_doc(names)))
+    dataset, _ = load_dataset(root)
+    assert sorted((r.name, r.split) for r in dataset.images) == [("s0", "test"), ("t0", "pool"), ("t1", "pool"),
+                                                                  ("v0", "val")]
+    latest = tmp_path / "latest"
+    _image(latest / "images" / "x.png")
+    (latest / "annotations_latest.json").write_text(json.dumps(_coco_doc(["x.png"])))
+    assert [r.split for r in load_dataset(latest)[0].images] == [None]
+
+
+def test_roboflow_coco_layout_is_detected_and_keeps_its_splits(tmp_path):
+    root = tmp_path / "roboflow"
+    for folder, name in (("train", "a.jpg"), ("valid", "b.jpg"), ("test", "c.jpg")):
+        _image(root / folder / name)
+        (root / folder / "_annotations.coco.json").write_text(json.dumps(_coco_doc([name])))
+    for fmt in ("auto", "coco"):
+        dataset, _ = load_dataset(root, fmt)
+        assert sorted((r.name, r.split) for r in dataset.images) == [("a", "pool"), ("b", "val"), ("c", "test")]
