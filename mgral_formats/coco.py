@@ -40,8 +40,14 @@ def _non_list_key(doc: dict) -> str | None:
 
 
 def coco_box(ann: dict) -> list[float] | None:
-    """[x1, y1, x2, y2] from a COCO [x, y, w, h]; missing values become NaN; None if malformed."""
-    bbox = ann.get("bbox", [None] * 4)
+    """[x1, y1, x2, y2] from a COCO [x, y, w, h]; missing values become NaN; None if malformed.
+
+    An annotation without a `bbox` gets the bounding box of its `segmentation` (polygons, or RLE
+    through pycocotools), as COCO defines bbox; without either it is malformed (None).
+    """
+    if "bbox" not in ann:
+        return _segmentation_box(ann.get("segmentation"))
+    bbox = ann["bbox"]
     if not isinstance(bbox, list) or len(bbox) != 4:
         return None
     if not all(v is None or is_number(v) for v in bbox):
@@ -83,6 +89,32 @@ def load_coco(source: Path) -> tuple[ImportedDataset, ImportReport]:
     for file, doc in documents:
         _load_coco_document(file, doc, root, index_of, conflicting.get(file, {}), dataset, report, seen)
     return dataset, report
+
+
+def _segmentation_box(segmentation) -> list[float] | None:
+    """The [x1, y1, x2, y2] around a COCO segmentation (list of polygons or an RLE dict); None if unusable."""
+    if isinstance(segmentation, list) and segmentation and all(isinstance(p, list) for p in segmentation):
+        points = [v for polygon in segmentation for v in polygon]
+        if len(points) < 6 or len(points) % 2 or not all(is_number(v) for v in points):
+            return None
+        xs, ys = [float(v) for v in points[0::2]], [float(v) for v in points[1::2]]
+        return [min(xs), min(ys), max(xs), max(ys)]
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        from pycocotools import mask as mask_utils
+
+        try:
+            rle = (mask_utils.frPyObjects(segmentation, *segmentation["size"])
+                   if isinstance(segmentation["counts"], list) else segmentation)
+            x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+        except (TypeError, ValueError, KeyError):
+            return None
+        return [x, y, x + w, y + h]
+    return None
+
+
+def is_crowd(ann: dict) -> bool:
+    """COCO `iscrowd: 1`: a region of many objects, not one object; kept out of training."""
+    return ann.get("iscrowd") in (1, True)
 
 
 def _coco_shape_problem(doc) -> str | None:
@@ -171,12 +203,16 @@ def _load_coco_document(file: Path, doc: dict, root: Path, index_of: dict[int, i
     objects: dict[int, list] = {i: [] for i in entries}
     bad: dict[int, tuple[str, str]] = {}  # image id -> its first (kind, message)
     annotation_ids: set = set()
+    crowd = 0
     for n, ann in enumerate(doc.get("annotations", [])):
         image_id = _as_int(ann.get("image_id")) if isinstance(ann, dict) else None
         if image_id not in entries:
             report.add(file, "annotation for missing image",
                        f"annotation {ann.get('id') if isinstance(ann, dict) else f'entry {n}'} refers to image id "
                        f"{ann.get('image_id') if isinstance(ann, dict) else None} not in 'images'", quarantine=False)
+            continue
+        if is_crowd(ann):
+            crowd += 1
             continue
         where = f"annotation {ann.get('id')} (category {ann.get('category_id')})"
         ann_id = ann.get("id") if isinstance(ann.get("id"), (int, str)) else None
@@ -195,6 +231,9 @@ def _load_coco_document(file: Path, doc: dict, root: Path, index_of: dict[int, i
                                                      f"got {_short(ann.get('bbox'))}"))
         else:
             objects[image_id].append((box, index_of[cat_id], where))
+    if crowd:
+        report.add(file, "crowd regions", f"{crowd} annotations with iscrowd: 1 (regions of many objects) left out "
+                   "of training; their images are imported with their other boxes", quarantine=False)
     for image_id, names in entries.items():
         for name in names:
             if leaves_folder(name):
@@ -276,6 +315,8 @@ def read_coco_annotations(path: Path, doc: dict) -> list[AnnotationEntry]:
             continue
         boxes, classes = [], []
         for ann in per_image[img["id"]]:
+            if is_crowd(ann):  # a crowd region is not an object: never a training box
+                continue
             box = coco_box(ann)
             if box is None:
                 boxes.append(None)

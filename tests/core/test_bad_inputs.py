@@ -625,3 +625,32 @@ def test_roboflow_coco_layout_is_detected_and_keeps_its_splits(tmp_path):
     for fmt in ("auto", "coco"):
         dataset, _ = load_dataset(root, fmt)
         assert sorted((r.name, r.split) for r in dataset.images) == [("a", "pool"), ("b", "val"), ("c", "test")]
+
+
+def test_coco_crowd_regions_are_left_out_and_counted(tmp_path):
+    root = tmp_path / "coco"
+    _image(root / "images" / "x.png")
+    doc = _coco_doc(["x.png"])
+    doc["annotations"].append({"id": 2, "image_id": 1, "category_id": 1, "bbox": [0, 0, 40, 30], "iscrowd": 1})
+    (root / "instances.json").write_text(json.dumps(doc))
+    dataset, report = load_dataset(root)
+    assert len(dataset.images[0].classes) == 1  # the crowd region is not a training box
+    assert [p.kind for p in report.problems] == ["crowd regions"] and not report.quarantined
+
+
+def test_coco_segmentation_only_annotations_get_their_polygon_box(tmp_path):
+    """Before: 'NaN or infinite coordinate [nan, nan, nan, nan]'."""
+    root = tmp_path / "coco"
+    _image(root / "images" / "x.png")
+    doc = _coco_doc(["x.png"])
+    doc["annotations"] = [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[4, 5, 20, 6, 12, 30]]},
+                          {"id": 2, "image_id": 1, "category_id": 1,
+                           "segmentation": {"counts": [45, 5, 35, 5, 35, 5, 1790], "size": [40, 48]}}]
+    (root / "instances.json").write_text(json.dumps(doc))
+    dataset, report = load_dataset(root)
+    assert report.problems == []
+    np.testing.assert_allclose(dataset.images[0].boxes_xyxy, [[4, 5, 20, 30], [1, 5, 4, 10]])
+    doc["annotations"] = [{"id": 1, "image_id": 1, "category_id": 1}]
+    (root / "instances.json").write_text(json.dumps(doc))
+    _, report = load_dataset(root)
+    assert "bbox must be 4 numbers" in report.to_text()
