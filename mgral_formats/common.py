@@ -152,10 +152,18 @@ def image_size(path: Path) -> tuple[int, int]:
         raise ValueError(f"unreadable or truncated image ({err})") from None
 
 
+MIN_IMAGE_SIDE = 10  # Ultralytics' own check (ultralytics/data/utils.py) rejects images under 10 px a side
+
+
 def read_size_or_report(path: Path, report: ImportReport) -> tuple[int, int] | None:
-    """image_size, or None after reporting why the image cannot be used."""
+    """image_size, or None after reporting why the image cannot be used (unreadable, too large, too small)."""
     try:
-        return image_size(path)
+        width, height = image_size(path)
+        if min(width, height) < MIN_IMAGE_SIDE:
+            report.add(path, "image too small", f"{width}x{height} pixels; the detector needs at least "
+                       f"{MIN_IMAGE_SIDE} pixels a side")
+            return None
+        return width, height
     except ImageTooLarge as err:
         report.add(path, "image too large", str(err))
     except ValueError as err:

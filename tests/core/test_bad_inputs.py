@@ -654,3 +654,12 @@ def test_coco_segmentation_only_annotations_get_their_polygon_box(tmp_path):
     (root / "instances.json").write_text(json.dumps(doc))
     _, report = load_dataset(root)
     assert "bbox must be 4 numbers" in report.to_text()
+
+
+def test_images_under_ten_pixels_are_quarantined_at_import(tmp_path):
+    """Ultralytics rejects them in training; before, import accepted them."""
+    root = _yolo(tmp_path / "ds", GOOD)
+    _image(root / "images/train/tiny.png", size=(9, 40))
+    dataset, report = load_dataset(root, "yolo")
+    assert "tiny" not in {r.name for r in dataset.images}
+    assert any("image too small: 9x40 pixels" in reason for reason in report.quarantined[str(root / "images/train/tiny.png")])
