@@ -123,8 +123,22 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+EXIF_ORIENTATION = 0x0112
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF Orientation tag (1 = upright, also when absent or unreadable)."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError):
+        return 1
+    return value if value in range(1, 9) else 1
+
+
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) after fully decoding the file; raises ValueError with the reason.
+    """(width, height) of the upright image (after its EXIF orientation, as annotators, OpenCV and the
+    project's stored copy see it), after fully decoding the file; raises ValueError with the reason.
 
     An image above MAX_IMAGE_PIXELS raises ImageTooLarge from its header alone, never decoded.
     """
@@ -142,7 +156,7 @@ def image_size(path: Path) -> tuple[int, int]:
                     raise ImageTooLarge(f"image too large: {width}x{height} = {width * height / 1e6:.1f} "
                                         f"megapixels (possible decompression bomb); {advice}")
                 image.load()
-                return image.size
+                return (height, width) if exif_orientation(image) in _TURNED else (width, height)
     except Image.DecompressionBombError as err:
         raise ImageTooLarge(f"image too large, refused by Pillow as a possible decompression bomb ({err}); "
                             f"{advice}") from None

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mgral_core import __version__
-from mgral_formats.common import ImportedDataset, ImportReport
+from mgral_formats.common import ImportedDataset, ImportReport, exif_orientation
 from mgral_formats.yolo import format_yolo_label, load_yolo
 from mgral_workspace.pool import PoolState
 from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
@@ -71,8 +71,13 @@ def _safe_id(name: str, taken: set[str]) -> str:
 
 
 def _copy_image(source: Path, target_stem: Path) -> Path:
-    """Copy an 8-bit RGB image as is; convert anything else (gray, RGBA, 16-bit, palette) to RGB PNG."""
+    """Copy an upright 8-bit RGB image as is; store anything else (gray, RGBA, 16-bit, palette, or an EXIF
+    orientation other than upright) as an upright RGB PNG, so every box lives in the frame annotators see."""
     with Image.open(source) as image:
+        if exif_orientation(image) != 1:
+            target = target_stem.with_suffix(".png")
+            ImageOps.exif_transpose(image).convert("RGB").save(target)
+            return target
         if image.mode == "RGB" and source.suffix.lower() in (".png", ".jpg", ".jpeg"):
             target = target_stem.with_suffix(source.suffix.lower())
             shutil.copyfile(source, target)

@@ -663,3 +663,36 @@ def test_images_under_ten_pixels_are_quarantined_at_import(tmp_path):
     dataset, report = load_dataset(root, "yolo")
     assert "tiny" not in {r.name for r in dataset.images}
     assert any("image too small: 9x40 pixels" in reason for reason in report.quarantined[str(root / "images/train/tiny.png")])
+
+
+def test_exif_rotated_jpeg_is_stored_upright_and_its_boxes_live_in_that_frame(tmp_path):
+    """A JPEG stored 120x60 with Orientation 6 is 60x120 upright (what annotators and cv2.imread see).
+    Before: recorded as 120x60, so a VOC box drawn on the upright photo was quarantined as outside."""
+    import cv2
+
+    root = tmp_path / "voc"
+    (root / "JPEGImages").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (120, 60), (200, 30, 30)).save(root / "JPEGImages" / "im1.jpg", exif=exif)
+    (root / "Annotations").mkdir()
+    (root / "Annotations" / "im1.xml").write_text(
+        "<annotation><filename>im1.jpg</filename><object><name>dog</name><bndbox><xmin>5</xmin><ymin>70</ymin>"
+        "<xmax>50</xmax><ymax>115</ymax></bndbox></object></annotation>")
+    for i in range(2, 12):  # upright companions, so the project has a labeled pool beside val and test
+        _image(root / "JPEGImages" / f"im{i}.jpg", (50, 50))
+        (root / "Annotations" / f"im{i}.xml").write_text(
+            f"<annotation><filename>im{i}.jpg</filename><object><name>dog</name><bndbox><xmin>5</xmin>"
+            "<ymin>6</ymin><xmax>20</xmax><ymax>30</ymax></bndbox></object></annotation>")
+    dataset, report = load_dataset(root, "voc")
+    rotated = next(r for r in dataset.images if r.name == "im1")
+    assert report.quarantined == {} and (rotated.width, rotated.height) == (60, 120)
+    project = tmp_path / "p"
+    init_project(project, dataset, simulate=False, initial_labeled=0, report=report)
+    table = PoolState.load(project).table
+    row = table[table["file"].str.contains("im1\\.")].iloc[0]
+    stored = project / row["file"]
+    assert (int(row["width"]), int(row["height"])) == (60, 120)
+    assert cv2.imread(str(stored)).shape[:2] == (120, 60)  # rows = height: the frame every box lives in
+    with Image.open(stored) as image:
+        assert image.size == (60, 120) and image.getexif().get(0x0112, 1) == 1
