@@ -117,10 +117,11 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
             if not source.exists():
                 _fail(f"{source}: dataset folder not found")
             dataset, report = load_dataset(source, fmt)
-            if report.problems:
+            try:
+                init_project(project, dataset, simulate=simulate, initial_labeled=n_initial, val_fraction=0.1,
+                             test_fraction=0.2, seed=params.simulation.seed, report=report)
+            finally:  # the counts (labeled / unlabeled / quarantined), problems and carve-out, also on failure
                 err_console.print(report.to_text(), markup=False, highlight=False, soft_wrap=True)
-            init_project(project, dataset, simulate=simulate, initial_labeled=n_initial, val_fraction=0.1,
-                         test_fraction=0.2, seed=params.simulation.seed, report=report)
     except (OSError, ValueError) as err:  # FileExistsError, PermissionError, a malformed dataset ...
         _fail(str(err))
     _write_project_params(project, params)

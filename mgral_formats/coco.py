@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from mgral_formats.common import (
+    add_unlabeled_images,
+    image_files,
     AnnotationEntry,
     ExportBatch,
     FormatError,
@@ -59,6 +61,8 @@ def coco_box(ann: dict) -> list[float] | None:
 def load_coco(source: Path) -> tuple[ImportedDataset, ImportReport]:
     """One COCO JSON or a folder of them; category ids mapped to 0..C-1 in sorted id order.
 
+    With a folder, every image in it that no JSON lists is imported unlabeled (the pool to select from).
+
     In a folder, a JSON file that is not a COCO document is reported and skipped; a lone file
     given as the source must be one (else CocoFormatError). Image ids are per file.
     """
@@ -86,8 +90,12 @@ def load_coco(source: Path) -> tuple[ImportedDataset, ImportReport]:
     dataset, seen = ImportedDataset([categories[i][0] for i in ids], []), {}
     index_of = {cat_id: i for i, cat_id in enumerate(ids)}
     root = source if source.is_dir() else source.parent
+    claimed: set[Path] = set()
     for file, doc in documents:
-        _load_coco_document(file, doc, root, index_of, conflicting.get(file, {}), dataset, report, seen)
+        _load_coco_document(file, doc, root, index_of, conflicting.get(file, {}), dataset, report, seen, claimed)
+    if source.is_dir():  # images no JSON lists are the unlabeled pool (in the train split's folder: pool)
+        add_unlabeled_images(dataset, report, seen, image_files(root), claimed,
+                             lambda path: "pool" if split_of(path.parent / "x.json") == "pool" else None)
     return dataset, report
 
 
@@ -190,7 +198,8 @@ def _coco_categories(documents, report: ImportReport) -> tuple[dict[int, tuple[s
 
 
 def _load_coco_document(file: Path, doc: dict, root: Path, index_of: dict[int, int], conflicting: dict[int, str],
-                        dataset: ImportedDataset, report: ImportReport, seen: dict[str, Path]) -> None:
+                        dataset: ImportedDataset, report: ImportReport, seen: dict[str, Path],
+                        claimed: set[Path]) -> None:
     entries: dict[int, list[str]] = {}  # image id -> file names (more than one: duplicate id)
     for n, img in enumerate(doc["images"]):
         image_id = _as_int(img.get("id")) if isinstance(img, dict) else None
@@ -245,6 +254,7 @@ def _load_coco_document(file: Path, doc: dict, root: Path, index_of: dict[int, i
             if path is None:
                 report.add(file, "missing image", f"image {name!r} (id {image_id}) not found", quarantine=False)
                 continue
+            claimed.add(path)
             problem = bad.get(image_id)
             if len(names) > 1:
                 problem = ("duplicate id", f"image id {image_id} is used by {len(names)} entries ({', '.join(names)}) "

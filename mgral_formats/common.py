@@ -69,6 +69,10 @@ class ImportReport:
     problems: list[Problem] = field(default_factory=list)
     quarantined: dict[str, list[str]] = field(default_factory=dict)  # source path -> reasons
     imported: int = 0
+    with_objects: int = 0  # labeled images with at least one box
+    empty: int = 0  # labeled images with no object
+    unlabeled: int = 0  # images without any annotation: the unlabeled pool
+    notes: list[str] = field(default_factory=list)  # what the import decided for the user (not problems)
 
     def add(self, file: str | Path, kind: str, message: str, quarantine: bool = True) -> None:
         self.problems.append(Problem(str(file), kind, message))
@@ -76,9 +80,11 @@ class ImportReport:
             self.quarantined.setdefault(str(file), []).append(f"{kind}: {message}")
 
     def to_text(self) -> str:
-        lines = [f"imported {self.imported} images; {len(self.quarantined)} quarantined; "
-                 f"{len(self.problems)} problems"]
+        lines = [f"imported {self.imported} images ({self.with_objects + self.empty} labeled: {self.with_objects} "
+                 f"with objects, {self.empty} empty; {self.unlabeled} unlabeled); {len(self.quarantined)} "
+                 f"quarantined; {len(self.problems)} problems"]
         lines += [f"  {p.file}: [{p.kind}] {p.message}" for p in self.problems]
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -238,3 +244,32 @@ def add_image(dataset: ImportedDataset, report: ImportReport, seen: dict[str, Pa
         return
     dataset.images.append(ImageRecord(path, stem, split, width, height, checked, classes, labeled))
     report.imported += 1
+    if not labeled:
+        report.unlabeled += 1
+    elif len(classes):
+        report.with_objects += 1
+    else:
+        report.empty += 1
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under `folder` (by suffix, any case), sorted; links that leave `folder` are left out."""
+    root = folder.resolve()
+    files = []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            resolved = path.resolve()
+            if resolved == root or root in resolved.parents:
+                files.append(path)
+    return files
+
+
+def add_unlabeled_images(dataset: ImportedDataset, report: ImportReport, seen: dict[str, Path],
+                         paths: Sequence[Path], claimed: set[Path], split_of=lambda path: None) -> None:
+    """Add every image of `paths` that no annotation file claimed as unlabeled (the pool to select from)."""
+    for path in paths:
+        if path.resolve() not in claimed:
+            add_image(dataset, report, seen, path, split_of(path), None, None, [], labeled=False)

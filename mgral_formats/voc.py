@@ -12,7 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mgral_formats.common import FormatError, ImportedDataset, ImportReport, add_image, leaves_folder
+from mgral_formats.common import (
+    FormatError,
+    ImportedDataset,
+    ImportReport,
+    add_image,
+    add_unlabeled_images,
+    image_files,
+    leaves_folder,
+)
 
 
 class VocFormatError(FormatError):
@@ -23,7 +31,10 @@ class VocFormatError(FormatError):
 
 
 def load_voc(root: Path, names: Sequence[str] | None = None) -> tuple[ImportedDataset, ImportReport]:
-    """Annotations/*.xml + JPEGImages/ (+ ImageSets/Main/{train,val,test}.txt for splits)."""
+    """Annotations/*.xml + JPEGImages/ (+ ImageSets/Main/{train,val,test}.txt for splits).
+
+    Every image in JPEGImages/ that no XML names is imported unlabeled: the pool to select from.
+    """
     annotations = root / "Annotations"
     if not annotations.is_dir():
         raise FileNotFoundError(f"{root}: VOC layout needs an Annotations/ folder")
@@ -53,9 +64,10 @@ def load_voc(root: Path, names: Sequence[str] | None = None) -> tuple[ImportedDa
         if listing.exists():
             splits.update({line.strip(): "pool" if split == "train" else split
                            for line in listing.read_text().splitlines() if line.strip()})
-    dataset, seen = ImportedDataset(class_names, []), {}
+    dataset, seen, claimed = ImportedDataset(class_names, []), {}, set()
     for xml_file, file_name, objects in parsed:
         path = root / "JPEGImages" / file_name
+        claimed.add(path.resolve())
         if not path.exists():
             report.add(xml_file, "annotation for missing image", f"{file_name} not found in JPEGImages/",
                        quarantine=False)
@@ -70,6 +82,9 @@ def load_voc(root: Path, names: Sequence[str] | None = None) -> tuple[ImportedDa
         classes = np.asarray([class_names.index(o[0]) for o in objects], np.int64)
         add_image(dataset, report, seen, path, splits.get(path.stem), boxes, classes, [o[2] for o in objects],
                   labeled=True)
+    if (root / "JPEGImages").is_dir():
+        add_unlabeled_images(dataset, report, seen, image_files(root / "JPEGImages"), claimed,
+                             lambda path: "pool" if splits.get(path.stem) == "pool" else None)
     return dataset, report
 
 

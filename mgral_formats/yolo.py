@@ -11,6 +11,7 @@ import numpy as np
 import yaml
 
 from mgral_formats.common import (
+    IMAGE_SUFFIXES,
     AnnotationEntry,
     ExportBatch,
     FormatError,
@@ -21,7 +22,6 @@ from mgral_formats.common import (
 )
 from mgral_workspace.atomic import write_text_atomic
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class YoloFormatError(FormatError):

@@ -107,7 +107,7 @@ def init_project(project_dir: str | Path, dataset: ImportedDataset, *, simulate:
     if not dataset.images:
         raise ValueError("the dataset has no usable image (see the import report)")
     rng = np.random.default_rng(seed)
-    splits = _assign_splits(dataset, val_fraction, test_fraction, rng)
+    splits = _assign_splits(dataset, val_fraction, test_fraction, rng, report)
     unlabeled_eval = [r.name for r, s in zip(dataset.images, splits) if s != "pool" and not r.labeled]
     if unlabeled_eval:
         raise ValueError(f"val/test images must be labeled; unlabeled: {unlabeled_eval[:5]}")
@@ -138,19 +138,36 @@ def init_project(project_dir: str | Path, dataset: ImportedDataset, *, simulate:
 
 
 def _assign_splits(dataset: ImportedDataset, val_fraction: float, test_fraction: float,
-                   rng: np.random.Generator) -> list[str]:
+                   rng: np.random.Generator, report: ImportReport | None = None) -> list[str]:
+    """Each image's split: the dataset's own where it has val and test, else val/test carved at random
+    as fractions of the *labeled* images (unlabeled ones always stay in the pool), keeping at least one
+    labeled image in the pool. What was carved is added to the report's notes.
+
+    Raises:
+        ValueError: fewer than 3 labeled images to carve from (one each for val, test and the pool).
+    """
     splits = [r.split or "" for r in dataset.images]
     if {"val", "test"} <= set(splits):
         return [s or "pool" for s in splits]
     free = [i for i, s in enumerate(splits) if s in ("", "pool") and dataset.images[i].labeled]
+    wanted = [split for split in ("val", "test") if split not in splits]
+    if len(free) < len(wanted) + 1:
+        raise ValueError(f"only {len(free)} labeled image(s) to carve {' and '.join(wanted)} from: a split needs at "
+                         f"least 1 labeled image and the pool 1 more ({len(wanted) + 1} in all; 20 or more give a "
+                         "usable mAP). Label more images, or give val/test folders of labeled images")
+    labeled_total = len(free)
     free = list(rng.permutation(free))
-    for split, fraction in (("val", val_fraction), ("test", test_fraction)):
-        if split in splits:
-            continue
-        n = max(1, int(round(fraction * len(dataset.images))))
+    carved = {}
+    for split in wanted:
+        fraction = val_fraction if split == "val" else test_fraction
+        n = min(max(1, int(round(fraction * labeled_total))), len(free) - 1)  # one labeled image stays in the pool
         for i in free[:n]:
             splits[i] = split
+        carved[split] = n
         free = free[n:]
+    if report is not None:
+        report.notes.append(f"carved {', '.join(f'{n} {s}' for s, n in carved.items())} out of {labeled_total} labeled "
+                            f"images ({len(free)} labeled stay in the pool)")
     return [s or "pool" for s in splits]
 
 

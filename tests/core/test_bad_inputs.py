@@ -241,7 +241,7 @@ def test_coco_file_that_is_not_coco(tmp_path):
     (root / "notes.json").write_text(json.dumps(["a", "list"]))
     (root / "broken.json").write_text("{not json")
     dataset, report = load_dataset(root, "coco")  # a folder: other JSON files are reported, skipped
-    assert len(dataset.images) == 1
+    assert [r.name for r in dataset.images if r.labeled] == ["x"] and report.unlabeled == 1  # y.png: listed by none
     assert {Path(p.file).name for p in report.problems if p.kind == "bad annotation file"} == {"notes.json",
                                                                                               "broken.json"}
     with pytest.raises(ValueError, match="notes.json: not a COCO document"):
@@ -259,7 +259,7 @@ def test_voc_negative_inverted_and_nameless_boxes(tmp_path):
     assert "object without a <name>" in _kinds(report)["unknown class"]
     dataset, report = load_dataset(_voc(tmp_path / "missing", "gone.jpg"))
     assert "gone.jpg not found in JPEGImages/" in _kinds(report)["annotation for missing image"]
-    assert dataset.images == []
+    assert [(r.name, r.labeled) for r in dataset.images] == [("im1", False)]  # no XML names it: unlabeled
 
 
 def test_every_strategy_runs_on_a_single_class_pool():
@@ -281,7 +281,8 @@ def test_coco_file_name_cannot_leave_the_dataset(tmp_path, name):
     root = _coco(tmp_path / "coco", [{"id": 1, "file_name": name}, {"id": 2, "file_name": "y.png"}], [])
     dataset, report = load_dataset(root, "coco")
     assert "is absolute or contains '..'" in _kinds(report)["file name leaves the dataset"]
-    assert [r.name for r in dataset.images] == ["y"]
+    assert [r.name for r in dataset.images if r.labeled] == ["y"]
+    assert [r.name for r in dataset.images if not r.labeled] == ["x"]  # in the folder, listed by no entry
 
 
 @pytest.mark.parametrize("name", ["../../outside.jpg", "ABSOLUTE"])
@@ -290,7 +291,7 @@ def test_voc_filename_cannot_leave_the_dataset(tmp_path, name):
     root = _voc(tmp_path / "voc", str(outside) if name == "ABSOLUTE" else name)
     dataset, report = load_dataset(root)
     assert "<filename>" in _kinds(report)["file name leaves the dataset"]
-    assert dataset.images == []
+    assert [(r.name, r.labeled) for r in dataset.images] == [("im1", False)]  # outside.jpg never read
 
 
 @pytest.fixture
@@ -696,3 +697,53 @@ def test_exif_rotated_jpeg_is_stored_upright_and_its_boxes_live_in_that_frame(tm
     assert cv2.imread(str(stored)).shape[:2] == (120, 60)  # rows = height: the frame every box lives in
     with Image.open(stored) as image:
         assert image.size == (60, 120) and image.getexif().get(0x0112, 1) == 1
+
+
+def _voc_minority(root, n_images=12, n_annotated=4):
+    """A VOC folder like the aerial tree-crown try: every image in JPEGImages/, XML for only a few."""
+    for i in range(n_images):
+        _image(root / "JPEGImages" / f"tile{i:02d}.jpg", (50, 50))
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    for i in range(n_annotated):
+        (root / "Annotations" / f"tile{i:02d}.xml").write_text(
+            f"<annotation><filename>tile{i:02d}.jpg</filename><object><name>tree</name><bndbox><xmin>5</xmin>"
+            "<ymin>6</ymin><xmax>20</xmax><ymax>30</ymax></bndbox></object></annotation>")
+    return root
+
+
+def test_voc_images_without_xml_are_the_unlabeled_pool_and_val_test_come_from_the_labeled(tmp_path):
+    """Before: 12 images, 4 XML -> a project of 4 images, 'unlabeled 0'."""
+    dataset, report = load_dataset(_voc_minority(tmp_path / "voc"))
+    assert report.to_text().startswith("imported 12 images (4 labeled: 4 with objects, 0 empty; 8 unlabeled)")
+    project = init_project(tmp_path / "p", dataset, simulate=False, initial_labeled=0, report=report)
+    counts = PoolState.load(project).counts()
+    assert counts == {"labeled": 2, "unlabeled": 8, "pending": 0, "val": 1, "test": 1}
+    assert any("carved 1 val, 1 test out of 4 labeled images (2 labeled stay in the pool)" in n for n in report.notes)
+
+
+def test_coco_images_the_json_does_not_list_are_the_unlabeled_pool(tmp_path):
+    root = tmp_path / "coco"
+    names = [f"im{i}.png" for i in range(10)]
+    for n in names:
+        _image(root / "images" / n)
+    (root / "instances.json").write_text(json.dumps(_coco_doc(names[:4])))
+    dataset, report = load_dataset(root)
+    assert (report.with_objects, report.unlabeled) == (4, 6)
+    assert sorted(r.name for r in dataset.images if not r.labeled) == [f"im{i}" for i in range(4, 10)]
+
+
+def test_few_labels_are_carved_as_fractions_of_the_labeled_and_too_few_is_explained(tmp_path):
+    """YOLO, 4 labeled of 12, no val/test given (before: 'no labeled pool image to start from')."""
+    labels = {f"train/t{i}": ("0 0.5 0.5 0.2 0.2\n" if i < 4 else None) for i in range(12)}
+    root = _yolo(tmp_path / "ds", labels)
+    (root / "data.yaml").write_text("names: [a, b]\ntrain: images/train\n")
+    dataset, report = load_dataset(root, "yolo")
+    project = init_project(tmp_path / "p", dataset, simulate=False, initial_labeled=0, report=report)
+    assert PoolState.load(project).counts() == {"labeled": 2, "unlabeled": 8, "pending": 0, "val": 1, "test": 1}
+    few = {f"train/t{i}": ("0 0.5 0.5 0.2 0.2\n" if i < 2 else None) for i in range(6)}
+    root = _yolo(tmp_path / "few", few)
+    (root / "data.yaml").write_text("names: [a, b]\ntrain: images/train\n")
+    dataset, _ = load_dataset(root, "yolo")
+    with pytest.raises(ValueError, match=r"only 2 labeled image\(s\) to carve val and test from: .*3 in all"):
+        init_project(tmp_path / "p2", dataset, simulate=False, initial_labeled=0)
+    assert not (tmp_path / "p2").exists()
