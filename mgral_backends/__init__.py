@@ -24,12 +24,14 @@ BACKENDS: dict[str, Callable[[DetectorParams], DetectorBackend]] = {
 }
 
 
-def get_backend(params: DetectorParams, name: str = DEFAULT_BACKEND) -> DetectorBackend:
-    """The backend `name` built from the detector section of params.yaml.
+def get_backend(params: DetectorParams, name: str | None = None) -> DetectorBackend:
+    """The backend `name` (default: `params.backend`, i.e. detector.backend in params.yaml) built from the
+    detector section of params.yaml.
 
     Raises:
         ValueError: `name` is not a key of BACKENDS.
     """
+    name = name or getattr(params, "backend", DEFAULT_BACKEND)
     try:
         factory = BACKENDS[name]
     except KeyError:

@@ -57,6 +57,17 @@ class SimulationParams(_Section):
 class DetectorParams(_Section):
     """Ultralytics YOLO detector, trained on CPU by default."""
 
+    backend: str = Field("ultralytics", description="detector backend, a key of mgral_backends.BACKENDS")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from mgral_backends import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"unknown detector backend {value!r}; known backends: {', '.join(BACKENDS)}")
+        return value
+
     model: str = Field("yolov8n.yaml", description="model yaml (built from scratch, offline) or a .pt path")
     imgsz: int = Field(160, ge=32, le=1280)
     epochs: int = Field(60, ge=1, description="epochs for a detector trained from scratch")

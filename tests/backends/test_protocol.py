@@ -77,3 +77,14 @@ def test_cycle_steps_and_record_values_look_the_backend_up(tiny_project, monkeyp
                                         inference)
     assert 0 <= record["value"] < 1
     assert fake.calls == ["train", "predict", "predict", "head_features", "head_proxy"]
+
+
+def test_detector_backend_is_chosen_in_params_and_an_unknown_one_is_named(tmp_path):
+    from mgral_backends import BACKENDS
+    from mgral_workspace.config import ConfigError, load_params
+
+    assert "ultralytics" in BACKENDS
+    path = tmp_path / "params.yaml"
+    path.write_text("detector:\n  backend: tensorflow\n")
+    with pytest.raises(ConfigError, match="detector.backend: .*unknown detector backend 'tensorflow'"):
+        load_params(path)
