@@ -32,10 +32,7 @@ def plot_learning_curve(points: Sequence[Mapping], out_png: str | Path, title: s
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 def plot_class_histogram(counts: Mapping[str, int], out_png: str | Path, title: str = "") -> Path:
@@ -46,10 +43,7 @@ def plot_class_histogram(counts: Mapping[str, int], out_png: str | Path, title: 
     ax.set_ylabel("instances")
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 def plot_agent_training(rewards, baselines, random_level: float, out_png: str | Path) -> Path:
@@ -62,10 +56,7 @@ def plot_agent_training(rewards, baselines, random_level: float, out_png: str | 
     ax.set_xlabel("policy-gradient iteration")
     ax.set_ylabel("proxy val mAP50-95")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 def plot_learning_curves(tidy: pd.DataFrame, out_png: str | Path, metric: str = "map50_95", title: str = "") -> Path:
@@ -83,10 +74,7 @@ def plot_learning_curves(tidy: pd.DataFrame, out_png: str | Path, metric: str = 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 def plot_histograms(counts: pd.DataFrame, out_png: str | Path, title: str) -> Path:
@@ -100,6 +88,11 @@ def plot_histograms(counts: pd.DataFrame, out_png: str | Path, title: str) -> Pa
     ax.set_xticks(x + width * (len(counts.index) - 1) / 2, counts.columns, rotation=30)
     ax.set_title(title)
     ax.legend(fontsize=7)
+    return _save(fig, out_png)
+
+
+def _save(fig, out_png: Path) -> Path:
+    """Lay out, write and close a figure; returns its path."""
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
