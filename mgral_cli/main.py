@@ -83,6 +83,35 @@ def generate(out: Path = typer.Argument(..., help="directory to create (must not
 
 
 @app.command()
+def pretrain(out: Path = typer.Argument(..., help="working directory: the pretraining set and the training run "
+                                         "(resumed if it exists)"),
+             params_file: Optional[Path] = typer.Option(None, "--params", help="params.yaml (pretrain + detector)"),
+             weights: Optional[Path] = typer.Option(None, help="transfer file to write (default OUT/transfer.pt); "
+                                                     "its provenance goes beside it as .json"),
+             ) -> None:
+    """Make the pretrained start: a generated set disjoint from the built-in one, YOLO trained on it, and the
+    backbone + neck as a float16 transfer file that `detector.pretrained` loads (the `mgral-pretrain` flow)."""
+    from flows.pretrain import mgral_pretrain
+    from mgral_backends.protocol import DetectorError
+
+    params = _params(params_file)
+    source = params_file or (Path("params.yaml") if Path("params.yaml").is_file() else None)  # as _params chose
+    if params.detector.backend != "ultralytics":
+        _fail(f"mgral pretrain trains the ultralytics backend; detector.backend is {params.detector.backend!r}")
+    weights = weights or out / "transfer.pt"
+    command = "mgral pretrain " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["pretrain"] else f"mgral pretrain {out}"
+    start = time.time()
+    try:
+        record = mgral_pretrain(str(out), str(weights), str(source) if source else None, command)
+    except (ValueError, FileExistsError, DetectorError) as err:
+        _fail(str(err))
+    console.print(f"transfer weights: {weights} ({record['bytes'] / 1e6:.2f} MB, sha256 {record['sha256'][:16]}); "
+                  f"pretraining-set val mAP50-95 {record['training']['val_map50_95']:.3f}; "
+                  f"{(time.time() - start) / 60:.1f} min in this sitting")
+    console.print(f"use it with detector.pretrained: {weights}")
+
+
+@app.command()
 def init(project: Path = typer.Argument(..., help="project directory to create"),
          source: Optional[Path] = typer.Option(None, "--from", help="dataset folder (YOLO, COCO or VOC layout)"),
          fmt: str = typer.Option("auto", "--format", help="yolo | coco | voc | auto"),

@@ -69,6 +69,20 @@ class DetectorParams(_Section):
         return value
 
     model: str = Field("yolov8n.yaml", description="model yaml (built from scratch, offline) or a .pt path")
+    pretrained: str | None = Field(
+        None, description="start of a yaml-built model: 'builtin' (the backbone and neck `mgral pretrain` "
+        "made, shipped in mgral_backends/ultralytics/weights), a transfer file or YOLO .pt path, or null/'none' "
+        "to train from scratch; unused when `model` is itself a .pt")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_value(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("", "none", "null", "scratch"):
+            return None
+        if value != "builtin" and not value.endswith(".pt"):
+            raise ValueError(f"expected 'builtin', null (from scratch) or a path to a .pt file, got {value!r}")
+        return value
+
     imgsz: int = Field(160, ge=32, le=1280)
     epochs: int = Field(60, ge=1, description="epochs for a detector trained from scratch")
     finetune_epochs: int = Field(20, ge=1, description="epochs when warm-starting from the previous cycle")
@@ -85,6 +99,16 @@ class DetectorParams(_Section):
     seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
     predict_conf: float = Field(0.001, ge=0, le=1, description="confidence floor for evaluation/uncertainty")
     embed_batch: int = Field(64, ge=1)
+
+
+class PretrainParams(_Section):
+    """`mgral pretrain`: the generated pretraining set (mgral_workspace.pretrain_data) and its training."""
+
+    images: int = Field(2000, ge=10, description="training images of the pretraining set")
+    val_images: int = Field(200, ge=2, description="validation images of the pretraining set")
+    epochs: int = Field(30, ge=1, description="epochs from scratch on the pretraining set")
+    batch: int = Field(32, ge=1)
+    seed: int = Field(0, ge=0, description="generator and training seed")
 
 
 class SelectionParams(_Section):
@@ -323,6 +347,7 @@ class Params(_Section):
     dataset: DatasetParams = DatasetParams()
     simulation: SimulationParams = SimulationParams()
     detector: DetectorParams = DetectorParams()
+    pretrain: PretrainParams = PretrainParams()
     selection: SelectionParams = SelectionParams()
     campaign: CampaignParams = CampaignParams()
     lookup_table: LookupTableParams = LookupTableParams()

@@ -22,6 +22,7 @@ from mgral_workspace.config import DetectorParams
 from mgral_core.detections import Detections
 from mgral_backends.protocol import DetectorError, TrainedDetector, TrainingDiverged
 from mgral_backends.ultralytics.env import YOLO
+from mgral_backends.ultralytics.pretrained import resolve_pretrained, yolo_with_pretrained
 
 from ultralytics.data.augment import LetterBox  # noqa: E402  (after ultralytics_env)
 from ultralytics.utils import nms, ops  # noqa: E402
@@ -87,6 +88,16 @@ def _resolve_model(params: DetectorParams, init_weights: Path | None) -> str:
     return model
 
 
+def _start_model(params: DetectorParams, init_weights: Path | None) -> YOLO:
+    """The YOLO to train: warm-start weights, the user's .pt, the yaml with a pretrained start, or the bare yaml."""
+    model = _resolve_model(params, init_weights)
+    if init_weights is None and not model.endswith(".pt"):
+        pretrained = resolve_pretrained(params.pretrained)
+        if pretrained is not None:
+            return yolo_with_pretrained(model, pretrained)
+    return YOLO(model)
+
+
 def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, epochs: int,
                    init_weights: Path | None = None, seed: int | None = None,
                    freeze: int | None = None) -> TrainedDetector:
@@ -103,7 +114,7 @@ def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, ep
         shutil.rmtree(run_dir)
     if init_weights is None or Path(init_weights).resolve() != final:
         final.unlink(missing_ok=True)  # a failed run must not leave an older best.pt looking like its result
-    model = YOLO(_resolve_model(params, init_weights))
+    model = _start_model(params, init_weights)
     _stop_on_divergence(model, run_dir)
     captured = io.StringIO()
     try:

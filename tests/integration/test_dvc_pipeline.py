@@ -31,7 +31,8 @@ def test_dvc_repro_twice(tmp_path):
             shutil.copy2(source, work / name)
     tiny_benchmark = {"strategies": ["random", "coreset"], "seeds": [0, 1], "cycles": 1, "budget": 8, "n_pool": 60,
                       "image_size": 64, "epochs": 2, "finetune_epochs": 1, "lookup_records": 3, "agent_iterations": 5}
-    write_params(work / "params.yaml", campaign__cycles=1, selection__strategy="random",
+    write_params(work / "params.yaml", campaign__cycles=1, selection__strategy="random", pretrain__images=10,
+                 pretrain__val_images=2, pretrain__epochs=1, pretrain__batch=4,
                  benchmark__quick=tiny_benchmark)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "PYTHONDONTWRITEBYTECODE": "1"}

@@ -1,0 +1,69 @@
+"""Where a shipped artefact came from: command, generator settings, commit, checksum, machine, versions."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, is_dataclass
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit(repo: Path = REPO) -> str:
+    """HEAD of the code's repository, with '+dirty' when tracked files differ from it; 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def provenance_record(path: str | Path, *, command: str, header: dict, spec, training: dict) -> dict:
+    """The provenance JSON of the file at `path` (tests/backends/test_pretrained.py checks file against record)."""
+    path = Path(path)
+    return {
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "bytes": path.stat().st_size,
+        "command": command,
+        "generator": asdict(spec) if is_dataclass(spec) else dict(spec),
+        "weights": header,
+        "training": training,
+        "commit": git_commit(),
+        "machine": {"cpu": cpu_model(), "nproc": os.cpu_count()},
+        "versions": {name: _version(name) for name in ("torch", "ultralytics", "pillow", "numpy")},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
