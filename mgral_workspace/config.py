@@ -266,6 +266,8 @@ class BenchmarkProfile(_Section):
     finetune_epochs: int = Field(10, ge=1)
     lookup_records: int = Field(16, ge=2)
     agent_iterations: int = Field(150, ge=1)
+    pretrained: str | None = None
+    """detector.pretrained of every run ('builtin': the shipped start of `mgral pretrain`; null: from scratch)."""
     lookup_diagnostics: bool = False
     """Measure MGRAL's lookup-table repeatability/fidelity every cycle (triples the table's cost)."""
     reuse: str | None = None
@@ -277,7 +279,8 @@ class BenchmarkProfile(_Section):
         return params.model_copy(update={
             "dataset": params.dataset.model_copy(update={"n_pool": self.n_pool, "image_size": self.image_size}),
             "detector": params.detector.model_copy(update={"imgsz": self.image_size, "epochs": self.epochs,
-                                                           "finetune_epochs": self.finetune_epochs}),
+                                                           "finetune_epochs": self.finetune_epochs,
+                                                           "pretrained": self.pretrained}),
             "selection": params.selection.model_copy(update={"budget": self.budget, "seed": seed}),
             "simulation": params.simulation.model_copy(update={"seed": seed}),
             "campaign": params.campaign.model_copy(update={"cycles": self.cycles}),
@@ -299,6 +302,11 @@ class BenchmarkProfile(_Section):
         if len(set(value)) != len(value):
             raise ValueError(f"strategies must be distinct, got {value}")
         return value
+
+    @field_validator("pretrained")
+    @classmethod
+    def _check_pretrained(cls, value: str | None) -> str | None:
+        return DetectorParams._pretrained_value(value)
 
 
 def split_strategy_spec(spec: str) -> tuple[str, dict[str, Any]]:
