@@ -347,7 +347,8 @@ def test_coco_import_path_traversal(open_batch, tmp_path):
     ({"y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}, "needs numeric x, y, width, height"),
     ({"x": None, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}, "needs numeric"),
     ({"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": []}, "without a label"),
-    ({"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 30, "rectanglelabels": ["a"]}, "rotated"),
+    ({"x": 10, "y": 10, "width": 20, "height": 20, "rotation": "30", "rectanglelabels": ["a"]},
+     "rotation must be a number of degrees"),  # a rotated rectangle is boxed (tests/workspace/test_annotation_import.py)
     ({"x": -30, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}, "outside the 48x40 image"),
     ({"x": 10, "y": 10, "width": -5, "height": 20, "rectanglelabels": ["a"]}, "has zero area"),
 ])
