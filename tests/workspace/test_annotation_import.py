@@ -85,10 +85,14 @@ def test_polygons_and_rectangle_label_pairs_become_boxes(project, tmp_path):
     pair = [_result("rectangle", {"x": 25, "y": 25, "width": 50, "height": 50, "rotation": 0}, rid="box7"),
             _result("labels", {"x": 25, "y": 25, "width": 50, "height": 50, "rotation": 0, "labels": ["a"]},
                     rid="box7")]
-    summary = import_annotations(project, _write(tmp_path, [_task(1, "t3", [polygon]), _task(2, "t4", pair)]))
-    assert summary.imported == ["t3", "t4"]
+    ellipse = _result("ellipselabels", {"x": 50, "y": 50, "radiusX": 25, "radiusY": 25, "rotation": 90,
+                                        "ellipselabels": ["a"]})
+    export = [_task(1, "t3", [polygon]), _task(2, "t4", pair), _task(3, "t5", [ellipse])]
+    summary = import_annotations(project, _write(tmp_path, export))
+    assert summary.imported == ["t3", "t4", "t5"]
     assert _boxes(project, "t3") == ([[4.8, 8.0, 24.0, 24.0]], [1])  # the polygon's bounding box, in pixels
     assert _boxes(project, "t4") == ([[12.0, 10.0, 36.0, 30.0]], [0])  # the rectangle, its class from `labels`
+    assert _boxes(project, "t5") == ([[14.0, 8.0, 34.0, 32.0]], [0])  # a 12 x 10 px-radius ellipse turned upright
 
 
 def test_a_rotated_rectangle_becomes_the_box_around_it(project, tmp_path):
@@ -247,6 +251,21 @@ def test_image_urls_are_matched_by_original_file_name_and_say_so(project, tmp_pa
     assert "by original name 'images/train/t7.png': export.json task 5 -> t7" in notes
 
 
+def test_coco_file_names_and_urls_are_matched_by_original_name(project, tmp_path):
+    doc = {"images": [{"id": 1, "file_name": "images/0a1b2c3d-t3.png", "width": W, "height": H},  # Label Studio's COCO
+                      {"id": 2, "file_name": "https://example.com/t4.png"},
+                      {"id": 3, "file_name": "t5.png", "width": H, "height": W}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 0, "bbox": [1, 2, 10, 12]}],
+           "categories": [{"id": 0, "name": "b"}]}
+    text = _refusal(project, _write(tmp_path, doc))
+    assert text.count("export.json image") == 1  # only image 3, whose size is not the project image's
+    assert "export.json image 3: annotated on a 40x48 image, but the project's image t5 is 48x40" in text
+    doc["images"].pop()
+    summary = import_annotations(project, _write(tmp_path, doc))
+    assert summary.imported == ["t3", "t4"] and _boxes(project, "t3") == ([[1.0, 2.0, 11.0, 14.0]], [1])
+    assert any("Label Studio's upload prefix removed" in n and "image 1 -> t3" in n for n in summary.notes)
+
+
 def test_a_malformed_url_names_its_task(project, tmp_path):
     text = _refusal(project, _write(tmp_path, [_by_url(1, "t3.png"), _by_url(42, "http://[broken/t4.png")]))
     assert "export.json task 42: malformed image URL 'http://[broken/t4.png' (Invalid IPv6 URL)" in text
@@ -351,3 +370,6 @@ def test_replace_without_versioning_keeps_the_replaced_label_files(project, tmp_
     assert _boxes(project, "v0")[1] == [1]
     again = import_annotations(project, _write(tmp_path, _one_box(1, "v0", "b")))
     assert again.unchanged == ["v0"] and again.replaced == []
+    (project / "labels" / "t0.txt").unlink()  # a labeled image whose label file went missing: refused, no traceback
+    text = _refusal(project, _write(tmp_path, _one_box(1, "t0", "a")))
+    assert "t0 is already labeled (with different labels); to relabel it, import again with --replace" in text
