@@ -163,12 +163,11 @@ def parse_image_reference(text: str) -> ImageReference:
         raise FormatError("the image is embedded in the task (a data: URL) and cannot be matched to a project image; "
                           "add the project's mgral_id to the task data")
     path = unquote(parts.path)
-    if len(scheme) > 1 and scheme not in _REMOTE_SCHEMES:
-        raise FormatError(f"image URL {text[:200]!r} has an unknown scheme {parts.scheme!r}")
-    if path.rstrip("/").endswith("/data/local-files") and "d" in query:
+    remote = scheme in _REMOTE_SCHEMES  # anything else before a ':' (a drive letter, 'img:1.png') is a plain path
+    if (remote or not scheme) and path.rstrip("/").endswith("/data/local-files") and "d" in query:
         return ImageReference(unquote(query["d"][0]), None, "Label Studio local file")
-    upload = "/data/upload/" in path
-    if len(scheme) > 1 or upload:
+    upload = (remote or not scheme) and "/data/upload/" in path
+    if remote or upload:
         name = PurePosixPath(path).name
         if not name:
             raise FormatError(f"image URL {text[:200]!r} names no file")
