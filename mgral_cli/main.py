@@ -166,29 +166,55 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
 
 @app.command("import")
 def import_(project: Path = typer.Argument(..., help="project directory"),
-            source: Path = typer.Argument(..., help="Label Studio JSON export, COCO JSON, or a YOLO label folder"),
+            source: Path = typer.Argument(..., help="Label Studio JSON or JSON-MIN export, COCO JSON, or a YOLO label "
+                                                    "folder (a YOLO export with classes.txt too)"),
+            replace: bool = typer.Option(False, "--replace",
+                                         help="relabel images that are already labeled (the previous labels stay "
+                                              "in the project's git/DVC history)"),
             ) -> None:
-    """Import finished annotations for the open batch: all validated first, merged atomically, or nothing."""
+    """Import finished annotations for the open batch: all validated first, merged atomically, or nothing.
+
+    The merge and its git/DVC commit happen under the project lock: one commit per import.
+    MGRAL_LOCK_WAIT=SECONDS waits for a busy project instead of refusing at once.
+    """
     from mgral_workspace.annotation_import import AnnotationImportError, import_annotations
+    from mgral_workspace.project_lock import ProjectLockedError, project_lock
+    from tasks.versioning import VersioningError
 
     _check_project(project)
     if not source.exists():
         _fail(f"{source}: not found")
-    from mgral_workspace.project_lock import ProjectLockedError, project_lock
-
     params = _params(None, project)
+    versioned = params.tracking.version_pool
+    keep = None if versioned else project / "replaced_labels" / time.strftime("%Y%m%d-%H%M%S")
+    commit = None
     try:
-        with project_lock(project, f"mgral import {source.name}"):
-            summary = import_annotations(project, source)
+        wait = float(os.environ.get("MGRAL_LOCK_WAIT", "0"))
+    except ValueError:
+        _fail(f"MGRAL_LOCK_WAIT must be a number of seconds, got {os.environ['MGRAL_LOCK_WAIT']!r}")
+    try:
+        with project_lock(project, f"mgral import {source.name}", wait_seconds=wait):
+            summary = import_annotations(project, source, replace=replace, keep_replaced=keep)
+            if summary.changed and versioned:
+                from tasks.versioning import commit_pool, ensure_versioned
+
+                ensure_versioned(project)
+                what = ", ".join(part for part in (
+                    f"imported labels for {len(summary.imported)} images" if summary.imported else "",
+                    f"replaced labels of {len(summary.replaced)} images" if summary.replaced else "") if part)
+                commit = commit_pool(project, f"mgral: {what} from {source.name}")
+    except VersioningError as err:
+        _fail(f"the labels were imported, but versioning them failed: {err}")
     except (AnnotationImportError, ProjectLockedError, ValueError, OSError) as err:  # ValueError: PoolStateError
         _fail(str(err))
-    if summary.imported and params.tracking.version_pool:
-        from tasks.versioning import commit_pool, ensure_versioned
-
-        ensure_versioned(project)
-        commit_pool(project, f"mgral: imported labels for {len(summary.imported)} images from {source.name}")
+    for warning in summary.warnings:
+        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    for note in summary.notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"imported labels for {len(summary.imported)} images"
-                  + (f"; {len(summary.unchanged)} already imported, unchanged" if summary.unchanged else ""))
+                  + (f"; replaced the labels of {len(summary.replaced)}" if summary.replaced else "")
+                  + (f"; {len(summary.unchanged)} already imported, unchanged" if summary.unchanged else "")
+                  + (f" (commit {commit[:8]})" if commit else ""))
     _status(project)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mgral_formats.coco import export_coco, load_coco, read_coco_annotations
-from mgral_formats.common import AnnotationEntry, ExportBatch, FormatError, ImportedDataset, ImportReport
+from mgral_formats.common import AnnotationSet, ExportBatch, FormatError, ImportedDataset, ImportReport
 from mgral_formats.label_studio import export_label_studio, read_label_studio_annotations
 from mgral_formats.voc import load_voc
 from mgral_formats.yolo import export_yolo, load_yolo, read_yolo_annotations
@@ -50,14 +50,18 @@ def load_dataset(source: str | Path, fmt: str = "auto") -> tuple[ImportedDataset
     fmt = detect_format(source) if fmt == "auto" else fmt
     if fmt not in READERS:
         raise FormatError(f"unknown format {fmt!r}; use one of {sorted(READERS)} or auto")
-    return READERS[fmt](source)
+    dataset, report = READERS[fmt](source)
+    dataset.root = (source if source.is_dir() else source.parent).absolute()
+    return dataset, report
 
 
-def read_annotations(source: str | Path) -> list[AnnotationEntry]:
-    """Finished annotations from a YOLO label folder, a Label Studio JSON export or a COCO JSON file.
+def read_annotations(source: str | Path) -> AnnotationSet:
+    """Finished annotations from a YOLO label folder (or YOLO export with classes.txt), a Label Studio
+    JSON or JSON-MIN export, or a COCO JSON file.
 
-    Raises FormatError only when the file as a whole is unusable; malformed tasks, entries and boxes
-    come back inside the entries. Nothing is checked against a project here.
+    Raises FormatError only when the source as a whole is unusable (unreadable, empty, of no known
+    shape); malformed tasks, entries and boxes come back inside the entries. Nothing is checked
+    against a project here.
     """
     source = Path(source)
     if source.is_dir():
@@ -70,4 +74,6 @@ def read_annotations(source: str | Path) -> list[AnnotationEntry]:
         return read_label_studio_annotations(source, doc)
     if isinstance(doc, dict) and "images" in doc:
         return read_coco_annotations(source, doc)
+    if isinstance(doc, dict) and ("data" in doc or "annotations" in doc):  # one Label Studio task on its own
+        return read_label_studio_annotations(source, [doc])
     raise FormatError(f"{source}: neither a Label Studio export (a list of tasks) nor COCO JSON")

@@ -17,6 +17,7 @@ from mgral_formats.common import (
     add_unlabeled_images,
     image_files,
     AnnotationEntry,
+    AnnotationSet,
     ExportBatch,
     FormatError,
     ImportedDataset,
@@ -24,6 +25,7 @@ from mgral_formats.common import (
     add_image,
     is_number,
     leaves_folder,
+    parse_image_reference,
 )
 
 LIST_KEYS = ("images", "annotations", "categories")
@@ -282,15 +284,18 @@ def _key(value):
     return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
 
 
-def read_coco_annotations(path: Path, doc: dict) -> list[AnnotationEntry]:
+def read_coco_annotations(path: Path, doc: dict) -> AnnotationSet:
     """One entry per image of a parsed COCO document (boxes in pixels, classes by category name).
 
-    A malformed image entry, annotation or box becomes an entry problem or a malformed box; only a
-    non-list images/annotations/categories raises CocoFormatError.
+    An image entry is named by its `mgral_id` when it has one, else by `file_name` (a path, or a URL
+    as some tools write it). A malformed image entry, annotation or box becomes an entry problem or a
+    malformed box; a non-list images/annotations/categories or an empty `images` raises CocoFormatError.
     """
     key = _non_list_key(doc)
     if key is not None:
         raise CocoFormatError(f"{path}: '{key}' must be a list")
+    if not doc["images"]:
+        raise CocoFormatError(f"{path}: 'images' is empty, no image to import")
     names = {_key(c.get("id")): c.get("name") for c in doc.get("categories", []) if isinstance(c, dict)}
     images = [img for img in doc["images"] if isinstance(img, dict)]
     entries = [AnnotationEntry(f"{path.name} image entry #{n}", "", [], [], problem="not an object")
@@ -315,14 +320,26 @@ def read_coco_annotations(path: Path, doc: dict) -> list[AnnotationEntry]:
         per_image[_key(ann["image_id"])].append(ann)
     for img in images:
         where = f"{path.name} image {img.get('id')}"
-        name = img.get("mgral_id") or img.get("file_name")
+        mgral_id = img.get("mgral_id") if isinstance(img.get("mgral_id"), str) and img.get("mgral_id") else None
+        name = mgral_id or img.get("file_name")
         if _key(img.get("id")) is None or not isinstance(name, str) or not name:
             entries.append(AnnotationEntry(where, "", [], [], problem="an image entry needs an 'id' and a 'file_name'"))
             continue
+        entry = AnnotationEntry(where, name, [], [], mgral_id=mgral_id, reference="mgral_id" if mgral_id else "path")
+        entries.append(entry)
         if id_count[img["id"]] > 1:
-            entries.append(AnnotationEntry(where, name, [], [], problem=f"image id {img['id']!r} is used by "
-                                                                         f"{id_count[img['id']]} image entries"))
+            entry.problem = f"image id {img['id']!r} is used by {id_count[img['id']]} image entries"
             continue
+        if not mgral_id:
+            try:
+                reference = parse_image_reference(name)
+            except FormatError as err:
+                entry.problem = str(err)
+                continue
+            entry.name = reference.path if reference.path is not None else name
+            entry.file_name, entry.reference = reference.file_name, reference.how
+        if is_number(img.get("width")) and is_number(img.get("height")):
+            entry.annotated_size = (float(img["width"]), float(img["height"]))
         boxes, classes = [], []
         for ann in per_image[img["id"]]:
             if is_crowd(ann):  # a crowd region is not an object: never a training box
@@ -337,8 +354,8 @@ def read_coco_annotations(path: Path, doc: dict) -> list[AnnotationEntry]:
             classes.append(names[category] if category in names and isinstance(names[category], str)
                            else f"<annotation {ann.get('id')}: category id {ann.get('category_id')!r} "
                                 "not in the file's 'categories'>")
-        entries.append(AnnotationEntry(where, name, boxes, classes))
-    return entries
+        entry.boxes, entry.classes = boxes, classes
+    return AnnotationSet(entries)
 
 
 def export_coco(batch: ExportBatch, out_dir: Path) -> None:

@@ -6,11 +6,13 @@ finished annotation, as read) and `ExportBatch` (what an exporter writes).
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -62,6 +64,7 @@ class ImageRecord:
 class ImportedDataset:
     class_names: list[str]
     images: list[ImageRecord]
+    root: Path | None = None  # the dataset folder: each image's original name is its path relative to it
 
 
 @dataclass
@@ -93,15 +96,85 @@ class AnnotationEntry:
     """One image's finished annotation as a format reader found it; not yet checked against a project.
 
     A malformed box is kept in place as `None` in `boxes` with a "<message>" in `classes`, so the
-    importer can report it by position.
+    importer can report it by position. The image is named in up to three ways, matched by the
+    importer in this order: `mgral_id` (the project's own id), `name` (a path as given, relative to
+    the project or the dataset; refused if absolute or with '..'), `file_name` (the original file
+    name of an image that lives elsewhere: an upload, a bucket, a web address; never a path).
     """
 
     where: str  # file / task for messages
-    name: str  # image reference as given (path, URL or id)
-    boxes: list  # [x1, y1, x2, y2] pixels, or normalized for YOLO (converted later); None if malformed
+    name: str  # image reference as given (path, or the whole URL for messages when file_name is set)
+    boxes: list  # [x1, y1, x2, y2] pixels, or normalized (0..1) when `normalized`; None if malformed
     classes: list  # class indices or names; "<message>" for a malformed box
     normalized: bool = False
     problem: str | None = None  # the whole entry is unusable (malformed task or image entry)
+    mgral_id: str | None = None
+    file_name: str | None = None  # original file name of a remote image (Label Studio's upload prefix removed)
+    reference: str = ""  # how the image was referenced, for messages: "Label Studio upload", "s3 URL" ...
+    annotated_size: tuple[float, float] | None = None  # (width, height) the annotator saw, when the format says
+    pending: str | None = None  # not annotated yet (why): nothing to import, the image stays in its batch
+    notes: list[str] = field(default_factory=list)  # rules applied while reading (which annotation won ...)
+
+
+@dataclass
+class AnnotationSet:
+    """Everything a reader found in one export: its entries and, when the export declares them, its class names."""
+
+    entries: list[AnnotationEntry]
+    class_names: list[str] | None = None  # e.g. a YOLO export's classes.txt: entries then name their classes
+    class_names_file: str = ""
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """Where an export says an image is: a `path` meant to be inside the project or dataset, or the
+    original `file_name` of an image stored elsewhere (`how` says which kind of address it was)."""
+
+    path: str | None
+    file_name: str | None
+    how: str
+
+
+UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-(?=.)")  # Label Studio's /data/upload/N/<8 hex>-<original name>
+_REMOTE_SCHEMES = {"http": "URL", "https": "URL", "s3": "s3 URL", "gs": "gs URL", "gcs": "gcs URL",
+                   "azure-blob": "Azure blob URL", "ftp": "URL"}
+
+
+def strip_upload_prefix(name: str) -> str:
+    """An uploaded file's original name: Label Studio stores `photo.jpg` as `1a2b3c4d-photo.jpg`."""
+    return UPLOAD_PREFIX.sub("", name, count=1)
+
+
+def parse_image_reference(text: str) -> ImageReference:
+    """Read an image address as annotation tools write it; raises FormatError for a malformed one.
+
+    `/data/local-files/?d=rel/path.png` (Label Studio's local files) and plain relative paths are
+    paths. `/data/upload/N/<8 hex>-name.jpg` (Label Studio uploads), `s3://bucket/key`, `gs://...`
+    and `https://host/.../name.jpg` are images stored elsewhere: only their file name is kept (the
+    upload prefix removed), to be matched against the project's original file names.
+    """
+    try:
+        parts = urlsplit(text)
+        query = parse_qs(parts.query)
+    except ValueError as err:
+        raise FormatError(f"malformed image URL {text[:200]!r} ({err})") from None
+    scheme = parts.scheme.lower()
+    if scheme == "data":
+        raise FormatError("the image is embedded in the task (a data: URL) and cannot be matched to a project image; "
+                          "add the project's mgral_id to the task data")
+    path = unquote(parts.path)
+    remote = scheme in _REMOTE_SCHEMES  # anything else before a ':' (a drive letter, 'img:1.png') is a plain path
+    if (remote or not scheme) and path.rstrip("/").endswith("/data/local-files") and "d" in query:
+        return ImageReference(unquote(query["d"][0]), None, "Label Studio local file")
+    upload = (remote or not scheme) and "/data/upload/" in path
+    if remote or upload:
+        name = PurePosixPath(path).name
+        if not name:
+            raise FormatError(f"image URL {text[:200]!r} names no file")
+        if upload:
+            return ImageReference(None, strip_upload_prefix(name), "Label Studio upload")
+        return ImageReference(None, name, _REMOTE_SCHEMES[scheme])
+    return ImageReference(text, None, "path")  # as written: '#', '?' and '%' may be part of a file name
 
 
 @dataclass(frozen=True)

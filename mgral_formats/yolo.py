@@ -13,6 +13,7 @@ import yaml
 from mgral_formats.common import (
     IMAGE_SUFFIXES,
     AnnotationEntry,
+    AnnotationSet,
     ExportBatch,
     FormatError,
     ImportedDataset,
@@ -186,16 +187,38 @@ def _yolo_images(base: Path, entry, data_yaml: Path, report: ImportReport) -> li
     return paths
 
 
-def read_yolo_annotations(folder: Path) -> list[AnnotationEntry]:
-    """One entry per `*.txt` in `folder`, boxes normalized; a bad line becomes a malformed box, not an error."""
+def read_yolo_annotations(folder: Path) -> AnnotationSet:
+    """One entry per label file of a YOLO folder, boxes normalized; a bad line becomes a malformed box.
+
+    Either a folder of `*.txt` label files (class ids are the project's), or an export such as Label
+    Studio's YOLO export: `labels/*.txt` beside `classes.txt` (and `images/`, `notes.json`). With a
+    `classes.txt`, class ids are read as its names (one per line, id = line number from 0), so the
+    importer checks them against the project's classes by name.
+
+    Raises:
+        YoloFormatError: no label file in the folder, or an unreadable or malformed classes.txt.
+    """
+    label_dir = folder / "labels" if (folder / "labels").is_dir() else folder
+    classes_file = next((f for f in (folder / "classes.txt", label_dir / "classes.txt") if f.is_file()), None)
+    names = _read_classes_txt(classes_file) if classes_file else None
+    labels = sorted(p for p in label_dir.glob("*.txt") if p.name != "classes.txt")
+    if not labels:
+        xml = any(folder.glob("*.xml")) or any(folder.glob("Annotations/*.xml"))
+        raise YoloFormatError(f"{folder}: no YOLO label file (*.txt{', or labels/*.txt' if label_dir == folder else ''})"
+                              + ("; Pascal VOC XML is not an import format: export as YOLO, COCO JSON or Label Studio "
+                                 "JSON" if xml else ""))
     entries = []
-    for label in sorted(folder.glob("*.txt")):
-        boxes, classes = [], []
+    for label in labels:
+        where = f"{label_dir.name}/{label.name}" if label_dir != folder else label.name
+        entry = AnnotationEntry(where, label.stem, [], [], normalized=True)
+        entries.append(entry)
         try:
             text = label.read_text()
         except UnicodeDecodeError as err:
-            entries.append(AnnotationEntry(label.name, label.stem, [], [], normalized=True,
-                                           problem=f"not a text file ({err})"))
+            entry.problem = f"not a text file ({err})"
+            continue
+        except OSError as err:  # a directory named like a label file, a file that cannot be read
+            entry.problem = "a directory, not a label file" if label.is_dir() else f"cannot be read ({err})"
             continue
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.split():
@@ -203,13 +226,35 @@ def read_yolo_annotations(folder: Path) -> list[AnnotationEntry]:
             try:
                 cls, cx, cy, w, h = parse_yolo_line(line, f"{label.name}:{number}")
             except YoloFormatError:
-                boxes.append(None)
-                classes.append(f"<{label.name} line {number}: malformed>")
+                entry.boxes.append(None)
+                entry.classes.append(f"<{label.name} line {number}: malformed>")
                 continue
-            boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-            classes.append(cls)
-        entries.append(AnnotationEntry(label.name, label.stem, boxes, classes, normalized=True))
-    return entries
+            if names is not None and not 0 <= cls < len(names):
+                entry.boxes.append(None)
+                entry.classes.append(f"<{label.name} line {number}: class id {cls} not in {classes_file.name} "
+                                     f"(ids 0..{len(names) - 1})>")
+                continue
+            entry.boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+            entry.classes.append(names[cls] if names is not None else cls)
+    return AnnotationSet(entries, names, str(classes_file) if classes_file else "")
+
+
+def _read_classes_txt(path: Path) -> list[str]:
+    """classes.txt: one class name per line, the line number (from 0) is the id; trailing blank lines ignored."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise YoloFormatError(f"{path}: cannot be read as text ({err})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = [line.strip() for line in lines]
+    if not names or any(not n for n in names):
+        raise YoloFormatError(f"{path}: needs one non-empty class name per line (line "
+                              f"{names.index('') + 1 if '' in names else 1} is empty)")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise YoloFormatError(f"{path}: class names must be unique; {duplicates[:5]} appear more than once")
+    return names
 
 
 def export_yolo(batch: ExportBatch, out_dir: Path) -> None:

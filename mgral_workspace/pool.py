@@ -1,7 +1,8 @@
 """Pool state: one row per image, keyed by a stable id, stored as `pool.csv` in the project.
 
 The table records each image's split, whether it is labeled, the cycle in which it was
-selected and labeled, and where its visible label file lives. It never holds labels itself.
+selected and labeled, where its visible label file lives, and the image's original name (its path
+in the dataset it came from, to match annotation exports by). It never holds labels itself.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ COLUMNS = {
     "label_file": str,
     "width": int,
     "height": int,
+    "original_name": str,  # path relative to the source dataset; "" = not known (projects made before it existed)
 }
+OPTIONAL = {"original_name": ""}  # columns an older pool.csv may lack, and what a missing one means
 NOT_YET = -1
 _BOOLS = {"True": True, "False": False}
 
@@ -34,10 +37,10 @@ _BOOLS = {"True": True, "False": False}
 def _parse_strictly(table: pd.DataFrame) -> pd.DataFrame:
     """pool.csv as read (every cell a string) -> typed columns; a cell that is not of its column's type
     is an error naming its row (the file's line) and column, never coerced (`'maybe'` is not True)."""
-    missing = [c for c in COLUMNS if c not in table.columns]
+    missing = [c for c in COLUMNS if c not in table.columns and c not in OPTIONAL]
     if missing:
         raise PoolStateError(f"pool table lacks columns {missing}")
-    out = table[list(COLUMNS)].copy()
+    out = table.assign(**{c: v for c, v in OPTIONAL.items() if c not in table.columns})[list(COLUMNS)].copy()
     for column, kind in COLUMNS.items():
         if kind is str:
             continue
@@ -68,6 +71,7 @@ class PoolState:
     table: pd.DataFrame
 
     def __post_init__(self) -> None:
+        self.table = self.table.assign(**{c: v for c, v in OPTIONAL.items() if c not in self.table.columns})
         missing = [c for c in COLUMNS if c not in self.table.columns]
         if missing:
             raise PoolStateError(f"pool table lacks columns {missing}")
@@ -81,7 +85,8 @@ class PoolState:
 
     @classmethod
     def new(cls, rows: list[dict]) -> "PoolState":
-        defaults = {"labeled": False, "selected_cycle": NOT_YET, "labeled_cycle": NOT_YET, "label_file": ""}
+        defaults = {"labeled": False, "selected_cycle": NOT_YET, "labeled_cycle": NOT_YET, "label_file": "",
+                    **OPTIONAL}
         return cls(pd.DataFrame([{**defaults, **row} for row in rows], columns=list(COLUMNS)))
 
     @classmethod

@@ -192,7 +192,8 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
         rows.append({"image_id": image_id, "file": str(image_file.relative_to(root)), "split": split,
                      "labeled": labeled, "selected_cycle": 0 if labeled and split == "pool" else -1,
                      "labeled_cycle": 0 if labeled and split == "pool" else -1, "label_file": label_file,
-                     "width": record.width, "height": record.height})
+                     "width": record.width, "height": record.height,
+                     "original_name": _original_name(record.source_path, dataset.root)})
     PoolState.new(rows).save(root)
     if metadata is not None:
         meta = metadata[metadata["image_id"].isin(id_of_name)].copy()
@@ -207,6 +208,17 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
             "mgral_version": __version__, "images": len(rows),
             "splits": {s: splits.count(s) for s in ("pool", "val", "test")}}
     (root / "project.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
+
+
+def _original_name(source: Path, root: Path | None) -> str:
+    """The image's path relative to its dataset folder (POSIX), else its file name: what exports may call it."""
+    source = Path(source)
+    if root is not None:  # as given, then with links in the folders resolved (a reader may resolve its paths)
+        for base, path in ((Path(root).absolute(), source.absolute()),
+                           (Path(root).resolve(), source.absolute().parent.resolve() / source.name)):
+            if base in path.parents:
+                return path.relative_to(base).as_posix()
+    return source.name
 
 
 def init_from_synthetic(project_dir: str | Path, spec: SyntheticSpec, initial_labeled: int, seed: int = 0) -> Path:

@@ -17,6 +17,10 @@ def import_inbox_task(project_dir: str) -> dict:
     summary, errors = import_inbox(project_dir)
     for error in errors:
         logger.warning(f"inbox: {error}")
+    for warning in summary.warnings:
+        logger.warning(f"inbox: {warning}")
+    for note in summary.notes:
+        logger.info(f"inbox: {note}")
     if summary.imported:
         logger.info(f"inbox: imported labels for {len(summary.imported)} images")
     return {"imported": len(summary.imported), "errors": errors}

@@ -347,7 +347,8 @@ def test_coco_import_path_traversal(open_batch, tmp_path):
     ({"y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}, "needs numeric x, y, width, height"),
     ({"x": None, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}, "needs numeric"),
     ({"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": []}, "without a label"),
-    ({"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 30, "rectanglelabels": ["a"]}, "rotated"),
+    ({"x": 10, "y": 10, "width": 20, "height": 20, "rotation": "30", "rectanglelabels": ["a"]},
+     "rotation must be a number of degrees"),  # a rotated rectangle is boxed (tests/workspace/test_annotation_import.py)
     ({"x": -30, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}, "outside the 48x40 image"),
     ({"x": 10, "y": 10, "width": -5, "height": 20, "rectanglelabels": ["a"]}, "has zero area"),
 ])
@@ -456,7 +457,13 @@ def test_cli_import_errors_in_a_real_process(open_batch, tmp_path):
     export.write_text(json.dumps([_ls_task(1, "/data/local-files/?d=../../t3.png")]))
     markup = tmp_path / "markup.json"  # brackets in a message are printed, not read as rich markup
     markup.write_text(json.dumps([_ls_task(1, "[/]t9", data_key="mgral_id")]))
+    waiting = tmp_path / "waiting.json"  # tasks not annotated yet: refused, never "imported labels for 0 images"
+    waiting.write_text(json.dumps([{"id": 1, "data": {"mgral_id": "t3"}, "annotations": []}]))
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps([_ls_task(7, "http://[broken/t3.png")]))
     cases = [([str(open_batch), str(export)], "tries to leave the project"),
+             ([str(open_batch), str(waiting)], "nothing to import, no annotated image: 1 task(s) with no annotation"),
+             ([str(open_batch), str(broken)], "export.json task 7: malformed image URL".replace("export", "broken")),
              ([str(open_batch), str(markup)], "image '[/]t9' is not in the project"),
              ([str(open_batch), str(tmp_path / "missing.json")], "not found"),
              ([str(tmp_path / "nowhere"), str(export)], "not an MGRAL project")]
