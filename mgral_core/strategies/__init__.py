@@ -5,6 +5,10 @@ selection from a `SelectionContext` (what it needs beside the pool view: a rewar
 factory, agent settings) and then called like the rest. Adding one is a module plus one line in
 STRATEGIES; a class that sets `needs_lookup_table = True` makes the cycle build the lookup table
 before it selects.
+
+One registered strategy is not a strategy a user could run: `oracle_best_of_n` reads the oracle's
+hidden labels (`reads_oracle = True`). It is an upper-bound diagnostic for simulation only, refused
+in real projects, and shown as `oracle_best_of_n (ceiling)` in every report (`display_name`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from mgral_core.strategies.cdal import cdal
 from mgral_core.strategies.coreset import coreset
 from mgral_core.strategies.ebal import ebal
 from mgral_core.strategies.mgral import MgralStrategy
+from mgral_core.strategies.oracle import OracleBestOfN
 from mgral_core.strategies.random_sampling import random_sampling
+from mgral_core.strategies.typiclust import typiclust
 from mgral_core.strategies.uncertainty_sampling import (
     entropy_max,
     entropy_mean,
@@ -31,11 +37,36 @@ BASELINE_STRATEGIES: dict[str, Strategy] = {
     "coreset": coreset,
     "cdal": cdal,
     "ebal": ebal,
+    "typiclust": typiclust,
 }
 MODEL_STRATEGIES: dict[str, type] = {  # built per selection with `from_context(SelectionContext)`
     "mgral": MgralStrategy,
+    "oracle_best_of_n": OracleBestOfN,
 }
 STRATEGY_NAMES = (*MODEL_STRATEGIES, *BASELINE_STRATEGIES)
+CEILING_SUFFIX = " (ceiling)"
+
+
+def reads_oracle(name: str) -> bool:
+    """True for a strategy that reads the oracle's hidden labels (simulation only; an upper bound)."""
+    _check_known(name)
+    return bool(getattr(MODEL_STRATEGIES.get(name), "reads_oracle", False))
+
+
+def oracle_readers() -> tuple[str, ...]:
+    """Names of every registered strategy that reads the oracle (today only 'oracle_best_of_n')."""
+    return tuple(name for name in STRATEGY_NAMES if reads_oracle(name))
+
+
+def display_name(spec: str) -> str:
+    """The name a report shows for a strategy spec: an oracle reader gets ' (ceiling)' appended.
+
+    Takes specs with overrides ('oracle_best_of_n@oracle.candidates=8') and names that are not
+    registered (returned unchanged), so old result tables still render.
+    """
+    name = spec.partition("@")[0]
+    is_ceiling = name in STRATEGY_NAMES and reads_oracle(name)
+    return spec + CEILING_SUFFIX if is_ceiling and not spec.endswith(CEILING_SUFFIX) else spec
 
 
 def needs_lookup_table(name: str) -> bool:
@@ -65,5 +96,6 @@ def _check_known(name: str) -> None:
         raise ValueError(f"unknown strategy {name!r}; known strategies: {known}")
 
 
-__all__ = ["BASELINE_STRATEGIES", "MODEL_STRATEGIES", "STRATEGY_NAMES", "PoolView", "SelectionContext", "Strategy",
-           "get_strategy", "needs_lookup_table"]
+__all__ = ["BASELINE_STRATEGIES", "CEILING_SUFFIX", "MODEL_STRATEGIES", "STRATEGY_NAMES", "PoolView",
+           "SelectionContext", "Strategy", "display_name", "get_strategy", "needs_lookup_table", "oracle_readers",
+           "reads_oracle"]

@@ -62,8 +62,15 @@ class SelectionContext:
         estimator_factory: `(pool, k) -> RewardEstimator` over the cycle's lookup table (MGRAL).
         agent: the agent's settings (`mgral_core.strategies.mgral.AgentSettings`) for MGRAL.
         progress: called as progress(iteration, value) while a strategy trains, for progress bars.
+        oracle_scorer: simulation only, for the `oracle_best_of_n` ceiling alone: maps candidate batches
+            to the values of L ∪ B trained with the oracle's true labels
+            (`mgral_core.strategies.oracle.OracleScorer`). The workspace sets it for that strategy
+            only, and never in a project labeled by people.
+        oracle: the ceiling's `OracleSettings` (None: the defaults).
     """
 
     estimator_factory: Callable[[PoolView, int], Any] | None = None
     agent: Any = None
     progress: Callable[[int, float], None] | None = None
+    oracle_scorer: Callable[[Any], list[float]] | None = None
+    oracle: Any = None

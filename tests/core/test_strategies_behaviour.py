@@ -1,5 +1,7 @@
 """Each strategy picks what it claims to: uncertain images, uncovered clusters, non-duplicates."""
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from mgral_core.strategies.base import PoolView
 from mgral_core.strategies.cdal import image_class_distributions, nearest_symmetric_kl, symmetric_kl
 from mgral_core.strategies.coreset import min_squared_distances
 from mgral_core.strategies.ebal import NO_CLASS, enms_scores
+from mgral_core.strategies.typiclust import typicality
 from tests.core.test_strategies_contract import random_detections
 
 FLAT, PAIR, SURE = [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]
@@ -151,3 +154,51 @@ def test_diversity_strategies_avoid_duplicates(seed):
 def test_ebal_fills_the_batch_with_skipped_images():
     pool = _duplicates_pool(n_other=0)  # nothing but duplicates: the diversity rule skips all but one
     assert sorted(pick("ebal", pool, 10)) == sorted(pool.unlabeled_ids.tolist())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_typiclust_covers_every_cluster_before_repeating(seed):
+    ids, emb, _ = _clusters(seed=seed)
+    pool = PoolView(ids, emb, np.array([]), np.zeros((0, 8), np.float32))
+    assert sorted(p.split("_")[0] for p in pick("typiclust", pool, 5, seed)) == ["c0", "c1", "c2", "c3", "c4"]
+    ids, emb, _ = _clusters(per_cluster=30, seed=seed)
+    pool = PoolView(ids, emb, np.array([]), np.zeros((0, 8), np.float32))
+    eight = [p.split("_")[0] for p in pick("typiclust", pool, 8, seed)]  # 8 k-means clusters inside 5 true ones
+    assert set(eight) == {"c0", "c1", "c2", "c3", "c4"} and max(eight.count(c) for c in set(eight)) <= 2
+
+
+def test_typiclust_leaves_tiny_clusters_for_last():
+    ids, emb, _ = _clusters(per_cluster=10)
+    tiny = np.random.default_rng(9).normal(0, 0.1, (3, 8)) + 500  # 3 images far from the rest: a cluster of 3
+    pool = PoolView(np.array([*ids, "t_0", "t_1", "t_2"]), np.concatenate([emb, tiny]).astype(np.float32),
+                    np.array([]), np.zeros((0, 8), np.float32))
+    picked = [p.split("_")[0] for p in pick("typiclust", pool, 6)]  # 6 clusters: the 5 true ones and the tiny one
+    assert sorted(picked[:5]) == ["c0", "c1", "c2", "c3", "c4"] and "t" not in picked  # as the paper drops it
+
+
+def test_typiclust_counts_labeled_images_as_coverage():
+    ids, emb, centers = _clusters()
+    pool = PoolView(ids, emb, np.array(["l0", "l1", "l2"]), centers[:3].astype(np.float32))
+    assert sorted(p.split("_")[0] for p in pick("typiclust", pool, 2)) == ["c3", "c4"]
+
+
+def test_typiclust_takes_the_dense_core_not_the_outlier():
+    rng = np.random.default_rng(0)
+    core = rng.normal(0, 0.1, (25, 4))
+    outliers = 3 * np.eye(4)[rng.integers(0, 4, 5)] * rng.choice([-1, 1], (5, 1))
+    ids = np.array([f"core{i}" for i in range(25)] + [f"out{i}" for i in range(5)])
+    pool = PoolView(ids, np.concatenate([core, outliers]).astype(np.float32), np.array([]), np.zeros((0, 4), np.float32))
+    assert all(pick("typiclust", pool, 1, seed)[0].startswith("core") for seed in range(3))
+    assert pick("coreset", pool, 2, 0)[1].startswith("out")  # farthest-first goes the other way
+
+
+def test_typicality_hand_computed(monkeypatch):
+    x = np.array([[0.0], [1.0], [3.0], [10.0]])  # m // 2 = 2 neighbours each
+    mean_nn = [(1 + 3) / 2, (1 + 2) / 2, (2 + 3) / 2, (7 + 9) / 2]
+    np.testing.assert_allclose(typicality(x), 1 / (np.array(mean_nn) + 1e-8))
+    np.testing.assert_allclose(typicality(x, k_nn=1), 1 / (np.array([1, 1, 2, 7]) + 1e-8))
+    assert typicality(x[:1]).tolist() == [1.0]
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    whole = typicality(x)
+    monkeypatch.setattr(importlib.import_module("mgral_core.strategies.typiclust"), "_BLOCK_ROWS", 7)
+    np.testing.assert_allclose(typicality(x), whole)  # blocks of 7 rows give the same values

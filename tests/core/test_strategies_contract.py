@@ -1,6 +1,8 @@
 """One contract for every registered selection strategy, MGRAL included: k distinct unlabeled ids,
 deterministic per seed."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,8 @@ from mgral_core.strategies import BASELINE_STRATEGIES, MODEL_STRATEGIES, STRATEG
 from mgral_core.strategies.base import PoolView, SelectionContext
 from mgral_core.strategies.mgral import AgentSettings
 
-EXPECTED_NAMES = {"random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "cdal", "ebal"}
+EXPECTED_NAMES = {"random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "cdal", "ebal",
+                  "typiclust"}
 
 
 def fake_estimator(pool: PoolView, k: int) -> RewardEstimator:
@@ -29,7 +32,13 @@ def fake_estimator(pool: PoolView, k: int) -> RewardEstimator:
     return RewardEstimator(LookupTable(records), fallback_rule="never")
 
 
-FAKE_CONTEXT = SelectionContext(estimator_factory=fake_estimator, agent=AgentSettings(AgentConfig(iterations=3)))
+def fake_oracle_scorer(batches):
+    """True-label values of candidate batches without training: a fixed hash of each batch's ids."""
+    return [float(sum(zlib.crc32(i.encode()) for i in batch) % 1000) / 1000 for batch in batches]
+
+
+FAKE_CONTEXT = SelectionContext(estimator_factory=fake_estimator, agent=AgentSettings(AgentConfig(iterations=3)),
+                                oracle_scorer=fake_oracle_scorer)
 
 
 def random_detections(rng, n, num_classes):
@@ -68,13 +77,15 @@ def tempting_labeled_pool():
 
 @pytest.fixture(params=sorted(STRATEGY_NAMES))
 def strategy(request):
-    """Every registered strategy, built the way the cycle builds it (MGRAL with a fake estimator)."""
+    """Every registered strategy, built the way the cycle builds it (MGRAL with a fake estimator, the oracle
+    ceiling with a fake true-label scorer)."""
     return get_strategy(request.param, FAKE_CONTEXT)
 
 
 def test_registry_names():
     assert set(BASELINE_STRATEGIES) == EXPECTED_NAMES
-    assert set(MODEL_STRATEGIES) == {"mgral"} and set(STRATEGY_NAMES) == EXPECTED_NAMES | {"mgral"}
+    assert set(MODEL_STRATEGIES) == {"mgral", "oracle_best_of_n"}
+    assert set(STRATEGY_NAMES) == EXPECTED_NAMES | set(MODEL_STRATEGIES)
     assert all(get_strategy(name) is BASELINE_STRATEGIES[name] for name in EXPECTED_NAMES)
 
 
@@ -83,6 +94,8 @@ def test_unknown_name_lists_known():
         get_strategy("magic")
     with pytest.raises(ValueError, match="'mgral' needs a per-cycle lookup table"):
         get_strategy("mgral")
+    with pytest.raises(ValueError, match="'oracle_best_of_n' is a simulation-only upper bound.*no oracle"):
+        get_strategy("oracle_best_of_n")
 
 
 def test_returns_k_distinct_unlabeled_ids(strategy):
