@@ -14,6 +14,7 @@ from mgral_workspace import cycle_steps as steps
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 from mgral_workspace.project_lock import project_lock
+from mgral_workspace.selection import check_strategy_allowed
 from tasks.annotation_tasks import export_batch_task, import_inbox_task
 from tasks.detector_tasks import evaluate_task, infer_pool_task, train_detector_task
 from tasks.reporting_tasks import log_cycle_task
@@ -50,6 +51,7 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
     logger = get_run_logger()
     params = resolve_params(project_dir, params_file, strategy=strategy, budget=budget)
     strategy, budget = params.selection.strategy, params.selection.budget
+    check_strategy_allowed(project_dir, strategy)  # the oracle ceiling is refused before anything trains
     simulate = load_project_info(project_dir).simulate
     if not simulate:
         import_inbox_task(project_dir)

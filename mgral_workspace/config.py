@@ -236,6 +236,57 @@ class AgentParams(_Section):
                              large_pool=self.large_pool)
 
 
+class OracleParams(_Section):
+    """The `oracle_best_of_n` ceiling (simulation only): candidate batches scored with the oracle's true labels.
+
+    Not a strategy a user could run: it reads hidden labels, is refused in projects labeled by
+    people, and every report shows it as `oracle_best_of_n (ceiling)`. Each candidate costs one
+    head-proxy training (as a lookup-table record, about 4 s on the demo's pool).
+    """
+
+    candidates: int = Field(16, ge=2, le=1000, description="batches scored per cycle: every proposal, then "
+                            "mixtures and random batches")
+    mix_share: float = Field(0.5, ge=0, le=1, description="share of the batches beyond the proposals that are "
+                             "mixtures (part of a proposal swapped for random images); the rest are random")
+    swap_fraction: float = Field(0.5, gt=0, lt=1, description="share of a proposal's images a mixture replaces")
+    proposals: list[str] | None = Field(None, description="baselines whose batches are candidates; null = every "
+                                        "baseline (mgral is not one: it needs its own lookup table)")
+
+    @field_validator("proposals")
+    @classmethod
+    def _known_baselines(cls, value: list[str] | None) -> list[str] | None:
+        from mgral_core.strategies import BASELINE_STRATEGIES
+
+        if value is None:
+            return value
+        unknown = [name for name in value if name not in BASELINE_STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}; proposals must be among {', '.join(BASELINE_STRATEGIES)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"proposals must be distinct, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_counts(self) -> "OracleParams":
+        from mgral_core.strategies import BASELINE_STRATEGIES
+
+        proposals = len(BASELINE_STRATEGIES) if self.proposals is None else len(self.proposals)
+        if self.candidates < proposals:
+            which = "every baseline, as proposals is null" if self.proposals is None else "oracle.proposals"
+            raise ValueError(f"candidates ({self.candidates}) must be at least the number of proposals ({proposals}: "
+                             f"{which})")
+        if self.proposals == [] and self.mix_share > 0:
+            raise ValueError("mix_share > 0 needs proposals to mix; give proposals or set mix_share: 0")
+        return self
+
+    def to_settings(self):
+        """The pure core's `OracleSettings`."""
+        from mgral_core.strategies.oracle import OracleSettings
+
+        return OracleSettings(candidates=self.candidates, mix_share=self.mix_share, swap_fraction=self.swap_fraction,
+                              proposals=None if self.proposals is None else tuple(self.proposals))
+
+
 class AnnotationParams(_Section):
     """Real labeling (not simulation): export of each batch and when to start the next cycle."""
 
@@ -256,7 +307,7 @@ class BenchmarkProfile(_Section):
     """One benchmark profile: strategies x seeds x cycles on a (possibly smaller) built-in dataset."""
 
     strategies: list[str] = ["random", "entropy_mean", "entropy_sum", "least_confidence", "coreset", "cdal", "ebal",
-                             "mgral"]
+                             "typiclust", "mgral", "oracle_best_of_n"]
     seeds: list[int] = [0, 1, 2]
     cycles: int = Field(2, ge=1)
     budget: int = Field(100, ge=1)
@@ -332,7 +383,7 @@ class BenchmarkParams(_Section):
         reuse="quick")
     full: BenchmarkProfile = BenchmarkProfile(
         strategies=["random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "cdal", "ebal",
-                    "mgral"],
+                    "typiclust", "mgral", "oracle_best_of_n"],
         seeds=[0, 1, 2, 3, 4], cycles=5, budget=100, n_pool=2000, image_size=160, epochs=60, finetune_epochs=20,
         lookup_records=16, agent_iterations=300, lookup_diagnostics=True)
 
@@ -361,6 +412,7 @@ class Params(_Section):
     lookup_table: LookupTableParams = LookupTableParams()
     reward: RewardParams = RewardParams()
     agent: AgentParams = AgentParams()
+    oracle: OracleParams = OracleParams()
     annotation: AnnotationParams = AnnotationParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     tracking: TrackingParams = TrackingParams()

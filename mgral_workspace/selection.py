@@ -5,12 +5,19 @@ declares `needs_lookup_table` (MGRAL) is built with a reward estimator over the 
 which the lookup-table subflow has filled before; baselines are built with nothing. The budget
 is capped to the candidates here and nowhere else, and the strategy's rng is the cycle's
 selection stream (`mgral_core.seeding`).
+
+The one strategy that reads the oracle (`oracle_best_of_n`, `reads_oracle`) is built with a
+scorer that trains the head proxy with the oracle's true labels of each candidate batch
+(`record_values.true_label_record`); it is refused in a project labeled by people.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +27,22 @@ from mgral_core.lookup_table import LookupTable
 from mgral_core.reward import RewardEstimator, leave_one_out_spearman
 from mgral_core.seeding import rng_for, seed_for
 from mgral_core.shortlist import shortlist_size
-from mgral_core.strategies import SelectionContext, get_strategy, needs_lookup_table
+from mgral_core.strategies import SelectionContext, get_strategy, needs_lookup_table, reads_oracle
 from mgral_core.strategies.base import PoolView
 from mgral_core.strategies.mgral import MgralStrategy
+from mgral_core.strategies.oracle import OracleBestOfN, ceiling_summary
 from mgral_workspace import cycle_steps as steps
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.config import Params
 from mgral_workspace.inference_cache import load_inference
 from mgral_workspace.lookup_store import load_table
 from mgral_workspace.plots import plot_agent_training
-from mgral_workspace.record_values import record_value
+from mgral_workspace.project import load_project_info
+from mgral_workspace.record_values import cache_cycle_features, record_value, true_label_record
+
+
+class OracleRefusedError(ValueError):
+    """A strategy that reads the oracle was asked to select in a project that has no oracle."""
 
 
 def lookup_dir(project_dir: str | Path, cycle: int) -> Path:
@@ -65,9 +78,64 @@ class LookupEstimatorFactory:
         return estimator
 
 
+def ceiling_dir(project_dir: str | Path, cycle: int) -> Path:
+    """Where the oracle ceiling keeps a cycle's head features and scored candidates: cycles/cycle_NNN/oracle_ceiling."""
+    return steps.cycle_dir(project_dir, cycle) / "oracle_ceiling"
+
+
+def check_strategy_allowed(project_dir: str | Path, strategy: str) -> None:
+    """Refuse a strategy that reads the oracle in a project labeled by people (called before any training).
+
+    Raises:
+        OracleRefusedError: naming the project and the strategy, and what to run instead.
+    """
+    if reads_oracle(strategy) and not load_project_info(project_dir).simulate:
+        raise OracleRefusedError(
+            f"{project_dir}: strategy {strategy!r} is a simulation-only upper bound: it picks batches by training with "
+            "the oracle's hidden labels, and this project is labeled by people (it has no oracle). Use it in a "
+            "simulation project (mgral init --simulate / --builtin) or the benchmark; choose another strategy here")
+
+
+class TrueLabelScorer:
+    """The ceiling's scorer: the head-proxy value of L ∪ B with the oracle's labels of B, per candidate batch.
+
+    The cycle's head features are cached once in `ceiling_dir`; each value is written to
+    `<ceiling_dir>/values/<sha of the sorted ids>.json` as soon as it is known, so an interrupted
+    selection scores only the missing candidates when it resumes. Batches are scored on
+    `max_workers` threads (the lookup table's local runner setting, MGRAL_MAX_WORKERS overrides).
+    """
+
+    def __init__(self, project_dir: str | Path, params: Params, cycle: int, weights: str):
+        self.project_dir, self.params, self.weights = project_dir, params, weights
+        self.table_dir = ceiling_dir(project_dir, cycle)
+        self.max_workers = int(os.environ.get("MGRAL_MAX_WORKERS", params.lookup_table.max_workers))
+
+    def value(self, batch: Sequence[str]) -> float:
+        key = hashlib.sha256("\n".join(sorted(map(str, batch))).encode()).hexdigest()[:20]
+        path = self.table_dir / "values" / f"{key}.json"
+        if path.exists():
+            return float(json.loads(path.read_text())["value"])
+        result = true_label_record(self.project_dir, self.params, self.table_dir, self.weights, list(batch))
+        write_json_atomic(path, {**result, "batch_ids": sorted(map(str, batch))})
+        return float(result["value"])
+
+    def __call__(self, batches: Sequence[Sequence[str]]) -> list[float]:
+        cache_cycle_features(self.project_dir, self.params, self.weights, self.table_dir)
+        with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(batches)))) as pool:
+            return list(pool.map(self.value, batches))
+
+
 def selection_context(project_dir: str | Path, params: Params, cycle: int, strategy: str, weights: str,
                       inference_path: str, progress: Callable[[int, float], None] | None = None) -> SelectionContext:
-    """What the cycle hands the strategy `strategy` to be built with (nothing for a baseline)."""
+    """What the cycle hands the strategy `strategy` to be built with (nothing for a baseline).
+
+    Raises:
+        OracleRefusedError: for a strategy that reads the oracle in a project labeled by people.
+    """
+    check_strategy_allowed(project_dir, strategy)
+    if reads_oracle(strategy):
+        return SelectionContext(oracle_scorer=TrueLabelScorer(project_dir, params, cycle, weights),
+                                oracle=params.oracle.to_settings())
     if not needs_lookup_table(strategy):
         return SelectionContext()
     return SelectionContext(estimator_factory=LookupEstimatorFactory(project_dir, params, cycle, weights,
@@ -84,6 +152,7 @@ def select_batch(project_dir: str | Path, params: Params, inference_path: str, c
     "artifacts" (paths) of what the strategy left to log; empty for baselines and for a
     selection already made by an interrupted run (which is returned as it was).
     """
+    check_strategy_allowed(project_dir, strategy)
     cached = steps.load_selection(project_dir, cycle)
     if cached is not None:
         return cached, {"metrics": {}, "series": {}, "artifacts": []}
@@ -96,6 +165,8 @@ def select_batch(project_dir: str | Path, params: Params, inference_path: str, c
     if isinstance(chosen, MgralStrategy):
         outputs = save_mgral_outputs(project_dir, cycle, chosen, context.estimator_factory, len(view.unlabeled_ids),
                                      params.agent.shortlist)
+    elif isinstance(chosen, OracleBestOfN) and chosen.last_candidates:
+        outputs = save_ceiling_outputs(project_dir, cycle, chosen)
     steps.save_selection(project_dir, cycle, ids, strategy)
     return ids, outputs
 
@@ -126,3 +197,19 @@ def save_mgral_outputs(project_dir: str | Path, cycle: int, strategy: MgralStrat
     artifacts = [out / "agent.pt", out / "lookup_table.csv", png, *([diagnostics_file] if diagnostics else [])]
     return {"metrics": metrics, "series": {"agent_reward": history.rewards, "agent_baseline": history.baselines},
             "artifacts": [str(p) for p in artifacts]}
+
+
+def save_ceiling_outputs(project_dir: str | Path, cycle: int, strategy: OracleBestOfN) -> dict:
+    """Write every scored candidate and the ceiling's figures to `oracle_ceiling/candidates.json`.
+
+    The figures (`ceiling_summary`: chosen value and kind, best and mean per kind, chosen minus the
+    mean random candidate) are true-label head-proxy values, a diagnostic of this cycle's headroom.
+    """
+    summary = ceiling_summary(strategy.last_candidates, strategy.last_choice)
+    path = ceiling_dir(project_dir, cycle) / "candidates.json"
+    write_json_atomic(path, {"cycle": cycle, "upper_bound": "reads the oracle's true labels (simulation only)",
+                             "chosen": strategy.last_choice, **summary,
+                             "candidates": [{"kind": c.kind, "source": c.source, "value": c.value,
+                                             "same_as": c.same_as, "ids": c.ids} for c in strategy.last_candidates]})
+    metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"metrics": metrics, "series": {}, "artifacts": [str(path)]}

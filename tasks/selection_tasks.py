@@ -22,7 +22,8 @@ def select_batch_task(project_dir: str, params: Params, inference_path: str, cyc
         logger.warning(f"budget {budget} exceeds the {len(ids)} unlabeled images; selecting all of them")
     logger.info(f"cycle {cycle}: {strategy} selected {len(ids)} images"
                           + "".join(f"; {k} {v:.4f}" for k, v in outputs["metrics"].items()
-                                    if k in ("agent_final_reward", "lookup_reference_value", "lookup_loo_spearman")
+                                    if k in ("agent_final_reward", "lookup_reference_value", "lookup_loo_spearman",
+                                             "oracle_chosen_value", "oracle_gap_vs_random")
                                     and v is not None))
     return ids, outputs
 

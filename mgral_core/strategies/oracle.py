@@ -9,6 +9,7 @@ regime. It reads hidden labels, so it exists only in simulation and every report
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -116,18 +117,19 @@ class OracleBestOfN:
     def candidate_batches(self, pool: PoolView, k: int, rng: np.random.Generator) -> list[Candidate]:
         """The N candidates of this call (unscored): proposals, then mixtures, then random batches.
 
-        Each proposer gets its own child rng; mixtures cycle through the proposals in order. A
-        candidate with the same set of ids as an earlier one is marked `same_as` and not scored again.
+        Each proposer is called with a copy of `rng`, so a proposal is exactly the batch that baseline
+        would select on this pool with this rng; mixtures and random batches come from a child stream
+        of `rng`, mixtures cycling through the proposals in order. A candidate with the same set of
+        ids as an earlier one is marked `same_as` and not scored again.
         """
         s = self.settings
         n_ids = len(pool.unlabeled_ids)
-        streams = rng.spawn(len(self.proposers) + 1)
-        out = [Candidate("proposal", name, list(strategy(pool, k, stream)))
-               for (name, strategy), stream in zip(self.proposers.items(), streams)]
+        out = [Candidate("proposal", name, list(strategy(pool, k, copy.deepcopy(rng))))
+               for name, strategy in self.proposers.items()]
         proposals = list(out)
         rest = s.candidates - len(out)
         n_mix = int(round(s.mix_share * rest)) if proposals else 0
-        draw = streams[-1]
+        draw = rng.spawn(1)[0]
         swap = min(k, max(1, int(round(s.swap_fraction * k))))
         for i in range(n_mix):
             base = proposals[i % len(proposals)]

@@ -15,10 +15,12 @@ from tests.conftest import write_params
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("strategy", sorted(BASELINE_STRATEGIES) + ["mgral"])
+@pytest.mark.parametrize("strategy", sorted(BASELINE_STRATEGIES) + ["mgral", "oracle_best_of_n"])
 def test_three_cycle_campaign_is_tracked(strategy, tiny_project, prefect_harness):
     if strategy == "mgral":  # hierarchical selection on: the agent reads a shortlist of 24 of the 40 candidates
         write_params(tiny_project / "params.yaml", agent__shortlist=24)
+    if strategy == "oracle_best_of_n":  # the real head proxy with true labels: keep the candidates few
+        write_params(tiny_project / "params.yaml", oracle__candidates=10, lookup_table__head_epochs=2)
     result = mgral_campaign(str(tiny_project), cycles=3, strategy=strategy)
     pool = PoolState.load(tiny_project)
     assert pool.counts()["labeled"] == 20 + 3 * 8
@@ -50,10 +52,16 @@ def test_three_cycle_campaign_is_tracked(strategy, tiny_project, prefect_harness
         assert {"mgral/agent.pt", "mgral/lookup_table.csv"} <= mgral_artifacts
         assert "agent_reward" in first.data.metrics and first.data.metrics["lookup_records"] >= 3
         assert first.data.metrics["agent_candidates_read"] == 24
+    if strategy == "oracle_best_of_n":
+        assert "mgral/candidates.json" in {a.path for a in client.list_artifacts(first.info.run_id, "mgral")}
+        scored = json.loads((tiny_project / "cycles" / "cycle_001" / "oracle_ceiling" / "candidates.json").read_text())
+        assert len(scored["candidates"]) == 10 and first.data.metrics["oracle_chosen_value"] == max(
+            c["value"] for c in scored["candidates"])
 
 
 def test_selection_never_reads_the_oracle(tiny_project, tmp_path, prefect_harness):
-    """Corrupting the hidden labels of the pool does not change what a strategy selects."""
+    """Corrupting the hidden labels of the pool does not change what a strategy selects (with the real detector;
+    every strategy but the exempt ceiling: tests/workspace/test_oracle_ceiling.py)."""
     import shutil
 
     twin = tmp_path / "twin"
