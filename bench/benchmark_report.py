@@ -1,11 +1,18 @@
 """Tables and figures of a finished benchmark for docs/RESULTS.md (run by scripts/benchmark.sh).
 
-Copies the learning curves, first-cycle histograms and AUC table into `--docs`, and writes:
+Copies the learning curves and first-cycle histograms into `--docs`, and writes:
+  auc.md          regenerated from results.csv (`mgral_workspace.reports.benchmark_markdown`): AUC per
+                  strategy with the paired t-interval, Wilcoxon p, probability of improvement and minimum
+                  detectable difference, a verdict per strategy, the oracle ceiling minus random per
+                  cycle, and the power calculation (seeds needed to detect half the ceiling's lead);
   cycles.md       test mAP50-95 per strategy and labeled count: mean ± std over seeds, and the
                   paired difference to random (mean, and how many seeds it is positive in);
   mgral_cycles.md MGRAL's lookup-table diagnostics per seed and cycle (repeatability, fidelity,
                   leave-one-out Spearman, fallbacks, the agent's final estimated reward against the
-                  random-batch reference) from cycles/cycle_NNN/{lookup_table/diagnostics,mgral_summary}.json.
+                  random-batch reference) from cycles/cycle_NNN/{lookup_table/diagnostics,mgral_summary}.json;
+  ceiling_cycles.md the oracle ceiling's own candidates per seed and cycle (true-label head-proxy values:
+                  chosen, best proposal, mean random batch) from cycles/cycle_NNN/oracle_ceiling/candidates.json.
+The ceiling reads the oracle: every table names it `oracle_best_of_n (ceiling)`.
 
     python bench/benchmark_report.py --bench benchmark_results/quick --docs docs/results/quick
 """
@@ -18,6 +25,9 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+
+from mgral_core.strategies import display_name, oracle_readers
+from mgral_workspace.reports import benchmark_markdown
 
 
 def cycle_table(tidy: pd.DataFrame, metric: str = "map50_95", reference: str = "random") -> pd.DataFrame:
@@ -32,7 +42,26 @@ def cycle_table(tidy: pd.DataFrame, metric: str = "map50_95", reference: str = "
             row[f"diff_vs_{reference}"] = diff.mean()
             row["seeds_better"] = f"{int((diff > 0).sum())}/{len(diff)}"
         rows.append(row)
-    return pd.DataFrame(rows).sort_values(["labeled", "mean"], ascending=[True, False])
+    table = pd.DataFrame(rows).sort_values(["labeled", "mean"], ascending=[True, False])
+    return table.assign(strategy=table["strategy"].map(display_name)) if len(table) else table
+
+
+def ceiling_table(bench: Path) -> pd.DataFrame:
+    """The ceiling's scored candidates per seed and cycle: what it chose, and how that compares, under the
+    same true-label head proxy, with the best proposal and the mean random batch."""
+    rows = []
+    readers = tuple(oracle_readers())
+    for path in sorted(bench.glob("runs/seed_*/*/cycles/cycle_*/oracle_ceiling/candidates.json")):
+        run = path.parents[3].name
+        if not run.startswith(readers):
+            continue
+        data = json.loads(path.read_text())
+        rows.append({"run": display_name(run), "seed": int(path.parents[4].name.split("_")[1]),
+                     "cycle": data["cycle"], "candidates": data["oracle_candidates"],
+                     "chosen": f"{data['oracle_chosen_kind']}:{data['oracle_chosen_source']}",
+                     "chosen_value": data["oracle_chosen_value"], "best_proposal": data["oracle_proposal_best"],
+                     "random_mean": data["oracle_random_mean"], "gap_vs_random": data["oracle_gap_vs_random"]})
+    return pd.DataFrame(rows)
 
 
 def mgral_table(bench: Path) -> pd.DataFrame:
@@ -60,11 +89,14 @@ def main() -> None:
     args = parser.parse_args()
     bench, docs = Path(args.bench), Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    for name in ("learning_curves.png", "first_cycle_classes.png", "first_cycle_domains.png", "auc.md",
-                 "results.csv", "duration.txt"):
-        if (bench / name).exists():
+    for name in ("learning_curves.png", "first_cycle_classes.png", "first_cycle_domains.png", "results.csv",
+                 "duration.txt"):
+        if (bench / name).exists() and (bench / name).resolve() != (docs / name).resolve():
             shutil.copy(bench / name, docs / name)
     tidy = pd.read_csv(bench / "results.csv")
+    statistics = benchmark_markdown(tidy)
+    (docs / "auc.md").write_text(statistics)
+    print(statistics)
     cycles = cycle_table(tidy)
     (docs / "cycles.md").write_text(cycles.round(4).to_markdown(index=False) + "\n")
     print(cycles.round(4).to_markdown(index=False))
@@ -75,6 +107,10 @@ def main() -> None:
         print(shown.to_markdown(index=False))
         means = mgral.groupby("run")[["repeatability", "fidelity", "loo_spearman"]].mean(numeric_only=True)
         print("means over seeds and cycles:\n" + means.round(3).to_markdown())
+    ceiling = ceiling_table(bench)
+    if len(ceiling):
+        (docs / "ceiling_cycles.md").write_text(ceiling.round(4).to_markdown(index=False) + "\n")
+        print(ceiling.round(4).to_markdown(index=False))
     print(f"written to {docs}")
 
 

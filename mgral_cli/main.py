@@ -337,7 +337,7 @@ def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, r
                                   [int(s) for s in seeds.split(",")] if seeds else None)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    console.print((out / "auc.md").read_text())
+    console.print((out / "auc.md").read_text(), markup=False, highlight=False)  # intervals look like [a, b]
     for key in ("results", "learning_curves", "auc"):
         console.print(f"{key:16s}: {summary[key]}")
 

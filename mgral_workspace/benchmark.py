@@ -21,6 +21,7 @@ from mgral_workspace.benchmark_reuse import copy_finished, write_seed_settings
 from mgral_workspace.config import BenchmarkProfile, Params, load_params
 from mgral_workspace.plots import plot_histograms, plot_learning_curves
 from mgral_workspace.pool import PoolState
+from mgral_workspace.reports import benchmark_markdown
 from mgral_workspace.project import init_project, load_project_info
 from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
 
@@ -116,9 +117,8 @@ def write_benchmark_report(out: Path, profile: str, rows: list[dict], strategies
     tidy.to_csv(out / "results.csv", index=False)
     tidy.to_parquet(out / "results.parquet", index=False)
     curves = plot_learning_curves(tidy, out / "learning_curves.png", title=f"{profile} profile, {len(seeds)} seeds")
-    aucs = auc_table(tidy)
-    aucs.to_csv(out / "auc.csv", index=False)
-    (out / "auc.md").write_text(aucs.round(4).to_markdown(index=False) + "\n")
+    auc_table(tidy).to_csv(out / "auc.csv", index=False)
+    (out / "auc.md").write_text(benchmark_markdown(tidy))  # AUC tests, verdicts, ceiling headroom, power
     class_png, domain_png = first_cycle_histograms(first_runs, out)
     summary = {"profile": profile, "strategies": list(strategies), "seeds": list(seeds),
                "results": str(out / "results.csv"), "learning_curves": str(curves), "auc": str(out / "auc.md"),

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mgral_core.strategies import CEILING_SUFFIX, display_name  # noqa: E402
+
 
 def plot_learning_curve(points: Sequence[Mapping], out_png: str | Path, title: str = "") -> Path:
     """Test mAP against the number of labeled images; `points` rows have labeled, map50_95, map50
@@ -60,13 +62,18 @@ def plot_agent_training(rewards, baselines, random_level: float, out_png: str | 
 
 
 def plot_learning_curves(tidy: pd.DataFrame, out_png: str | Path, metric: str = "map50_95", title: str = "") -> Path:
-    """Mean over seeds with a band of ± one standard deviation, one line per strategy."""
+    """Mean over seeds with a band of ± one standard deviation, one line per strategy.
+
+    A strategy that reads the oracle (the ceiling) is drawn dashed in black and labeled '(ceiling)'.
+    """
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for strategy, group in sorted(tidy.groupby("strategy")):
         curve = group.groupby("labeled")[metric].agg(["mean", "std"]).reset_index()
-        ax.plot(curve["labeled"], curve["mean"], marker="o", label=strategy)
+        label = display_name(strategy)
+        style = {"linestyle": "--", "color": "black"} if label.endswith(CEILING_SUFFIX) else {}
+        ax.plot(curve["labeled"], curve["mean"], marker="o", label=label, **style)
         ax.fill_between(curve["labeled"], curve["mean"] - curve["std"].fillna(0),
                         curve["mean"] + curve["std"].fillna(0), alpha=0.15)
     ax.set_xlabel("labeled images")
@@ -84,7 +91,7 @@ def plot_histograms(counts: pd.DataFrame, out_png: str | Path, title: str) -> Pa
     width = 0.8 / max(1, len(counts.index))
     x = np.arange(len(counts.columns))
     for i, strategy in enumerate(counts.index):
-        ax.bar(x + i * width, counts.loc[strategy].to_numpy(), width, label=strategy)
+        ax.bar(x + i * width, counts.loc[strategy].to_numpy(), width, label=display_name(str(strategy)))
     ax.set_xticks(x + width * (len(counts.index) - 1) / 2, counts.columns, rotation=30)
     ax.set_title(title)
     ax.legend(fontsize=7)
