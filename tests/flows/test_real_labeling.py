@@ -148,3 +148,15 @@ def test_import_coco_and_broken_inbox_file(real_project, prefect_harness):
     assert (project / "inbox" / "broken.json").exists()  # left for the user to fix
     label = (project / "labels" / f"{selected[0]}.txt").read_text().split()
     assert label[0] == "2"
+
+
+def test_cli_refuses_the_oracle_ceiling_in_a_real_project(real_project, prefect_harness):
+    from typer.testing import CliRunner
+
+    from mgral_cli.main import app
+
+    project, _ = real_project
+    result = CliRunner().invoke(app, ["cycle", str(project), "--strategy", "oracle_best_of_n"])
+    assert result.exit_code == 2 and "error:" in result.output
+    assert "'oracle_best_of_n' is a simulation-only upper bound" in " ".join(result.output.split())
+    assert not (project / "cycles").exists()  # nothing trained
