@@ -70,7 +70,7 @@ class DetectorParams(_Section):
 
     model: str = Field("yolov8n.yaml", description="model yaml (built from scratch, offline) or a .pt path")
     pretrained: str | None = Field(
-        None, description="start of a yaml-built model: 'builtin' (the backbone and neck `mgral pretrain` "
+        "builtin", description="start of a yaml-built model: 'builtin' (the backbone and neck `mgral pretrain` "
         "made, shipped in mgral_backends/ultralytics/weights), a transfer file or YOLO .pt path, or null/'none' "
         "to train from scratch; unused when `model` is itself a .pt")
 
@@ -317,7 +317,7 @@ class BenchmarkProfile(_Section):
     finetune_epochs: int = Field(10, ge=1)
     lookup_records: int = Field(16, ge=2)
     agent_iterations: int = Field(150, ge=1)
-    pretrained: str | None = None
+    pretrained: str | None = "builtin"
     """detector.pretrained of every run ('builtin': the shipped start of `mgral pretrain`; null: from scratch)."""
     lookup_diagnostics: bool = False
     """Measure MGRAL's lookup-table repeatability/fidelity every cycle (triples the table's cost)."""
