@@ -93,7 +93,10 @@ class DetectorParams(_Section):
         "auto", description="Ultralytics optimizer; 'auto' picks AdamW or SGD and its own learning rate "
         "from the number of iterations, ignoring lr0")
     lr0: float = Field(0.01, gt=0, le=1, description="initial learning rate (used unless optimizer is 'auto')")
-    workers: int = Field(2, ge=0, le=32, description="dataloader worker processes")
+    workers: int = Field(2, ge=0, le=32, description="dataloader worker processes (on the CPU only with "
+                         "workers_on_cpu; Ultralytics' own trainer sets them to 0 there)")
+    workers_on_cpu: bool = Field(False, description="keep `workers` DataLoader processes when training on the CPU "
+                                 "(docs/PERFORMANCE.md: measured against Ultralytics' in-process loading)")
     device: str = Field("cpu", description="'cpu', or a CUDA index such as '0' where a GPU exists")
     cache: bool = Field(True, description="cache decoded images in RAM")
     seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
