@@ -322,10 +322,17 @@ def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, r
               params_file: Path = typer.Option(Path("params.yaml"), "--params", help="parameters"),
               strategies: Optional[str] = typer.Option(None, help="comma-separated subset of strategies"),
               seeds: Optional[str] = typer.Option(None, help="comma-separated seeds"),
+              allow_code_change: bool = typer.Option(False, help="resume results made by another code version "
+                                                     "(same settings; each result cell records its code version)"),
               ) -> None:
-    """Compare strategies x seeds x cycles in simulation (the `mgral-benchmark` Prefect flow)."""
+    """Compare strategies x seeds x cycles in simulation (the `mgral-benchmark` Prefect flow).
+
+    Re-running the same command resumes: finished (strategy, seed, cycle) results are reused, an
+    interrupted cycle restarts; results made with other settings are refused, never reused.
+    """
     from flows.benchmark import mgral_benchmark
     from mgral_workspace.config import PROFILES
+    from mgral_workspace.project_lock import ProjectLockedError
 
     if profile not in PROFILES:
         _fail(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
@@ -334,8 +341,8 @@ def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, r
     try:
         summary = mgral_benchmark(str(out), profile, str(params_file),
                                   strategies.split(",") if strategies else None,
-                                  [int(s) for s in seeds.split(",")] if seeds else None)
-    except (ValueError, FileNotFoundError) as err:
+                                  [int(s) for s in seeds.split(",")] if seeds else None, allow_code_change)
+    except (ValueError, FileNotFoundError, ProjectLockedError) as err:
         _fail(str(err))
     console.print((out / "auc.md").read_text(), markup=False, highlight=False)  # intervals look like [a, b]
     for key in ("results", "learning_curves", "auc"):
