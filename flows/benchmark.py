@@ -8,8 +8,8 @@ mgral_workspace.benchmark_reuse). The (strategy, seed) campaigns are mapped task
 `mgral-benchmark-campaigns` subflow, on local threads or a Dask cluster (`benchmark.runner`).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: a flow run on a Dask worker validates its parameters against
+# these annotations, and the function may arrive there pickled by value, without this module's names.
 import os
 from pathlib import Path
 

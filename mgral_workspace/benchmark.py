@@ -29,8 +29,14 @@ import yaml
 from mgral_core.benchmark_analysis import TIDY_COLUMNS, auc_table
 from mgral_formats.yolo import load_yolo, read_yolo_label
 from mgral_workspace.atomic import write_json_atomic
-from mgral_workspace.benchmark_reuse import BenchmarkKeyError, claim_seed_dir, code_version, copy_finished
-from mgral_workspace.config import BenchmarkProfile, Params, params_from_dict, split_strategy_spec
+from mgral_workspace.benchmark_reuse import (
+    BenchmarkKeyError,
+    check_seed_dir,
+    claim_seed_dir,
+    code_version,
+    copy_finished,
+)
+from mgral_workspace.config import BenchmarkProfile, ConfigError, Params, params_from_dict, split_strategy_spec
 from mgral_workspace.cycle_steps import cycle_dir, infer_pool, train_cycle_detector
 from mgral_workspace.plots import plot_histograms, plot_learning_curves
 from mgral_workspace.pool import PoolState
@@ -54,35 +60,62 @@ def run_dir(out: Path, spec: str, seed: int) -> Path:
     return seed_dir(out, seed) / run_name(spec)
 
 
-def ensure_dataset(out: Path, params: Params, profile: BenchmarkProfile) -> Path:
-    """The profile's built-in dataset in out/dataset, generated once; refused if it was made from another spec."""
-    dataset = out / "dataset"
+def dataset_spec(params: Params, profile: BenchmarkProfile) -> SyntheticSpec:
     d = params.dataset
-    spec = SyntheticSpec(seed=d.seed, image_size=profile.image_size, n_pool=profile.n_pool, n_val=d.n_val,
+    return SyntheticSpec(seed=d.seed, image_size=profile.image_size, n_pool=profile.n_pool, n_val=d.n_val,
                          n_test=d.n_test)
-    wanted = json.loads(json.dumps(asdict(spec)))
-    stamp = dataset / "spec.json"
-    if stamp.exists() and json.loads(stamp.read_text()) != wanted:
-        raise BenchmarkKeyError(f"{dataset} was generated from another spec ({stamp}); use another --out or delete it")
-    if not stamp.exists():  # never finished (the stamp is written last): generate it again
+
+
+def _check_dataset(out: Path, spec: SyntheticSpec) -> bool:
+    """Whether out/dataset is finished (its stamp is written last); BenchmarkKeyError if made from another spec."""
+    stamp = Path(out) / "dataset" / "spec.json"
+    if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(asdict(spec))):
+        raise BenchmarkKeyError(f"{stamp.parent} was generated from another spec ({stamp}); use another --out or "
+                                "delete it")
+    return stamp.exists()
+
+
+def ensure_dataset(out: Path, params: Params, profile: BenchmarkProfile) -> Path:
+    """The profile's built-in dataset in out/dataset, generated once (again if it never finished)."""
+    dataset, spec = Path(out) / "dataset", dataset_spec(params, profile)
+    if not _check_dataset(out, spec):
         shutil.rmtree(dataset, ignore_errors=True)
         generate_dataset(spec, dataset)
-        write_json_atomic(stamp, wanted)
+        write_json_atomic(dataset / "spec.json", asdict(spec))
     return dataset
 
 
-def plan_benchmark(out: Path, params: Params, profile: BenchmarkProfile, strategies: Sequence[str],
-                   seeds: Sequence[int], allow_code_change: bool = False) -> dict:
-    """Check every seed's key before any work (BenchmarkKeyError on a mismatch), write plan.json and
-    return what is done, interrupted and left. Stale `running` markers are cleared: the caller holds
-    the benchmark folder's lock, so no other run is writing them."""
+def check_benchmark(out: Path, params: Params, profile: BenchmarkProfile, strategies: Sequence[str],
+                    seeds: Sequence[int], allow_code_change: bool = False) -> dict[int, str]:
+    """Refuse (BenchmarkKeyError, ConfigError) before any work when `out` holds results this run must not reuse
+    or a strategy's overrides are invalid; writes nothing. Returns each seed's status (check_seed_dir)."""
+    on_dask = params.benchmark.runner == "dask" or params.benchmark.dask_address or os.environ.get(
+        "MGRAL_BENCHMARK_DASK_ADDRESS")
+    if on_dask and (params.lookup_table.runner == "dask" or params.lookup_table.dask_address
+                    or os.environ.get("MGRAL_DASK_ADDRESS")):
+        raise ConfigError("benchmark.runner and lookup_table.runner are both Dask: a campaign running on a Dask "
+                          "worker would wait on records queued behind it (or start a cluster inside a worker); "
+                          "keep lookup_table.runner: threads (and MGRAL_DASK_ADDRESS unset) for a benchmark on Dask")
     code = code_version()
+    _check_dataset(out, dataset_spec(params, profile))
     statuses = {}
     for seed in seeds:
         seed_params = profile.apply(params, seed, out)
         for spec in strategies:  # a variant's overrides are checked now, not hours into the run
             variant_params(seed_params, spec)
-        statuses[seed] = claim_seed_dir(seed_dir(out, seed), seed_params, code, allow_code_change)
+        statuses[seed] = check_seed_dir(seed_dir(out, seed), seed_params, code, allow_code_change)
+    return statuses
+
+
+def plan_benchmark(out: Path, params: Params, profile: BenchmarkProfile, strategies: Sequence[str],
+                   seeds: Sequence[int], allow_code_change: bool = False) -> dict:
+    """`check_benchmark`, then record every seed's key, write plan.json and return what is done, interrupted and
+    left. Stale `running` markers are cleared: the caller holds the benchmark folder's lock, so no other run is
+    writing them."""
+    statuses = check_benchmark(out, params, profile, strategies, seeds, allow_code_change)
+    code = code_version()
+    for seed in seeds:
+        claim_seed_dir(seed_dir(out, seed), profile.apply(params, seed, out), code, allow_code_change)
     interrupted = []
     for seed in seeds:
         for spec in strategies:

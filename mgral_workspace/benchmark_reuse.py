@@ -73,26 +73,20 @@ def settings_difference(old: dict, new: dict, limit: int = 8) -> str:
     return "; ".join(shown) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def claim_seed_dir(seed_dir: Path, params: Params, code: str, allow_code_change: bool = False) -> str:
-    """Check `seed_dir`'s key against this run's settings and code, or write it for a new directory.
+def check_seed_dir(seed_dir: Path, params: Params, code: str, allow_code_change: bool = False) -> str:
+    """Whether `seed_dir`'s results may be reused by this run; writes nothing.
 
-    Returns 'new', 'same' or 'code changed (allowed)'. Raises BenchmarkKeyError on other settings,
-    on an unreadable key, or on another code version unless `allow_code_change`.
+    Returns 'new' (no results yet), 'same' or 'code changed (allowed)'. Raises BenchmarkKeyError on
+    other settings, on results without a readable key, or on another code version unless `allow_code_change`.
     """
     path = seed_dir / KEY_FILE
-    settings = run_settings(params)
     if not path.exists():
         if seed_dir.exists() and any(p.name != KEY_FILE for p in seed_dir.iterdir()):
             raise BenchmarkKeyError(f"{seed_dir}: holds results but no {KEY_FILE} (made by an older MGRAL?), so "
                                     "what they were made with is unknown; use another --out or delete this folder")
-        write_json_atomic(path, {"settings": settings, "code": [code]})
         return "new"
-    try:
-        key = json.loads(path.read_text())
-        old_settings, old_codes = key["settings"], list(key["code"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise BenchmarkKeyError(f"{path}: unreadable benchmark key ({err}); use another --out or delete "
-                                f"{seed_dir}") from None
+    old_settings, old_codes = _read_key(path)
+    settings = run_settings(params)
     if old_settings != settings:
         raise BenchmarkKeyError(
             f"{seed_dir} was made with other settings, so its results would be stale: "
@@ -106,8 +100,27 @@ def claim_seed_dir(seed_dir: Path, params: Params, code: str, allow_code_change:
             f"{', '.join(SOURCE_PACKAGES)} or a library version). Nothing was retrained or deleted; pass "
             f"--allow-code-change to reuse its results anyway (each cell records its code version), use another "
             f"--out, or delete {seed_dir}")
-    write_json_atomic(path, {"settings": settings, "code": old_codes + [code]})
     return "code changed (allowed)"
+
+
+def claim_seed_dir(seed_dir: Path, params: Params, code: str, allow_code_change: bool = False) -> str:
+    """`check_seed_dir`, then record this run's key in `seed_dir` (a new key, or one more code version)."""
+    status = check_seed_dir(seed_dir, params, code, allow_code_change)
+    if status == "new":
+        write_json_atomic(seed_dir / KEY_FILE, {"settings": run_settings(params), "code": [code]})
+    elif status != "same":
+        settings, codes = _read_key(seed_dir / KEY_FILE)
+        write_json_atomic(seed_dir / KEY_FILE, {"settings": settings, "code": codes + [code]})
+    return status
+
+
+def _read_key(path: Path) -> tuple[dict, list[str]]:
+    try:
+        key = json.loads(path.read_text())
+        return key["settings"], list(key["code"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BenchmarkKeyError(f"{path}: unreadable benchmark key ({err}); use another --out or delete "
+                                f"{path.parent}") from None
 
 
 def same_key(seed_dir: Path, params: Params, code: str) -> bool:
