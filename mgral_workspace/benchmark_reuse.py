@@ -2,10 +2,11 @@
 
 Every seed directory `runs/seed_<s>/` holds `key.json`: the seed's run settings (all of params
 but `tracking`, `benchmark` and `project_dir`, which name where results go, the profile and the
-task runner) and the code version (a digest of this repository's Python sources in the packages
-that compute results, plus the versions of the libraries that do). Each strategy's project in it
-derives from those settings and its spec (the folder name). Every result cell records the code
-version it was made with.
+task runner; a user's .pt named in `detector.model` or `detector.pretrained` adds its content
+digest) and the code version (a digest of this repository's files in the packages that compute
+results, shipped weights included, plus the versions of the libraries that do). Each strategy's
+project in it derives from those settings and its spec (the folder name). Every result cell
+records the code version it was made with.
 
 The rule: results are reused only under the same key. A seed directory made with other settings
 is refused, naming the settings that differ; nothing there is deleted or retrained (use another
@@ -35,18 +36,26 @@ class BenchmarkKeyError(ValueError):
 
 
 def run_settings(params: Params) -> dict:
-    """What decides a benchmark run's results (everything but where it is tracked, the profile and its runner)."""
-    return params.model_dump(mode="json", exclude={"tracking", "benchmark", "project_dir"})
+    """What decides a benchmark run's results: everything but where it is tracked, the profile and its runner,
+    plus the content digest of a weights file the detector section names by path."""
+    settings = params.model_dump(mode="json", exclude={"tracking", "benchmark", "project_dir"})
+    for key in ("model", "pretrained"):
+        value = settings["detector"].get(key)
+        if isinstance(value, str) and value.endswith(".pt") and Path(value).is_file():
+            settings["detector"][f"{key}_sha256"] = hashlib.sha256(Path(value).read_bytes()).hexdigest()[:16]
+    return settings
 
 
 def code_version(root: Path | None = None) -> str:
-    """A digest of the Python sources of SOURCE_PACKAGES under `root` (default: this checkout) and the
-    installed versions of LIBRARIES. Any edit to those sources, a comment included, changes it."""
+    """A digest of the files of SOURCE_PACKAGES under `root` (default: this checkout; sources and shipped data
+    such as the built-in pretrained weights, not bytecode caches) and the installed versions of LIBRARIES.
+    Any edit to those files, a comment included, changes it."""
     root = Path(__file__).resolve().parents[1] if root is None else Path(root)
     digest = hashlib.sha256()
     for package in SOURCE_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        for path in sorted((root / package).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     for library in LIBRARIES:
         try:
             version = metadata.version(library)

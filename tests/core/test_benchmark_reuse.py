@@ -99,5 +99,23 @@ def test_code_version_follows_the_sources(tmp_path):
     (tmp_path / "docs" / "notes.py").write_text("not a results package\n")
     assert code_version(tmp_path) == first
     (tmp_path / "flows" / "a.py").write_text("x = 2\n")
-    assert code_version(tmp_path) != first
+    second = code_version(tmp_path)
+    assert second != first
+    (tmp_path / "mgral_core" / "weights.pt").write_bytes(b"shipped weights")  # data shipped in a package counts
+    assert code_version(tmp_path) != second
+    (tmp_path / "mgral_core" / "__pycache__").mkdir()
+    third = code_version(tmp_path)
+    (tmp_path / "mgral_core" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"cache")
+    assert code_version(tmp_path) == third
     assert code_version() == code_version()  # this checkout
+
+
+def test_a_weights_file_named_by_path_is_keyed_by_its_content(tmp_path):
+    weights = tmp_path / "mine.pt"
+    weights.write_bytes(b"first")
+    params = _with(Params(), "detector", model=str(weights))
+    seed_dir = tmp_path / "seed_0"
+    claim_seed_dir(seed_dir, params, "c1")
+    weights.write_bytes(b"retrained")  # same path, other weights
+    with pytest.raises(BenchmarkKeyError, match=r"detector\.model_sha256: '[0-9a-f]{16}' -> '[0-9a-f]{16}'"):
+        claim_seed_dir(seed_dir, params, "c1")
