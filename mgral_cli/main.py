@@ -322,20 +322,32 @@ def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, r
               params_file: Path = typer.Option(Path("params.yaml"), "--params", help="parameters"),
               strategies: Optional[str] = typer.Option(None, help="comma-separated subset of strategies"),
               seeds: Optional[str] = typer.Option(None, help="comma-separated seeds"),
+              allow_code_change: bool = typer.Option(False, help="resume results made by another code version "
+                                                     "(same settings; each result cell records its code version)"),
               ) -> None:
-    """Compare strategies x seeds x cycles in simulation (the `mgral-benchmark` Prefect flow)."""
+    """Compare strategies x seeds x cycles in simulation (the `mgral-benchmark` Prefect flow).
+
+    Re-running the same command resumes: finished (strategy, seed, cycle) results are reused, an
+    interrupted cycle restarts; results made with other settings are refused, never reused.
+    """
     from flows.benchmark import mgral_benchmark
+    from mgral_workspace.benchmark import check_benchmark
     from mgral_workspace.config import PROFILES
+    from mgral_workspace.project_lock import ProjectLockedError, project_lock
 
     if profile not in PROFILES:
         _fail(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     out = out or Path("benchmark_results") / profile
-    _params(params_file)
+    params = _params(params_file)
+    chosen = getattr(params.benchmark, profile)
     try:
-        summary = mgral_benchmark(str(out), profile, str(params_file),
-                                  strategies.split(",") if strategies else None,
-                                  [int(s) for s in seeds.split(",")] if seeds else None)
-    except (ValueError, FileNotFoundError) as err:
+        strategy_list = strategies.split(",") if strategies else chosen.strategies
+        seed_list = [int(s) for s in seeds.split(",")] if seeds else chosen.seeds
+        out.mkdir(parents=True, exist_ok=True)
+        with project_lock(out, f"mgral benchmark --profile {profile}"):  # refuse early, without a traceback
+            check_benchmark(out.resolve(), params, chosen, strategy_list, seed_list, allow_code_change)
+            summary = mgral_benchmark(str(out), profile, str(params_file), strategy_list, seed_list, allow_code_change)
+    except (ValueError, OSError, ProjectLockedError) as err:
         _fail(str(err))
     console.print((out / "auc.md").read_text(), markup=False, highlight=False)  # intervals look like [a, b]
     for key in ("results", "learning_curves", "auc"):

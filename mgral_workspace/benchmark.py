@@ -1,15 +1,26 @@
-"""The benchmark's folder: the shared dataset, each seed's base project, one project per strategy, the tables.
+"""The benchmark's folder: the shared dataset, each seed's base project, one project per strategy, the result cells.
 
-Layout of `out/`: `dataset/` (built-in data of the profile), `runs/seed_<s>/base` (the seed's
+Layout of `out/`: `dataset/` (built-in data of the profile, `spec.json` beside its files),
+`plan.json` (strategies, seeds and cycles of the last run), `runs/seed_<s>/key.json` (what the
+seed's results are keyed by: mgral_workspace.benchmark_reuse), `runs/seed_<s>/base` (the seed's
 initial project and first-cycle detector, shared by every strategy of that seed), one project per
 strategy spec beside it, and at the top the tidy results, AUC table, plots and summary.json.
+
+A strategy's project holds `cells/cycle_NNN.json`, one per finished (strategy, seed, cycle): written
+atomically once that cycle's detector is trained and evaluated and, for a selecting cycle, its
+batch labeled. The tables are made from the cells alone. `cells/running.json` names the cycle in
+progress; `cells/mlflow_run.json` the campaign's MLflow run, reused when the campaign resumes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -17,13 +28,23 @@ import yaml
 
 from mgral_core.benchmark_analysis import TIDY_COLUMNS, auc_table
 from mgral_formats.yolo import load_yolo, read_yolo_label
-from mgral_workspace.benchmark_reuse import copy_finished, write_seed_settings
-from mgral_workspace.config import BenchmarkProfile, Params, load_params
+from mgral_workspace.atomic import write_json_atomic
+from mgral_workspace.benchmark_reuse import (
+    BenchmarkKeyError,
+    check_seed_dir,
+    claim_seed_dir,
+    code_version,
+    copy_finished,
+)
+from mgral_workspace.config import BenchmarkProfile, ConfigError, Params, params_from_dict, split_strategy_spec
+from mgral_workspace.cycle_steps import cycle_dir, infer_pool, train_cycle_detector
 from mgral_workspace.plots import plot_histograms, plot_learning_curves
 from mgral_workspace.pool import PoolState
 from mgral_workspace.reports import benchmark_markdown
 from mgral_workspace.project import init_project, load_project_info
 from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
+
+CELLS = "cells"
 
 
 def run_name(spec: str) -> str:
@@ -31,59 +52,225 @@ def run_name(spec: str) -> str:
     return spec.replace("@", "__").replace("=", "-").replace(",", "_")
 
 
+def seed_dir(out: Path, seed: int) -> Path:
+    return Path(out) / "runs" / f"seed_{seed}"
+
+
+def run_dir(out: Path, spec: str, seed: int) -> Path:
+    return seed_dir(out, seed) / run_name(spec)
+
+
+def dataset_spec(params: Params, profile: BenchmarkProfile) -> SyntheticSpec:
+    d = params.dataset
+    return SyntheticSpec(seed=d.seed, image_size=profile.image_size, n_pool=profile.n_pool, n_val=d.n_val,
+                         n_test=d.n_test)
+
+
+def _check_dataset(out: Path, spec: SyntheticSpec) -> bool:
+    """Whether out/dataset is finished (its stamp is written last); BenchmarkKeyError if made from another spec."""
+    stamp = Path(out) / "dataset" / "spec.json"
+    if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(asdict(spec))):
+        raise BenchmarkKeyError(f"{stamp.parent} was generated from another spec ({stamp}); use another --out or "
+                                "delete it")
+    return stamp.exists()
+
+
 def ensure_dataset(out: Path, params: Params, profile: BenchmarkProfile) -> Path:
-    """The profile's built-in dataset in out/dataset, generated once."""
-    dataset = out / "dataset"
-    if not (dataset / "metadata.csv").exists():
-        d = params.dataset
-        generate_dataset(SyntheticSpec(seed=d.seed, image_size=profile.image_size, n_pool=profile.n_pool,
-                                       n_val=d.n_val, n_test=d.n_test), dataset)
+    """The profile's built-in dataset in out/dataset, generated once (again if it never finished)."""
+    dataset, spec = Path(out) / "dataset", dataset_spec(params, profile)
+    if not _check_dataset(out, spec):
+        shutil.rmtree(dataset, ignore_errors=True)
+        generate_dataset(spec, dataset)
+        write_json_atomic(dataset / "spec.json", asdict(spec))
     return dataset
+
+
+def check_benchmark(out: Path, params: Params, profile: BenchmarkProfile, strategies: Sequence[str],
+                    seeds: Sequence[int], allow_code_change: bool = False) -> dict[int, str]:
+    """Refuse (BenchmarkKeyError, ConfigError) before any work when `out` holds results this run must not reuse
+    or a strategy's overrides are invalid; writes nothing. Returns each seed's status (check_seed_dir)."""
+    on_dask = params.benchmark.runner == "dask" or params.benchmark.dask_address or os.environ.get(
+        "MGRAL_BENCHMARK_DASK_ADDRESS")
+    if on_dask and (params.lookup_table.runner == "dask" or params.lookup_table.dask_address
+                    or os.environ.get("MGRAL_DASK_ADDRESS")):
+        raise ConfigError("benchmark.runner and lookup_table.runner are both Dask: a campaign running on a Dask "
+                          "worker would wait on records queued behind it (or start a cluster inside a worker); "
+                          "keep lookup_table.runner: threads (and MGRAL_DASK_ADDRESS unset) for a benchmark on Dask")
+    code = code_version()
+    _check_dataset(out, dataset_spec(params, profile))
+    statuses = {}
+    for seed in seeds:
+        seed_params = profile.apply(params, seed, out)
+        for spec in strategies:  # a variant's overrides are checked now, not hours into the run
+            variant_params(seed_params, spec)
+        statuses[seed] = check_seed_dir(seed_dir(out, seed), seed_params, code, allow_code_change)
+    return statuses
+
+
+def plan_benchmark(out: Path, params: Params, profile: BenchmarkProfile, strategies: Sequence[str],
+                   seeds: Sequence[int], allow_code_change: bool = False) -> dict:
+    """`check_benchmark`, then record every seed's key, write plan.json and return what is done, interrupted and
+    left. Stale `running` markers are cleared: the caller holds the benchmark folder's lock, so no other run is
+    writing them."""
+    statuses = check_benchmark(out, params, profile, strategies, seeds, allow_code_change)
+    code = code_version()
+    for seed in seeds:
+        claim_seed_dir(seed_dir(out, seed), profile.apply(params, seed, out), code, allow_code_change)
+    interrupted = []
+    for seed in seeds:
+        for spec in strategies:
+            marker = run_dir(out, spec, seed) / CELLS / "running.json"
+            if marker.exists():
+                interrupted.append(f"{spec} seed {seed} cycle {json.loads(marker.read_text())['cycle']}")
+                marker.unlink()
+    write_json_atomic(out / "plan.json", {"strategies": list(strategies), "seeds": list(seeds),
+                                          "cycles": profile.cycles, "code": code})
+    return {"code": code, "seeds": statuses, "interrupted": interrupted, **benchmark_progress(out)}
+
+
+def variant_params(params: Params, spec: str) -> Params:
+    """The parameters of a strategy spec: `params` with the spec's overrides ('mgral@agent.lr=0.01'), validated."""
+    _, overrides = split_strategy_spec(spec)
+    data = params.model_dump()
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})[key] = value
+    return params_from_dict(data, f"strategy {spec!r}")
 
 
 def prepare_seed_base(out: Path, dataset: Path, params: Params, seed: int, reuse_seed_dir: Path | None,
                       log: Callable[[str], None] = print) -> Path:
-    """runs/seed_<seed>/base: the seed's project (copied from a profile with identical settings, or made)."""
-    seed_dir = out / "runs" / f"seed_{seed}"
-    write_seed_settings(seed_dir, params)
-    base = seed_dir / "base"
+    """runs/seed_<seed>/base with its first-cycle detector and pool inference: copied from a profile with the
+    same key, resumed, or made. Each piece that exists (project, trained detector, inference) is reused."""
+    directory = seed_dir(out, seed)
+    base = directory / "base"
     if reuse_seed_dir is not None and not (base / "pool.csv").exists() and copy_finished(
-            reuse_seed_dir, seed_dir, "base", params, "pool.csv"):
-        log(f"benchmark: seed {seed} base copied from {reuse_seed_dir} (identical settings)")
+            reuse_seed_dir, directory, "base", params, code_version(), "pool.csv"):
+        log(f"benchmark: seed {seed} base copied from {reuse_seed_dir} (same settings and code)")
     if not (base / "pool.csv").exists():
         shutil.rmtree(base, ignore_errors=True)
         loaded, report = load_yolo(dataset)
         init_project(base, loaded, simulate=True, initial_labeled=params.simulation.initial_labeled, seed=seed,
                      metadata=pd.read_csv(dataset / "metadata.csv", dtype={"image_id": str}), report=report)
     (base / "params.yaml").write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
+    detector = train_cycle_detector(base, params, 1, log=log)  # shared by every strategy of this seed
+    infer_pool(base, detector.weights, params.detector, 1)
     return base
 
 
-def prepare_strategy_run(seed_dir: Path, spec: str, overrides: dict, params: Params, reuse_seed_dir: Path | None,
-                         log: Callable[[str], None] = print) -> tuple[Path, bool]:
-    """(project, finished) of one strategy spec of one seed: a finished run is kept (or copied from a
-    profile with identical settings); otherwise the seed's base is copied afresh, with the spec's overrides."""
+def prepare_strategy_run(base: Path, spec: str, params: Params, reuse_seed_dir: Path | None,
+                         log: Callable[[str], None] = print) -> Path:
+    """The project of one strategy spec of one seed, beside the seed's base. An existing one is kept as it is
+    (resumed; its seed's key was checked by plan_benchmark); else a finished run of a profile with the same key
+    is copied; else the base is copied afresh (beside the target, then renamed), with the spec's overrides."""
     name = run_name(spec)
-    project = seed_dir / name
-    done = project / "reports" / "metrics.json"
-    if reuse_seed_dir is not None and not done.exists() and copy_finished(
-            reuse_seed_dir, seed_dir, name, params, "reports/metrics.json"):
-        log(f"benchmark: {spec}, {seed_dir.name} copied from {reuse_seed_dir} (identical settings)")
-    if done.exists():
-        return project, True
-    shutil.rmtree(project, ignore_errors=True)
-    shutil.copytree(seed_dir / "base", project, symlinks=True)
-    if overrides:  # a variant: same base, its own parameters
-        variant = load_params(project / "params.yaml", overrides)
-        (project / "params.yaml").write_text(yaml.safe_dump(variant.model_dump(), sort_keys=False))
-    return project, False
+    directory = Path(base).parent
+    project = directory / name
+    if project.exists():
+        return project
+    final = f"{CELLS}/cycle_{params.campaign.cycles + 1:03d}.json"
+    if reuse_seed_dir is not None and copy_finished(reuse_seed_dir, directory, name, params, code_version(), final):
+        log(f"benchmark: {spec}, {directory.name} copied from {reuse_seed_dir} (same settings and code)")
+        return project
+    partial = directory / f".{name}.copying"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(base, partial, symlinks=True)
+    variant = variant_params(params, spec)  # a variant: same base, its own parameters
+    (partial / "params.yaml").write_text(yaml.safe_dump(variant.model_dump(), sort_keys=False))
+    partial.rename(project)
+    return project
 
 
-def curve_rows(project: Path, spec: str, seed: int) -> list[dict]:
-    """The finished run's learning curve as tidy rows (TIDY_COLUMNS)."""
-    curve = pd.read_csv(project / "reports" / "learning_curve.csv")
-    return [{"strategy": spec, "seed": seed, **r} for r in
-            curve[["cycle", "labeled", "map50_95", "map50"]].to_dict("records")]
+def cell_path(project: Path, cycle: int) -> Path:
+    return Path(project) / CELLS / f"cycle_{cycle:03d}.json"
+
+
+def save_cell(project: Path, spec: str, seed: int, result: dict, code: str) -> Path:
+    """Persist one finished (strategy, seed, cycle) result atomically and clear the running marker."""
+    path = cell_path(project, result["cycle"])
+    write_json_atomic(path, {"strategy": spec, "seed": seed, "cycle": result["cycle"], "labeled": result["labeled"],
+                             "map50_95": result["map50_95"], "map50": result["map50"],
+                             "per_class": result.get("per_class", {}), "code": code,
+                             "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                             "worker": f"{socket.gethostname()} pid {os.getpid()}"})
+    (Path(project) / CELLS / "running.json").unlink(missing_ok=True)
+    return path
+
+
+def mark_running(project: Path, cycle: int) -> None:
+    write_json_atomic(Path(project) / CELLS / "running.json",
+                      {"cycle": cycle, "since": time.time(), "worker": f"{socket.gethostname()} pid {os.getpid()}"})
+
+
+def campaign_todo(project: Path, spec: str, seed: int, cycles: int, code: str) -> list[int]:
+    """The cycles of this campaign still to run (1 .. cycles select, cycles + 1 only trains and evaluates).
+
+    A cycle the project finished but whose cell is missing (killed between the two) gets its cell from
+    the cycle's saved evaluation. Raises ValueError when the project and its cells disagree.
+    """
+    project = Path(project)
+    done_in_pool = PoolState.load(project).current_cycle  # batches selected and labeled
+    for cycle in range(1, done_in_pool + 1):
+        evaluation = cycle_dir(project, cycle) / "evaluation.json"
+        if not cell_path(project, cycle).exists() and evaluation.exists():
+            saved = json.loads(evaluation.read_text())
+            save_cell(project, spec, seed, {**saved, "cycle": cycle}, code)
+    todo = [c for c in range(1, cycles + 2) if not cell_path(project, c).exists()]
+    expected = list(range(done_in_pool + 1, cycles + 2))
+    if todo and todo != expected:
+        raise ValueError(f"{project}: its pool has {done_in_pool} labeled batches but result cells are missing for "
+                         f"cycles {todo}; the run is inconsistent: delete {project} to run it again")
+    return todo
+
+
+def campaign_run_id(project: Path) -> str | None:
+    path = Path(project) / CELLS / "mlflow_run.json"
+    return json.loads(path.read_text())["run_id"] if path.exists() else None
+
+
+def save_campaign_run_id(project: Path, run_id: str) -> None:
+    write_json_atomic(Path(project) / CELLS / "mlflow_run.json", {"run_id": run_id})
+
+
+def benchmark_progress(out: Path) -> dict:
+    """Cells done / running / left of the plan in out/plan.json, read from the folder (any worker's writes)."""
+    plan = json.loads((Path(out) / "plan.json").read_text())
+    total = len(plan["strategies"]) * len(plan["seeds"]) * (plan["cycles"] + 1)
+    done, running = 0, []
+    for seed in plan["seeds"]:
+        for spec in plan["strategies"]:
+            project = run_dir(out, spec, seed)
+            done += sum(cell_path(project, c).exists() for c in range(1, plan["cycles"] + 2))
+            marker = project / CELLS / "running.json"
+            if marker.exists():
+                try:
+                    running.append(f"{spec} seed {seed} cycle {json.loads(marker.read_text())['cycle']}")
+                except (OSError, ValueError, KeyError):
+                    continue  # replaced or removed while it was read
+    return {"total": total, "done": done, "running": running, "left": total - done - len(running)}
+
+
+def progress_line(progress: dict) -> str:
+    running = f" ({', '.join(progress['running'])})" if progress["running"] else ""
+    return (f"benchmark progress: {progress['done']}/{progress['total']} cells done, {len(progress['running'])} "
+            f"running{running}, {progress['left']} left")
+
+
+def benchmark_rows(out: Path, strategies: Sequence[str], seeds: Sequence[int], cycles: int) -> list[dict]:
+    """The tidy rows (TIDY_COLUMNS) of every (strategy, seed, cycle), from the cells; all must be finished."""
+    rows, missing = [], []
+    for seed in seeds:
+        for spec in strategies:
+            for cycle in range(1, cycles + 2):
+                path = cell_path(run_dir(out, spec, seed), cycle)
+                if not path.exists():
+                    missing.append(f"{spec} seed {seed} cycle {cycle}")
+                    continue
+                cell = json.loads(path.read_text())
+                rows.append({column: cell[column] for column in TIDY_COLUMNS})
+    if missing:
+        raise ValueError(f"{out}: {len(missing)} benchmark cells are not finished: {', '.join(missing[:5])}")
+    return rows
 
 
 def first_cycle_histograms(runs: dict[str, Path], out: Path) -> tuple[Path, Path]:

@@ -93,7 +93,10 @@ class DetectorParams(_Section):
         "auto", description="Ultralytics optimizer; 'auto' picks AdamW or SGD and its own learning rate "
         "from the number of iterations, ignoring lr0")
     lr0: float = Field(0.01, gt=0, le=1, description="initial learning rate (used unless optimizer is 'auto')")
-    workers: int = Field(2, ge=0, le=32, description="dataloader worker processes")
+    workers: int = Field(2, ge=0, le=32, description="dataloader worker processes (on the CPU only with "
+                         "workers_on_cpu; Ultralytics' own trainer sets them to 0 there)")
+    workers_on_cpu: bool = Field(False, description="keep `workers` DataLoader processes when training on the CPU "
+                                 "(docs/PERFORMANCE.md: measured against Ultralytics' in-process loading)")
     device: str = Field("cpu", description="'cpu', or a CUDA index such as '0' where a GPU exists")
     cache: bool = Field(True, description="cache decoded images in RAM")
     seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
@@ -386,6 +389,14 @@ class BenchmarkParams(_Section):
                     "typiclust", "mgral", "oracle_best_of_n"],
         seeds=[0, 1, 2, 3, 4], cycles=5, budget=100, n_pool=2000, image_size=160, epochs=60, finetune_epochs=20,
         lookup_records=16, agent_iterations=300, lookup_diagnostics=True)
+    runner: Literal["threads", "dask"] = Field(
+        "threads", description="where the (strategy, seed) campaigns run: local threads (max_workers at once) or Dask "
+        "worker processes (dask_address, MGRAL_BENCHMARK_DASK_ADDRESS, or a local cluster of dask_workers)")
+    max_workers: int = Field(1, ge=1, le=64, description="campaigns at once on local threads (one process: torch "
+                             "threads are shared, so 1 unless the trainings are small)")
+    dask_address: str | None = Field(None, description="existing Dask scheduler (tcp://host:port); workers need "
+                                     "the benchmark folder on shared storage")
+    dask_workers: int = Field(2, ge=1, le=256, description="worker processes of a local Dask cluster (one per core)")
 
     @model_validator(mode="after")
     def _check_reuse(self) -> "BenchmarkParams":
@@ -396,7 +407,8 @@ class BenchmarkParams(_Section):
         return self
 
 
-PROFILES = tuple(BenchmarkParams.model_fields)  # ("quick", "ablation", "full")
+PROFILES = tuple(name for name, field in BenchmarkParams.model_fields.items()
+                 if field.annotation is BenchmarkProfile)  # ("quick", "ablation", "full")
 
 
 class Params(_Section):

@@ -23,6 +23,7 @@ from mgral_core.detections import Detections
 from mgral_backends.protocol import DetectorError, TrainedDetector, TrainingDiverged
 from mgral_backends.ultralytics.env import YOLO
 from mgral_backends.ultralytics.pretrained import resolve_pretrained, yolo_with_pretrained
+from mgral_backends.ultralytics.trainer import detection_trainer
 
 from ultralytics.data.augment import LetterBox  # noqa: E402  (after ultralytics_env)
 from ultralytics.utils import nms, ops  # noqa: E402
@@ -120,8 +121,8 @@ def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, ep
     try:
         with contextlib.redirect_stdout(captured):
             results = model.train(
-                data=str(data_yaml), epochs=epochs, imgsz=params.imgsz, batch=params.batch,
-                optimizer=params.optimizer, lr0=params.lr0, device=params.device, workers=params.workers,
+                trainer=detection_trainer(params), data=str(data_yaml), epochs=epochs, imgsz=params.imgsz,
+                batch=params.batch,                optimizer=params.optimizer, lr0=params.lr0, device=params.device, workers=params.workers,
                 cache="ram" if params.cache else False, seed=params.seed if seed is None else seed,
                 deterministic=True, plots=False, amp=False, verbose=False, exist_ok=True,
                 val=params.val_each_epoch, warmup_epochs=0.0 if init_weights is not None else 3.0,

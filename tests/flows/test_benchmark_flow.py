@@ -45,12 +45,12 @@ def test_benchmark_two_strategies_two_seeds(tmp_path, prefect_harness, monkeypat
     assert summary["seeds"] == [0, 1]
 
     # the ablation profile (same settings, reuse: quick) copies entropy_sum and the base, runs only random
-    campaigns = []
-    real_campaign = flows.benchmark.mgral_campaign
-    monkeypatch.setattr(flows.benchmark, "mgral_campaign",
-                        lambda project, **kw: campaigns.append(kw["label"]) or real_campaign(project, **kw))
+    cycles = []
+    real_cycle = flows.benchmark.mgral_cycle
+    monkeypatch.setattr(flows.benchmark, "mgral_cycle",
+                        lambda project, strategy, **kw: cycles.append(strategy) or real_cycle(project, strategy, **kw))
     mgral_benchmark(str(tmp_path / "ablation"), "ablation", str(params), ["entropy_sum", "random"], [0])
-    assert campaigns == ["random"]
+    assert cycles == ["random"] * 3
     again = pd.read_csv(tmp_path / "ablation" / "results.csv")
     reused = again[again["strategy"] == "entropy_sum"].reset_index(drop=True)
     original = tidy[(tidy["strategy"] == "entropy_sum") & (tidy["seed"] == 0)].reset_index(drop=True)

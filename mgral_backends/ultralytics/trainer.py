@@ -1,0 +1,32 @@
+"""Which Ultralytics trainer class MGRAL trains with: the stock one, or one that keeps DataLoader workers on CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mgral_backends.ultralytics import env  # noqa: F401  (offline settings before ultralytics is imported)
+from mgral_workspace.config import DetectorParams
+
+from ultralytics.cfg import DEFAULT_CFG, get_cfg  # noqa: E402
+from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
+
+
+class WorkersOnCpuTrainer(DetectionTrainer):
+    """Ultralytics' DetectionTrainer with `workers` honoured on the CPU.
+
+    `BaseTrainer.__init__` sets `args.workers = 0` when the device is the CPU ("time dominated by
+    inference, not dataloading"), so augmentation runs in the training process between compute
+    steps. This trainer puts the requested count back right after, before any DataLoader is built;
+    nothing else changes. Ultralytics still caps the workers at the CPU count and the number of
+    batches (`ultralytics.data.build.build_dataloader`).
+    """
+
+    def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
+        requested = get_cfg(cfg, overrides).workers
+        super().__init__(cfg, overrides, _callbacks)
+        self.args.workers = requested
+
+
+def detection_trainer(params: DetectorParams) -> type[DetectionTrainer] | None:
+    """The trainer class for `YOLO.train(trainer=...)`: None (Ultralytics' own) unless `workers_on_cpu` is set."""
+    return WorkersOnCpuTrainer if params.workers_on_cpu else None

@@ -1,0 +1,84 @@
+"""Result cells of a benchmark campaign: what is left to run, cells recovered from a finished cycle, progress."""
+
+import json
+import shutil
+
+import pytest
+
+from mgral_workspace import benchmark as bench
+from mgral_workspace.atomic import write_json_atomic
+from mgral_workspace.cycle_steps import cycle_dir, oracle_annotate
+from mgral_workspace.pool import PoolState
+
+
+def _evaluated(project, cycle, value):
+    write_json_atomic(cycle_dir(project, cycle) / "evaluation.json",
+                      {"split": "test", "map50_95": value, "map50": 2 * value, "per_class": {}, "images": 16,
+                       "labeled": len(PoolState.load(project).labeled_pool_ids), "cycle": cycle})
+
+
+def test_todo_resumes_after_the_last_finished_cycle(tiny_project):
+    assert bench.campaign_todo(tiny_project, "random", 0, 2, "c1") == [1, 2, 3]
+    _evaluated(tiny_project, 1, 0.25)
+    assert bench.campaign_todo(tiny_project, "random", 0, 2, "c1") == [1, 2, 3]  # evaluated, batch not labeled yet
+    oracle_annotate(tiny_project, PoolState.load(tiny_project).unlabeled_pool_ids[:8], 1)
+    # killed after cycle 1 labeled its batch, before its cell was written: the cell comes from the evaluation
+    assert bench.campaign_todo(tiny_project, "random", 0, 2, "c1") == [2, 3]
+    cell = json.loads(bench.cell_path(tiny_project, 1).read_text())
+    assert (cell["strategy"], cell["seed"], cell["cycle"], cell["labeled"], cell["map50_95"]) == ("random", 0, 1, 20, 0.25)
+    bench.mark_running(tiny_project, 2)
+    bench.save_cell(tiny_project, "random", 0, {"cycle": 2, "labeled": 28, "map50_95": 0.3, "map50": 0.5}, "c1")
+    assert not (tiny_project / "cells" / "running.json").exists()
+    with pytest.raises(ValueError, match="pool has 1 labeled batches but result cells are missing for cycles"):
+        bench.campaign_todo(tiny_project, "random", 0, 2, "c1")  # a cell for cycle 2 without its labeled batch
+
+
+def test_progress_counts_done_running_and_left(tmp_path, tiny_project):
+    out = tmp_path / "bench"
+    write_json_atomic(out / "plan.json", {"strategies": ["random", "coreset"], "seeds": [0], "cycles": 1, "code": "c"})
+    project = bench.run_dir(out, "random", 0)
+    shutil.copytree(tiny_project, project)
+    bench.save_cell(project, "random", 0, {"cycle": 1, "labeled": 20, "map50_95": 0.1, "map50": 0.2}, "c")
+    bench.mark_running(project, 2)
+    progress = bench.benchmark_progress(out)
+    assert progress == {"total": 4, "done": 1, "running": ["random seed 0 cycle 2"], "left": 2}
+    assert bench.progress_line(progress) == ("benchmark progress: 1/4 cells done, 1 running (random seed 0 cycle 2), "
+                                             "2 left")
+    with pytest.raises(ValueError, match="3 benchmark cells are not finished: random seed 0 cycle 2"):
+        bench.benchmark_rows(out, ["random", "coreset"], [0], 1)
+
+
+def test_unfinished_dataset_or_copy_is_made_again_and_another_spec_refused(tmp_path, tiny_project):
+    from mgral_workspace.benchmark_reuse import BenchmarkKeyError
+    from mgral_workspace.config import BenchmarkProfile, Params
+
+    out, profile = tmp_path / "bench", BenchmarkProfile(n_pool=10, image_size=32)
+    params = Params().model_copy(update={"dataset": Params().dataset.model_copy(update={"n_val": 2, "n_test": 2})})
+    (out / "dataset" / "images").mkdir(parents=True)  # killed mid-generation: no spec.json yet
+    dataset = bench.ensure_dataset(out, params, profile)
+    assert len(list((dataset / "images" / "train").iterdir())) == 10 and (dataset / "spec.json").exists()
+    with pytest.raises(BenchmarkKeyError, match="generated from another spec"):
+        bench.ensure_dataset(out, params, BenchmarkProfile(n_pool=12, image_size=32))
+
+    seed_dir = tmp_path / "runs" / "seed_0"
+    shutil.copytree(tiny_project, seed_dir / "base")
+    (seed_dir / ".random.copying").mkdir()  # killed mid-copy
+    project = bench.prepare_strategy_run(seed_dir / "base", "random", Params(), None)
+    assert (project / "pool.csv").exists() and not (seed_dir / ".random.copying").exists()
+    variant = bench.prepare_strategy_run(seed_dir / "base", "random@agent.lr=0.01", Params(), None)
+    assert "lr: 0.01" in (variant / "params.yaml").read_text()
+    with pytest.raises(ValueError, match="strategy 'random@agent.nope=1'"):
+        bench.variant_params(Params(), "random@agent.nope=1")
+
+
+def test_campaigns_and_records_are_not_both_sent_to_dask(tmp_path, monkeypatch):
+    from mgral_workspace.config import BenchmarkProfile, ConfigError, Params
+
+    monkeypatch.delenv("MGRAL_DASK_ADDRESS", raising=False)
+    monkeypatch.delenv("MGRAL_BENCHMARK_DASK_ADDRESS", raising=False)
+    params = Params().model_copy(update={"benchmark": Params().benchmark.model_copy(update={"runner": "dask"})})
+    assert bench.check_benchmark(tmp_path, params, BenchmarkProfile(), ["random"], [0]) == {0: "new"}
+    monkeypatch.setenv("MGRAL_DASK_ADDRESS", "tcp://127.0.0.1:1")
+    with pytest.raises(ConfigError, match="benchmark.runner and lookup_table.runner are both Dask"):
+        bench.check_benchmark(tmp_path, params, BenchmarkProfile(), ["random"], [0])
+    assert not any(tmp_path.iterdir())  # a check writes nothing
