@@ -1,9 +1,15 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+
+Files and folders made here get the modes the process's umask allows (as `open` and `mkdir` give
+them), not the 0600 / 0700 of `tempfile.mkstemp` / `mkdtemp`: a project on shared storage must
+stay readable by the other machines' workers (Dask) and the team's group.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,16 +17,48 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a new file (0666) or folder (0777) gets under the current umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def make_temp_dir(prefix: str, parent: str | os.PathLike) -> Path:
+    """`tempfile.mkdtemp` in `parent` with the umask's folder mode instead of 0700 (it is renamed
+    into place as a project, an export or a dataset, and must not stay private)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(path, default_mode(directory=True))
+    return path
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file beside `path`; on clean exit fsync it and rename it over `path`.
 
-    On an exception the temporary file is removed and `path` is left untouched.
+    On an exception the temporary file is removed and `path` is left untouched. The new file keeps
+    the permission bits of the file it replaces, or gets the umask's default for a new file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        try:
+            file_mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            file_mode = default_mode()
+        os.fchmod(fd, file_mode)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()

@@ -7,13 +7,13 @@ so an export is either complete or absent.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from mgral_core.detections import Detections
 from mgral_formats import EXPORTERS
 from mgral_formats.common import BatchImage, ExportBatch
+from mgral_workspace.atomic import make_temp_dir
 from mgral_workspace.pool import PoolState
 from mgral_workspace.visualize import render_grid
 
@@ -25,8 +25,8 @@ def export_batch(project_dir: str | Path, cycle: int, ids: Sequence[str], detect
     pool = PoolState.load(project)
     table = pool.table.set_index("image_id")
     out = project / "exports" / f"cycle_{cycle:03d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else
-                                _mkdir(out.parent)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(f".{out.name}.", out.parent)
     try:
         images, sheet = [], []
         for image_id in ids:
@@ -48,11 +48,6 @@ def export_batch(project_dir: str | Path, cycle: int, ids: Sequence[str], detect
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _instructions(project: Path, cycle: int, n: int) -> str:

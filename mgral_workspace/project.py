@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 from mgral_core import __version__
 from mgral_formats.common import ImportedDataset, ImportReport, exif_orientation
 from mgral_formats.yolo import format_yolo_label, load_yolo
+from mgral_workspace.atomic import make_temp_dir
 from mgral_workspace.pool import PoolState
 from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
 
@@ -125,7 +126,7 @@ def init_project(project_dir: str | Path, dataset: ImportedDataset, *, simulate:
         raise ValueError("no labeled pool image to start from")
 
     project.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{project.name}.", dir=project.parent))
+    tmp = make_temp_dir(f".{project.name}.", project.parent)
     try:
         _write_project(tmp, dataset, splits, visible, simulate, metadata, report, created_from)
         if project.exists():

@@ -53,7 +53,7 @@ def project_lock(project_dir: str | Path, purpose: str, wait_seconds: float = 0.
             with _guard:
                 _held[key] -= 1
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides, as for every file
     deadline = time.time() + wait_seconds
     try:
         while True:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pandas as pd
 import yaml
 
 from mgral_formats.yolo import format_yolo_label
+from mgral_workspace.atomic import make_temp_dir
 
 DEFAULT_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star", "diamond", "hexagon")
 DEFAULT_CLASS_WEIGHTS = (0.30, 0.22, 0.16, 0.11, 0.08, 0.06, 0.045, 0.025)
@@ -217,7 +217,7 @@ def generate_dataset(spec: SyntheticSpec, out_dir: str | Path) -> Path:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir}: already exists and is not empty")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = make_temp_dir(f".{out_dir.name}.", out_dir.parent)
     try:
         _write_all(spec, tmp)
         if out_dir.exists():
