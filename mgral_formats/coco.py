@@ -7,15 +7,14 @@ rules: a dataset accepts integral ids in any JSON spelling ("3", 3.0), an import
 from __future__ import annotations
 
 import json
-import re
 import math
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from mgral_formats.common import (
-    add_unlabeled_images,
-    image_files,
     AnnotationEntry,
     AnnotationSet,
     ExportBatch,
@@ -23,9 +22,14 @@ from mgral_formats.common import (
     ImportedDataset,
     ImportReport,
     add_image,
+    add_unlabeled_images,
+    dataset_files,
+    image_files,
     is_number,
     leaves_folder,
     parse_image_reference,
+    link_target_outside,
+    report_outside_link,
 )
 
 LIST_KEYS = ("images", "annotations", "categories")
@@ -68,10 +72,10 @@ def load_coco(source: Path) -> tuple[ImportedDataset, ImportReport]:
     In a folder, a JSON file that is not a COCO document is reported and skipped; a lone file
     given as the source must be one (else CocoFormatError). Image ids are per file.
     """
-    files = [source] if source.is_file() else sorted(source.rglob("*.json"))
+    report = ImportReport()
+    files = [source] if source.is_file() else dataset_files(source, {".json"}, report)
     if not files:
         raise FileNotFoundError(f"{source}: no COCO JSON file found")
-    report = ImportReport()
     documents = []
     for file in files:
         try:
@@ -96,7 +100,7 @@ def load_coco(source: Path) -> tuple[ImportedDataset, ImportReport]:
     for file, doc in documents:
         _load_coco_document(file, doc, root, index_of, conflicting.get(file, {}), dataset, report, seen, claimed)
     if source.is_dir():  # images no JSON lists are the unlabeled pool (in the train split's folder: pool)
-        add_unlabeled_images(dataset, report, seen, image_files(root), claimed,
+        add_unlabeled_images(dataset, report, seen, image_files(root, report), claimed,
                              lambda path: "pool" if split_of(path.parent / "x.json") == "pool" else None)
     return dataset, report
 
@@ -256,7 +260,11 @@ def _load_coco_document(file: Path, doc: dict, root: Path, index_of: dict[int, i
             if path is None:
                 report.add(file, "missing image", f"image {name!r} (id {image_id}) not found", quarantine=False)
                 continue
-            claimed.add(path)
+            claimed.add(path.resolve())
+            target = link_target_outside(path, root)
+            if target is not None:
+                report_outside_link(report, path, target, root)
+                continue
             problem = bad.get(image_id)
             if len(names) > 1:
                 problem = ("duplicate id", f"image id {image_id} is used by {len(names)} entries ({', '.join(names)}) "
@@ -275,7 +283,7 @@ def _find_image(file_name: str, json_dir: Path, root: Path) -> Path | None:
     for base in (json_dir, json_dir / "images", root, root / "images", json_dir.parent / "images"):
         candidate = (base / file_name)
         if candidate.exists():
-            return candidate.resolve()
+            return Path(os.path.abspath(candidate))
     return None
 
 

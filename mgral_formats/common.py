@@ -6,6 +6,7 @@ finished annotation, as read) and `ExportBatch` (what an exporter writes).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
@@ -76,6 +77,7 @@ class ImportReport:
     empty: int = 0  # labeled images with no object
     unlabeled: int = 0  # images without any annotation: the unlabeled pool
     notes: list[str] = field(default_factory=list)  # what the import decided for the user (not problems)
+    uncopied: set[str] = field(default_factory=set)  # absolute paths of links out of the dataset: never copied
 
     def add(self, file: str | Path, kind: str, message: str, quarantine: bool = True) -> None:
         self.problems.append(Problem(str(file), kind, message))
@@ -328,16 +330,79 @@ def add_image(dataset: ImportedDataset, report: ImportReport, seen: dict[str, Pa
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Every image file under `folder` (by suffix, any case), sorted; links that leave `folder` are left out."""
-    root = folder.resolve()
-    files = []
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            resolved = path.resolve()
-            if resolved == root or root in resolved.parents:
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def link_target_outside(path: str | Path, root: str | Path) -> str | None:
+    """Where a symbolic link takes `path` when `path` lies inside `root` as written but its real
+    location (every link followed) is outside `root`'s real location; None otherwise.
+
+    A path outside `root` as written (an absolute path in a YOLO list file) is the user's own
+    configuration and not a link out of the dataset: None.
+    """
+    if not _within(os.path.abspath(path), os.path.abspath(root)):
+        return None
+    real = os.path.realpath(path)
+    return None if _within(real, os.path.realpath(root)) else real
+
+
+def report_outside_link(report: ImportReport, path: str | Path, target: str, root: str | Path) -> None:
+    """Quarantine a file that is a symbolic link out of the dataset: reported (once), never read nor copied."""
+    if os.path.abspath(path) in report.uncopied:
+        return
+    report.uncopied.add(os.path.abspath(path))
+    report.add(path, "link leaves the dataset", f"symbolic link to {target}, outside the dataset folder {root}; "
+               "not followed (nothing is read or copied from outside the dataset); copy the file into the "
+               "dataset, or give the folder it lives in as the dataset")
+
+
+def dataset_files(folder: Path, suffixes: set[str], report: ImportReport, root: Path | None = None,
+                  recursive: bool = True) -> list[Path]:
+    """Every file under `folder` with one of `suffixes` (any case), sorted, as paths under `folder`.
+
+    Symbolic links that stay inside `root` (default `folder`) are followed, folders included, each
+    real folder walked once (no loops). A link out of `root` is not followed: a linked file is
+    quarantined (`report_outside_link`), a linked folder reported with none of its files read.
+    """
+    root = folder if root is None else root
+    target = link_target_outside(folder, root)
+    if target is not None:
+        report.add(folder, "link leaves the dataset", f"symbolic link to the folder {target}, outside the dataset "
+                   f"folder {root}; not followed, none of its files imported", quarantine=False)
+        return []
+    files, walked = [], set()
+    for directory, subdirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in walked:  # a link back to a folder already walked
+            subdirs[:] = []
+            continue
+        walked.add(real)
+        kept = []
+        for name in sorted(subdirs) if recursive else []:
+            target = link_target_outside(Path(directory) / name, root)
+            if target is None:
+                kept.append(name)
+            else:
+                report.add(Path(directory) / name, "link leaves the dataset", f"symbolic link to the folder "
+                           f"{target}, outside the dataset folder {root}; not followed, none of its files imported",
+                           quarantine=False)
+        subdirs[:] = kept
+        for name in names:
+            path = Path(directory) / name
+            if path.suffix.lower() not in suffixes:
+                continue
+            target = link_target_outside(path, root)
+            if target is not None:
+                report_outside_link(report, path, target, root)
+            elif path.is_file():
                 files.append(path)
-    return files
+    return sorted(files)
+
+
+def image_files(folder: Path, report: ImportReport, root: Path | None = None) -> list[Path]:
+    """Every image file under `folder` (by suffix, any case), sorted; see `dataset_files` for links."""
+    return dataset_files(folder, IMAGE_SUFFIXES, report, root)
 
 
 def add_unlabeled_images(dataset: ImportedDataset, report: ImportReport, seen: dict[str, Path],

@@ -5,13 +5,13 @@ One line parser serves the three readers: a single label file, a whole dataset, 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from mgral_formats.common import (
-    IMAGE_SUFFIXES,
     AnnotationEntry,
     AnnotationSet,
     ExportBatch,
@@ -19,7 +19,10 @@ from mgral_formats.common import (
     ImportedDataset,
     ImportReport,
     add_image,
+    image_files,
+    link_target_outside,
     read_size_or_report,
+    report_outside_link,
 )
 from mgral_workspace.atomic import write_text_atomic
 
@@ -112,6 +115,12 @@ def load_yolo(root: Path) -> tuple[ImportedDataset, ImportReport]:
             if path.stem in seen:
                 report.add(path, "duplicate name", f"image name {path.stem!r} also used by {seen[path.stem]}")
                 continue
+            target = link_target_outside(label, base)
+            if target is not None:
+                report.add(path, "link leaves the dataset", f"its label file {label} is a symbolic link to "
+                           f"{target}, outside the dataset folder {base}; not read")
+                seen[path.stem] = path
+                continue
             size = read_size_or_report(path, report)
             if size is None:
                 seen[path.stem] = path
@@ -174,17 +183,36 @@ def class_names_from_yaml(data_yaml: Path, names, report: ImportReport) -> list[
 
 
 def _yolo_images(base: Path, entry, data_yaml: Path, report: ImportReport) -> list[Path]:
+    """The images a split entry names: every image under a folder, or the lines of a list file.
+
+    Inside the dataset folder `base`, symbolic links that lead out of it are not followed (reported,
+    the linked file quarantined); a folder or list entry outside `base` as written is the user's own
+    configuration and walked as its own root.
+    """
     entries = entry if isinstance(entry, list) else [entry]
     paths: list[Path] = []
     for item in entries:
-        target = (base / item).resolve()
+        target = Path(os.path.normpath(base / item))
+        root = base if _inside(target, base) else target
         if target.is_dir():
-            paths += sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            paths += image_files(target, report, root)
         elif target.suffix == ".txt" and target.exists():
-            paths += [(base / line.strip()).resolve() for line in target.read_text().splitlines() if line.strip()]
+            for line in target.read_text().splitlines():
+                if not line.strip():
+                    continue
+                path = Path(os.path.normpath(base / line.strip()))
+                outside = link_target_outside(path, base)
+                if outside is not None:
+                    report_outside_link(report, path, outside, base)
+                else:
+                    paths.append(path)
         else:
             report.add(data_yaml, "missing split", f"{item}: no such folder or list file", quarantine=False)
     return paths
+
+
+def _inside(path: Path, base: Path) -> bool:
+    return path == base or base in path.parents
 
 
 def read_yolo_annotations(folder: Path) -> AnnotationSet:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -201,8 +202,8 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
         meta["image_id"] = meta["image_id"].map(id_of_name)
         meta.to_csv(root / "metadata.csv", index=False)
     if report is not None:
-        for source in report.quarantined:
-            if Path(source).is_file():
+        for source in report.quarantined:  # never a link out of the dataset: its target is not the user's to copy
+            if os.path.abspath(source) not in report.uncopied and Path(source).is_file():
                 shutil.copyfile(source, root / "quarantine" / Path(source).name)
         (root / "quarantine" / "import_report.txt").write_text(report.to_text() + "\n")
     info = {"class_names": list(dataset.class_names), "simulate": simulate, "created_from": created_from,

@@ -257,9 +257,11 @@ def test_voc_negative_inverted_and_nameless_boxes(tmp_path):
     assert "negative width or height" in _kinds(report)["zero-area box"]
     _, report = load_dataset(_voc(tmp_path / "nameless", "im1.jpg", name=""))
     assert "object without a <name>" in _kinds(report)["unknown class"]
-    dataset, report = load_dataset(_voc(tmp_path / "missing", "gone.jpg"))
+    root = _voc(tmp_path / "missing", "gone.jpg")
+    (root / "JPEGImages" / "im1.jpg").rename(root / "JPEGImages" / "other.jpg")  # neither gone.jpg nor im1.*
+    dataset, report = load_dataset(root)
     assert "gone.jpg not found in JPEGImages/" in _kinds(report)["annotation for missing image"]
-    assert [(r.name, r.labeled) for r in dataset.images] == [("im1", False)]  # no XML names it: unlabeled
+    assert [(r.name, r.labeled) for r in dataset.images] == [("other", False)]  # no XML names it: unlabeled
 
 
 def test_every_strategy_runs_on_a_single_class_pool():
