@@ -15,11 +15,17 @@ from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 from mgral_workspace.project_lock import project_lock
 from mgral_workspace.selection import check_strategy_allowed
-from tasks.annotation_tasks import export_batch_task, import_inbox_task
-from tasks.detector_tasks import evaluate_task, infer_pool_task, train_detector_task
+from tasks.annotation_tasks import export_batch_task, export_cold_start_task, import_inbox_task
+from tasks.detector_tasks import detector_health_task, evaluate_task, infer_pool_task, train_detector_task
 from tasks.reporting_tasks import log_cycle_task
-from tasks.selection_tasks import oracle_annotate_task, select_batch_task
-from tasks.tracking_tasks import end_run_task, log_strategy_outputs_task, start_run_task
+from tasks.selection_tasks import cold_start_select_task, oracle_annotate_task, select_batch_task
+from tasks.tracking_tasks import (
+    end_run_task,
+    log_detector_health_task,
+    log_strategy_outputs_task,
+    set_tags_task,
+    start_run_task,
+)
 from tasks.versioning import version_pool_task
 
 
@@ -55,12 +61,15 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
     simulate = load_project_info(project_dir).simulate
     if not simulate:
         import_inbox_task(project_dir)
-        batch_cycle, done, total = steps.open_batch_progress(project_dir)
-        if total and done < params.annotation.min_labeled_fraction * total:
-            message = f"batch {batch_cycle}: {done}/{total} labeled; waiting for annotations"
+        message = steps.labeling_wait(project_dir, params.annotation.min_labeled_fraction)
+        if message:
             logger.info(message)
+            batch_cycle, done, total = steps.open_batch_progress(project_dir)
             return {"status": "waiting", "message": message, "cycle": batch_cycle, "labeled_in_batch": done,
                     "batch_size": total, "project_dir": str(Path(project_dir).resolve())}
+        gaps = steps.training_gaps(PoolState.load(project_dir))
+        if gaps and select:
+            return _cold_start_cycle(project_dir, params, budget, gaps, parent_run_id)
     pool = PoolState.load(project_dir)
     cycle = pool.current_cycle + 1
     labeled = len(pool.labeled_pool_ids)
@@ -71,8 +80,12 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
         detector = train_detector_task(project_dir, params, cycle)
         evaluation = evaluate_task(project_dir, params, detector["weights"], "test", cycle, labeled)
         selected: list[str] = []
+        inference = None
         if select and len(pool.unlabeled_pool_ids) > 0:
             inference = infer_pool_task(project_dir, params, detector["weights"], cycle)
+        warnings = detector_health_task(project_dir, cycle, detector["val_map50_95"], inference)
+        log_detector_health_task(project_dir, params, run_id, warnings)
+        if inference is not None:
             if needs_lookup_table(strategy) and steps.load_selection(project_dir, cycle) is None:
                 fill_lookup_table(project_dir, params, cycle, budget, detector["weights"], inference)
             selected, outputs = select_batch_task(project_dir, params, inference, cycle, strategy, budget,
@@ -94,5 +107,27 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
                 f"MLflow run {run_id}" + (f"; batch exported to {export}" if export else ""))
     return {"status": "exported" if export else "done", "cycle": cycle, "labeled": labeled, "strategy": strategy,
             "run_id": run_id, "map50_95": evaluation["map50_95"], "map50": evaluation["map50"],
-            "selected": selected, "per_class": evaluation["per_class"], "export": export,
+            "selected": selected, "per_class": evaluation["per_class"], "export": export, "warnings": warnings,
             "project_dir": str(Path(project_dir).resolve())}
+
+
+def _cold_start_cycle(project_dir: str, params, budget: int, gaps: list[str], parent_run_id: str | None) -> dict:
+    """A cycle that cannot train yet: select without a detector, hand the batch out with the val/test images."""
+    cycle = PoolState.load(project_dir).current_cycle + 1
+    run_id = start_run_task(project_dir, params, f"cycle {cycle} (cold start)",
+                            {"strategy": "cold_start", "cycle": str(cycle)}, parent_run_id)
+    try:
+        batch = cold_start_select_task(project_dir, params, cycle, budget)
+        export = export_cold_start_task(project_dir, batch, gaps)
+        set_tags_task(project_dir, params, run_id, {"mgral.selection": batch["reason"],
+                                                    "mgral.waiting_for": "; ".join(gaps)})
+        version_pool_task(project_dir, params, f"cycle {cycle}: cold start, {batch['method']} selected "
+                                               f"{len(batch['ids'])} images (+ {len(batch['eval_ids'])} val/test)")
+    except BaseException:
+        end_run_task(project_dir, params, run_id, "FAILED")
+        raise
+    end_run_task(project_dir, params, run_id)
+    return {"status": "exported", "cold_start": True, "cycle": cycle, "labeled": 0, "strategy": "cold_start",
+            "method": batch["method"], "reason": batch["reason"], "selected": batch["ids"],
+            "eval_to_label": batch["eval_ids"], "waiting_for": gaps, "export": export, "run_id": run_id,
+            "warnings": [], "project_dir": str(Path(project_dir).resolve())}

@@ -120,20 +120,38 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
                                        help="hide the pool's labels in an oracle (built-in data always simulates)"),
          initial: Optional[int] = typer.Option(None, min=0, help="initially labeled pool images (simulation)"),
          params_file: Optional[Path] = typer.Option(None, "--params", help="params.yaml to copy into the project"),
+         unlabeled: Optional[Path] = typer.Option(
+             None, "--unlabeled", help="a folder of unlabeled images (searched recursively), with --from or alone; "
+             "an image also in the dataset (same content) is imported once, labeled"),
+         classes: Optional[str] = typer.Option(
+             None, "--classes", help="class names, comma-separated (needed with --unlabeled alone; fixes VOC's "
+             "classes and their order)"),
+         eval_in_first_batch: bool = typer.Option(
+             False, "--eval-in-first-batch", help="carve val/test out of the unlabeled images and label them with "
+             "the first batch (annotation.eval_from_unlabeled); for few labels"),
          ) -> None:
-    """Create a project from your dataset or from the built-in generator."""
-    import tempfile
-
-    from mgral_formats import load_dataset
+    """Create a project from your dataset, a folder of unlabeled images, or the built-in generator."""
+    from mgral_formats import add_unlabeled_folder, load_dataset, load_unlabeled_folder
     from mgral_workspace.project import init_from_synthetic, init_project
     from mgral_workspace.synthetic import SyntheticSpec
 
     params = _params(params_file)
-    if (source is None) == (not builtin):
-        _fail("give exactly one of --from DIR or --builtin")
+    if builtin and (source is not None or unlabeled is not None or classes is not None):
+        _fail("--builtin makes its own dataset; leave out --from, --unlabeled and --classes")
+    if not builtin and source is None and unlabeled is None:
+        _fail("give --from DIR (a dataset), --unlabeled DIR (a folder of images), both, or --builtin")
     if initial is not None and not (simulate or builtin):
         _fail("--initial sets how many pool images start labeled in a simulation; add --simulate (a project "
               "labeled by people starts with the labels its dataset has)")
+    if (simulate or builtin) and (unlabeled is not None or eval_in_first_batch):
+        _fail("--unlabeled and --eval-in-first-batch are for projects labeled by people; a simulation needs every "
+              "image labeled")
+    if source is None and unlabeled is not None and not classes:
+        _fail("a project from unlabeled images alone needs its class names: add --classes name1,name2,...")
+    if eval_in_first_batch:
+        params = params.model_copy(update={"annotation": params.annotation.model_copy(
+            update={"eval_from_unlabeled": True})})
+    class_names = [c for c in classes.split(",")] if classes else None
     n_initial = initial if initial is not None else params.simulation.initial_labeled
     try:
         if builtin:
@@ -143,12 +161,19 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
             with console.status("generating the built-in dataset"):
                 init_from_synthetic(project, spec, initial_labeled=n_initial, seed=params.simulation.seed)
         else:
-            if not source.exists():
+            if source is not None and not source.exists():
                 _fail(f"{source}: dataset folder not found")
-            dataset, report = load_dataset(source, fmt)
+            if source is None:
+                dataset, report = load_unlabeled_folder(unlabeled, class_names)
+            else:
+                dataset, report = load_dataset(source, fmt, class_names)
+                if unlabeled is not None:
+                    add_unlabeled_folder(dataset, report, unlabeled)
             try:
                 init_project(project, dataset, simulate=simulate, initial_labeled=n_initial, val_fraction=0.1,
-                             test_fraction=0.2, seed=params.simulation.seed, report=report)
+                             test_fraction=0.2, seed=params.simulation.seed, report=report,
+                             min_eval_images=params.annotation.min_eval_images,
+                             eval_from_unlabeled=params.annotation.eval_from_unlabeled)
             finally:  # the counts (labeled / unlabeled / quarantined), problems and carve-out, also on failure
                 err_console.print(report.to_text(), markup=False, highlight=False, soft_wrap=True)
     except (OSError, ValueError) as err:  # FileExistsError, PermissionError, a malformed dataset ...
@@ -229,12 +254,20 @@ def cycle(project: Path = typer.Argument(..., help="project directory"),
     _check_project(project)
     result = _run_flow(mgral_cycle, project_dir=str(project), strategy=strategy, budget=budget)
     if result["status"] == "waiting":
-        console.print(result["message"])
+        console.print(result["message"], markup=False, highlight=False)
         return
-    console.print(f"cycle {result['cycle']}: test mAP50-95 {result['map50_95']:.4f} with {result['labeled']} "
-                  f"labeled; selected {len(result['selected'])} images; MLflow run {result['run_id']}")
+    if result.get("cold_start"):
+        console.print(f"cycle {result['cycle']}: {result['reason']}; with them {len(result['eval_to_label'])} "
+                      f"val/test images to label. No detector is trained until they come back "
+                      f"({'; '.join(result['waiting_for'])}); MLflow run {result['run_id']}", markup=False,
+                      highlight=False)
+    else:
+        console.print(f"cycle {result['cycle']}: test mAP50-95 {result['map50_95']:.4f} with {result['labeled']} "
+                      f"labeled; selected {len(result['selected'])} images; MLflow run {result['run_id']}")
+    for warning in result.get("warnings", []):
+        err_console.print(f"WARNING: {warning}", markup=False, highlight=False, soft_wrap=True)
     if result.get("export"):
-        console.print(f"batch exported for annotation: {result['export']}")
+        console.print(f"batch exported for annotation: {result['export']}", markup=False, highlight=False)
 
 
 @app.command()
@@ -268,7 +301,7 @@ def demo(out: Path = typer.Option(Path("projects/demo"), help="project directory
     start = time.time()
     if out.exists() and any(out.iterdir()):
         _fail(f"{out} already exists; remove it or pass --out elsewhere")
-    init(out, None, "auto", True, True, None, params_file)
+    init(out, None, "auto", True, True, None, params_file, unlabeled=None, classes=None, eval_in_first_batch=False)
     params = _params(out / "params.yaml")
     if params.lookup_table.diagnostics != diagnostics:
         _write_project_params(out, params.model_copy(update={"lookup_table": params.lookup_table.model_copy(
@@ -377,8 +410,10 @@ def status(project: Path = typer.Argument(..., help="project directory")) -> Non
 def _status(project: Path) -> None:
     import json
 
-    from mgral_workspace.cycle_steps import open_batch_progress
+    from mgral_workspace.cycle_report import latest_cycle_report
+    from mgral_workspace.cycle_steps import open_batch_progress, training_gaps
     from mgral_workspace.pool import PoolState
+    from mgral_workspace.project import load_project_info
 
     pool = PoolState.load(project)
     table = Table(title=f"MGRAL project {project}")
@@ -387,9 +422,15 @@ def _status(project: Path) -> None:
     table.add_row("cycle", str(pool.current_cycle))
     for key, value in pool.counts().items():
         table.add_row(key, str(value))
+    to_label = len(pool.eval_to_label_ids())
+    if to_label:
+        table.add_row("val/test to label", str(to_label))
     batch_cycle, done, total = open_batch_progress(project)
     if total:
         table.add_row("last batch", f"batch {batch_cycle}: {done}/{total} labeled")
+    report = latest_cycle_report(project)
+    if report and report.get("selection"):
+        table.add_row(f"cycle {report['cycle']} selection", escape(report["selection"]))
     evaluations = sorted(project.glob("cycles/cycle_*/evaluation.json"))
     if evaluations:
         last = json.loads(evaluations[-1].read_text())
@@ -398,6 +439,11 @@ def _status(project: Path) -> None:
     if exports:
         table.add_row("last export", str(exports[-1]))
     console.print(table)
+    gaps = training_gaps(pool)
+    if gaps and not load_project_info(project).simulate:
+        console.print(f"before a detector can train: {'; '.join(gaps)}", markup=False, highlight=False)
+    for warning in (report or {}).get("warnings", []):
+        console.print(f"WARNING (cycle {report['cycle']}): {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _check_project(project: Path) -> None:

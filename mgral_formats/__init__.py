@@ -6,11 +6,12 @@ A new export format is one module with an `export_<name>(batch, out_dir)` writer
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mgral_formats.coco import export_coco, load_coco, read_coco_annotations
 from mgral_formats.common import AnnotationSet, ExportBatch, FormatError, ImportedDataset, ImportReport
+from mgral_formats.image_folder import add_unlabeled_folder, check_class_names, load_unlabeled_folder
 from mgral_formats.label_studio import export_label_studio, read_label_studio_annotations
 from mgral_formats.voc import load_voc
 from mgral_formats.yolo import export_yolo, load_yolo, read_yolo_annotations
@@ -42,15 +43,28 @@ def detect_format(source: Path) -> str:
     raise FormatError(f"{source}: cannot tell the layout (no data.yaml, Annotations/ or COCO JSON); pass --format")
 
 
-def load_dataset(source: str | Path, fmt: str = "auto") -> tuple[ImportedDataset, ImportReport]:
-    """Load and validate a dataset in YOLO, COCO or VOC layout (or detect which)."""
+def load_dataset(source: str | Path, fmt: str = "auto", class_names: Sequence[str] | None = None
+                 ) -> tuple[ImportedDataset, ImportReport]:
+    """Load and validate a dataset in YOLO, COCO or VOC layout (or detect which).
+
+    `class_names` (from `mgral init --classes`) fixes VOC's classes and their order (else the object
+    names found, sorted); YOLO and COCO name their classes themselves, and must agree with it.
+    """
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: dataset not found")
-    fmt = detect_format(source) if fmt == "auto" else fmt
-    if fmt not in READERS:
+    if fmt != "auto" and fmt not in READERS:
         raise FormatError(f"unknown format {fmt!r}; use one of {sorted(READERS)} or auto")
-    dataset, report = READERS[fmt](source)
+    fmt = detect_format(source) if fmt == "auto" else fmt
+    if class_names is not None:
+        class_names = check_class_names(class_names, "--classes")
+    if fmt == "voc" and class_names is not None:
+        dataset, report = load_voc(source, class_names)
+    else:
+        dataset, report = READERS[fmt](source)
+    if class_names is not None and list(class_names) != list(dataset.class_names):
+        raise FormatError(f"{source}: the dataset names its classes {dataset.class_names}, --classes gives "
+                          f"{list(class_names)}; leave --classes out, or make them agree")
     dataset.root = (source if source.is_dir() else source.parent).absolute()
     return dataset, report
 

@@ -372,7 +372,7 @@ def export_coco(batch: ExportBatch, out_dir: Path) -> None:
     for number, image in enumerate(batch.images, start=1):
         det = image.prelabels
         images.append({"id": number, "file_name": image.file, "width": image.width, "height": image.height,
-                       "mgral_id": image.image_id})
+                       "mgral_id": image.image_id, "mgral_split": image.split})
         for (x1, y1, x2, y2), cls, score in zip(det.boxes_xyxy.tolist(), det.classes.tolist(), det.scores.tolist()):
             predictions.append({"image_id": number, "category_id": int(cls) + 1, "score": round(score, 4),
                                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]})

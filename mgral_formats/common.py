@@ -59,6 +59,7 @@ class ImageRecord:
     boxes_xyxy: np.ndarray
     classes: np.ndarray
     labeled: bool
+    original_name: str | None = None  # what exports may call it; None: its path relative to the dataset's root
 
 
 @dataclass
@@ -181,13 +182,14 @@ def parse_image_reference(text: str) -> ImageReference:
 
 @dataclass(frozen=True)
 class BatchImage:
-    """One image handed to annotators: `file` relative to the project, pre-labels in pixels."""
+    """One image handed to annotators: `file` relative to the project, pre-labels in pixels, its split."""
 
     image_id: str
     file: str
     width: int
     height: int
     prelabels: Detections
+    split: str = "pool"  # 'val' / 'test': an evaluation image to label with the batch (never trained on)
 
 
 @dataclass(frozen=True)
@@ -298,12 +300,13 @@ def _check_boxes(file: str, boxes: np.ndarray, classes: np.ndarray, width: int, 
 
 def add_image(dataset: ImportedDataset, report: ImportReport, seen: dict[str, Path], path: Path,
               split: str | None, boxes: np.ndarray | None, classes: np.ndarray | None, where: Sequence[str],
-              labeled: bool, size: tuple[int, int] | None = None) -> None:
+              labeled: bool, size: tuple[int, int] | None = None, name: str | None = None) -> None:
     """Check one image and its boxes and append it to `dataset`, or report why it is quarantined.
 
     `seen` maps image names already taken to their paths; a second image of the same name is refused.
+    The image's name is `name`, by default its file name without the suffix.
     """
-    stem = path.stem
+    stem = name or path.stem
     if stem in seen:
         report.add(path, "duplicate name", f"image name {stem!r} also used by {seen[stem]}")
         return

@@ -20,7 +20,11 @@ from mgral_workspace.visualize import render_grid
 
 def export_batch(project_dir: str | Path, cycle: int, ids: Sequence[str], detections: dict[str, Detections],
                  class_names: Sequence[str], model_version: str, prelabel_conf: float = 0.25) -> Path:
-    """Write every export format for the batch `ids`; returns exports/cycle_NNN."""
+    """Write every export format for the batch `ids`; returns exports/cycle_NNN.
+
+    Val/test images among `ids` (carved out of the unlabeled images, to be labeled with this batch)
+    are marked as such: `splits.csv`, `mgral_split` in the COCO images, and the README.
+    """
     project = Path(project_dir).resolve()
     pool = PoolState.load(project)
     table = pool.table.set_index("image_id")
@@ -33,14 +37,17 @@ def export_batch(project_dir: str | Path, cycle: int, ids: Sequence[str], detect
             det, row = detections[image_id], table.loc[image_id]
             keep = det.scores >= prelabel_conf
             kept = Detections(det.boxes_xyxy[keep], det.scores[keep], det.classes[keep])
-            images.append(BatchImage(image_id, row["file"], int(row["width"]), int(row["height"]), kept))
+            images.append(BatchImage(image_id, row["file"], int(row["width"]), int(row["height"]), kept,
+                                     row["split"]))
             sheet.append((project / row["file"], kept.boxes_xyxy, kept.classes, image_id))
         batch = ExportBatch(images, class_names, model_version)
         for write in EXPORTERS.values():
             write(batch, tmp)
         (tmp / "images.txt").write_text("".join(f"{project / table.loc[i, 'file']}\n" for i in ids))
+        (tmp / "splits.csv").write_text("image_id,split\n" + "".join(f"{i},{table.loc[i, 'split']}\n" for i in ids))
         render_grid(sheet, class_names, tmp / "contact_sheet.png", cols=10, tile=160)
-        (tmp / "README.txt").write_text(_instructions(project, cycle, len(ids)))
+        evaluation = {split: sum(table.loc[i, "split"] == split for i in ids) for split in ("val", "test")}
+        (tmp / "README.txt").write_text(_instructions(project, cycle, len(ids), evaluation))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -50,8 +57,13 @@ def export_batch(project_dir: str | Path, cycle: int, ids: Sequence[str], detect
     return out
 
 
-def _instructions(project: Path, cycle: int, n: int) -> str:
-    return (f"MGRAL batch for cycle {cycle}: {n} images to label.\n\n"
+def _instructions(project: Path, cycle: int, n: int, evaluation: dict[str, int]) -> str:
+    marked = ""
+    if any(evaluation.values()):
+        marked = (f"{evaluation['val']} of them are validation and {evaluation['test']} test images (splits.csv; "
+                  "mgral_split in coco_images.json): label them like the others. They measure the detector and are "
+                  "never trained on; the detector trains once enough of this batch is labeled.\n\n")
+    return (f"MGRAL batch for cycle {cycle}: {n} images to label.\n\n{marked}"
             "Label Studio: create a project with label_studio_config.xml, import label_studio_tasks.json\n"
             "(pre-annotations included). Images are referenced as local files: start Label Studio with\n"
             f"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={project}\n"

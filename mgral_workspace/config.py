@@ -296,6 +296,13 @@ class AnnotationParams(_Section):
     prelabel_conf: float = Field(0.25, ge=0, le=1, description="detector boxes above this become pre-annotations")
     min_labeled_fraction: float = Field(
         0.9, ge=0, le=1, description="a new cycle selects again only once this share of the open batch is labeled")
+    min_eval_images: int = Field(
+        10, ge=1, description="labeled images val and test each need for a meaningful mAP; `mgral init` carving "
+        "fewer out of the labels says how many labels it takes (and offers eval_from_unlabeled)")
+    eval_from_unlabeled: bool = Field(
+        False, description="`mgral init` without val/test: carve them out of the unlabeled images (at least "
+        "min_eval_images each), to be labeled with the first batch; always so when there are too few labels to carve "
+        "(none included). `mgral init --eval-in-first-batch` sets it")
 
 
 class TrackingParams(_Section):

@@ -61,7 +61,7 @@ def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
     project = Path(project_dir)
     info = load_project_info(project)
     pool = PoolState.load(project)
-    train_ids, val_ids = pool.labeled_pool_ids, pool.ids("val")
+    train_ids, val_ids = pool.labeled_pool_ids, pool.eval_ids("val")
     if len(train_ids) == 0:
         raise PoolStateError(f"{project / 'pool.csv'}: no labeled pool images to train on")
     previous = _previous_weights(project, cycle) if params.detector.warm_start else None
@@ -106,7 +106,7 @@ def evaluate_split(project_dir: str | Path, weights: Path, params: Params, split
     project = Path(project_dir)
     info = load_project_info(project)
     pool = PoolState.load(project)
-    ids = pool.ids(split)
+    ids = pool.eval_ids(split)
     backend = get_backend(params.detector) if backend is None else backend
     detections, _ = backend.predict(weights, [project / f for f in pool.files(ids)], want_embeddings=False,
                                     progress=progress)
@@ -211,15 +211,52 @@ def selected_grid(project_dir: str | Path, cycle: int, ids: Sequence[str], max_i
 
 
 def open_batch_progress(project_dir: str | Path) -> tuple[int, int, int]:
-    """(cycle, labeled, selected) of the most recent selected batch; (0, 0, 0) when none is open."""
+    """(cycle, labeled, handed out) of the most recent batch, val/test images that went out with it
+    included; (0, 0, 0) when none is open."""
     pool = PoolState.load(project_dir)
     t = pool.table
-    selected = t[(t["split"] == "pool") & (t["selected_cycle"] > 0)]
+    selected = t[t["selected_cycle"] > 0]
     if selected.empty:
         return 0, 0, 0
     cycle = int(selected["selected_cycle"].max())
     batch = selected[selected["selected_cycle"] == cycle]
     return cycle, int(batch["labeled"].sum()), len(batch)
+
+
+def training_gaps(pool: PoolState) -> list[str]:
+    """What is missing before a detector can be trained, validated and tested; empty when nothing is."""
+    gaps = []
+    if len(pool.labeled_pool_ids) == 0:
+        gaps.append("no labeled pool image to train on")
+    for split in ("val", "test"):
+        total, labeled = len(pool.ids(split)), len(pool.eval_ids(split))
+        if labeled == 0:
+            gaps.append(f"no labeled {split} image ({total} to label)" if total else f"no {split} image")
+    return gaps
+
+
+def labeling_wait(project_dir: str | Path, min_labeled_fraction: float) -> str | None:
+    """Why a real-labeling cycle must wait for annotators, or None when it can go on.
+
+    It waits while the open batch is less labeled than `min_labeled_fraction`, and while a detector
+    cannot train yet (`training_gaps`) and images are still out for labeling. The message says what
+    came back and what is still missing.
+    """
+    pool = PoolState.load(project_dir)
+    batch_cycle, done, total = open_batch_progress(project_dir)
+    gaps = training_gaps(pool)
+    pending = pool.pending_ids()
+    eval_out = [i for i in pool.eval_to_label_ids() if i in set(pending)]
+    detail = (f"; before a detector can train: {'; '.join(gaps)}" if gaps else "")
+    if eval_out:
+        detail += f"; {len(eval_out)} val/test images still to label (they measure the detector, never train it)"
+    if total and done < min_labeled_fraction * total:
+        needed = int(np.ceil(min_labeled_fraction * total))
+        return (f"batch {batch_cycle}: {done}/{total} labeled; waiting for annotations (a cycle goes on at {needed}, "
+                f"annotation.min_labeled_fraction {min_labeled_fraction}){detail}")
+    if gaps and len(pending):
+        return f"batch {batch_cycle}: {done}/{total} labeled; waiting for annotations{detail}"
+    return None
 
 
 def hand_out_batch(project_dir: str | Path, ids: Sequence[str], cycle: int, inference_path: Path,

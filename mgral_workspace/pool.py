@@ -129,9 +129,22 @@ class PoolState:
         return t.loc[rows, "image_id"].to_numpy(dtype=str)
 
     def pending_ids(self) -> np.ndarray:
-        """Selected for labeling but not labeled yet."""
+        """Handed out for labeling but not labeled yet: selected pool images, and val/test images carved
+        out of the unlabeled ones that went out with a batch."""
         t = self.table
-        rows = (t["split"] == "pool") & ~t["labeled"] & (t["selected_cycle"] != NOT_YET)
+        rows = ~t["labeled"] & (t["selected_cycle"] != NOT_YET)
+        return t.loc[rows, "image_id"].to_numpy(dtype=str)
+
+    def eval_ids(self, split: str) -> np.ndarray:
+        """The labeled images of `split` ('val' or 'test'): the ones a detector is validated or tested on.
+
+        A val/test image carved out of the unlabeled images counts once it is labeled."""
+        return self.ids(split, labeled=True)
+
+    def eval_to_label_ids(self) -> np.ndarray:
+        """Val/test images still to be labeled (carved out of the unlabeled images), handed out or not."""
+        t = self.table
+        rows = t["split"].isin(["val", "test"]) & ~t["labeled"]
         return t.loc[rows, "image_id"].to_numpy(dtype=str)
 
     def files(self, ids) -> list[str]:
@@ -144,7 +157,8 @@ class PoolState:
         return int(max(self.table["selected_cycle"].max(), self.table["labeled_cycle"].max(), 0))
 
     def mark_selected(self, ids, cycle: int) -> "PoolState":
-        """Return a new state in which `ids` are selected in `cycle`; refuses labeled or foreign ids."""
+        """Return a new state in which `ids` are selected (handed out) in `cycle`; refuses labeled or
+        foreign ids. Unlabeled val/test images are accepted: they go out with a batch to be labeled."""
         ids = list(ids)
         t = self.table.copy()
         rows = t["image_id"].isin(ids)
@@ -152,9 +166,9 @@ class PoolState:
         unknown = [i for i in ids if i not in found]
         if unknown:
             raise PoolStateError(f"cannot select unknown image ids {unknown[:5]}")
-        bad = t.loc[rows & ((t["split"] != "pool") | t["labeled"]), "image_id"].tolist()
+        bad = t.loc[rows & t["labeled"], "image_id"].tolist()  # val/test images to label may go out too
         if bad:
-            raise PoolStateError(f"cannot select images that are labeled or not in the pool split: {bad[:5]}")
+            raise PoolStateError(f"cannot select images that are already labeled: {bad[:5]}")
         if len(set(ids)) != len(ids):
             raise PoolStateError("selection contains duplicate ids")
         t.loc[rows, "selected_cycle"] = cycle

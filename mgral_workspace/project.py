@@ -96,12 +96,15 @@ def _copy_image(source: Path, target_stem: Path) -> Path:
 def init_project(project_dir: str | Path, dataset: ImportedDataset, *, simulate: bool, initial_labeled: int,
                  val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
                  metadata: pd.DataFrame | None = None, report: ImportReport | None = None,
-                 created_from: str = "") -> Path:
+                 created_from: str = "", min_eval_images: int = 10, eval_from_unlabeled: bool = False) -> Path:
     """Create a project from an imported dataset; atomic (built beside it, renamed at the end).
 
-    Uses the dataset's own splits where present; otherwise carves val/test out of labeled images.
+    Uses the dataset's own splits where present; otherwise carves val/test (see `_assign_splits`):
+    out of the labeled images, or, in real use with too few labels to carve (none at all included)
+    or with `eval_from_unlabeled`, out of the unlabeled images, to be labeled with the first batch.
     In simulation every pool image must be labeled; `initial_labeled` random ones stay visible and
-    the rest go to the oracle. In real use labeled pool images form the initial set.
+    the rest go to the oracle. In real use labeled pool images form the initial set, which may be
+    empty (a cold start: the first cycle selects without a trained detector).
     """
     project = Path(project_dir)
     if project.exists() and any(project.iterdir()):
@@ -109,8 +112,10 @@ def init_project(project_dir: str | Path, dataset: ImportedDataset, *, simulate:
     if not dataset.images:
         raise ValueError("the dataset has no usable image (see the import report)")
     rng = np.random.default_rng(seed)
-    splits = _assign_splits(dataset, val_fraction, test_fraction, rng, report)
-    unlabeled_eval = [r.name for r, s in zip(dataset.images, splits) if s != "pool" and not r.labeled]
+    splits, to_label = _assign_splits(dataset, val_fraction, test_fraction, rng, report, simulate=simulate,
+                                      min_eval_images=min_eval_images, eval_from_unlabeled=eval_from_unlabeled)
+    unlabeled_eval = [r.name for i, (r, s) in enumerate(zip(dataset.images, splits))
+                      if s != "pool" and not r.labeled and i not in to_label]
     if unlabeled_eval:
         raise ValueError(f"val/test images must be labeled; unlabeled: {unlabeled_eval[:5]}")
     pool_rows = [i for i, s in enumerate(splits) if s == "pool"]
@@ -121,10 +126,12 @@ def init_project(project_dir: str | Path, dataset: ImportedDataset, *, simulate:
         if initial_labeled > len(pool_rows):
             raise ValueError(f"initial_labeled={initial_labeled} exceeds the {len(pool_rows)} pool images")
         visible = set(rng.choice(pool_rows, size=initial_labeled, replace=False).tolist())
+        if not visible:
+            raise ValueError("no labeled pool image to start from")
     else:
         visible = {i for i in pool_rows if dataset.images[i].labeled}
-    if not visible:
-        raise ValueError("no labeled pool image to start from")
+        if not any(not dataset.images[i].labeled for i in pool_rows) and not visible:
+            raise ValueError("no pool image left to label or to train on")
 
     project.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(f".{project.name}.", project.parent)
@@ -139,38 +146,97 @@ def init_project(project_dir: str | Path, dataset: ImportedDataset, *, simulate:
     return project
 
 
+def _carved_from(labeled: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Images each split gets when carved as `fractions` of `labeled` images (one labeled stays in the pool)."""
+    sizes, left = {}, labeled
+    for split, fraction in fractions.items():
+        sizes[split] = min(max(1, int(round(fraction * labeled))), left - 1)
+        left -= sizes[split]
+    return sizes
+
+
+def labeled_needed(fractions: dict[str, float], min_eval_images: int) -> int:
+    """The fewest labeled images whose carve-out gives every split at least `min_eval_images`."""
+    labeled = len(fractions) + 1
+    while min(_carved_from(labeled, fractions).values()) < min_eval_images:
+        labeled += 1
+    return labeled
+
+
 def _assign_splits(dataset: ImportedDataset, val_fraction: float, test_fraction: float,
-                   rng: np.random.Generator, report: ImportReport | None = None) -> list[str]:
-    """Each image's split: the dataset's own where it has val and test, else val/test carved at random
-    as fractions of the *labeled* images (unlabeled ones always stay in the pool), keeping at least one
-    labeled image in the pool. What was carved is added to the report's notes.
+                   rng: np.random.Generator, report: ImportReport | None = None, *, simulate: bool = True,
+                   min_eval_images: int = 1, eval_from_unlabeled: bool = False) -> tuple[list[str], set[int]]:
+    """Each image's split, and the rows of val/test images that are still to be labeled.
+
+    The dataset's own splits where it has val and test. Else the missing splits are carved at
+    random as fractions of the *labeled* images (unlabeled ones stay in the pool), keeping at least
+    one labeled image in the pool; a carve-out under `min_eval_images` a split is noted with how many
+    labels a meaningful one takes and how to label val/test with the first batch instead.
+
+    In real use (not `simulate`) the splits are carved out of the *unlabeled* images instead when
+    `eval_from_unlabeled` is set or there are too few labels to carve at all (no label included):
+    `max(min_eval_images, fraction x all images)` each, at most half of the unlabeled images in all.
+    They are returned as to label; the first cycle exports them with its batch. What was carved
+    and why is added to the report's notes.
 
     Raises:
-        ValueError: fewer than 3 labeled images to carve from (one each for val, test and the pool).
+        ValueError: in simulation, fewer than 3 labeled images to carve from; in real use, too few
+            unlabeled images to carve from and still leave a pool.
     """
     splits = [r.split or "" for r in dataset.images]
     if {"val", "test"} <= set(splits):
-        return [s or "pool" for s in splits]
+        return [s or "pool" for s in splits], set()
+    notes = report.notes if report is not None else []
     free = [i for i, s in enumerate(splits) if s in ("", "pool") and dataset.images[i].labeled]
-    wanted = [split for split in ("val", "test") if split not in splits]
-    if len(free) < len(wanted) + 1:
-        raise ValueError(f"only {len(free)} labeled image(s) to carve {' and '.join(wanted)} from: a split needs at "
-                         f"least 1 labeled image and the pool 1 more ({len(wanted) + 1} in all; 20 or more give a "
-                         "usable mAP). Label more images, or give val/test folders of labeled images")
-    labeled_total = len(free)
-    free = list(rng.permutation(free))
-    carved = {}
-    for split in wanted:
-        fraction = val_fraction if split == "val" else test_fraction
-        n = min(max(1, int(round(fraction * labeled_total))), len(free) - 1)  # one labeled image stays in the pool
-        for i in free[:n]:
+    wanted = {split: val_fraction if split == "val" else test_fraction for split in ("val", "test")
+              if split not in splits}
+    too_few = len(free) < len(wanted) + 1
+    if simulate or not (too_few or eval_from_unlabeled):
+        if too_few:
+            raise ValueError(f"only {len(free)} labeled image(s) to carve {' and '.join(wanted)} from: a split needs "
+                             f"at least 1 labeled image and the pool 1 more ({len(wanted) + 1} in all; 20 or more give "
+                             "a usable mAP). Label more images, or give val/test folders of labeled images")
+        sizes = _carved_from(len(free), wanted)
+        free = list(rng.permutation(free))
+        for split, n in sizes.items():
+            for i in free[:n]:
+                splits[i] = split
+            free = free[n:]
+        notes.append(f"carved {', '.join(f'{n} {s}' for s, n in sizes.items())} out of {len(free) + sum(sizes.values())} "
+                     f"labeled images ({len(free)} labeled stay in the pool)")
+        if not simulate and min(sizes.values()) < min_eval_images:
+            notes.append(f"few labels: {' and '.join(f'{n} {s}' for s, n in sizes.items())} images are too few for a "
+                         f"meaningful mAP (annotation.min_eval_images: {min_eval_images} each); carving them from "
+                         f"labels takes {labeled_needed(wanted, min_eval_images)} labeled images, the dataset has "
+                         f"{len(free) + sum(sizes.values())}. To label val/test with the first batch instead, create "
+                         "the project with `mgral init --eval-in-first-batch` (annotation.eval_from_unlabeled: true)")
+        return [s or "pool" for s in splits], set()
+    unlabeled = [i for i, s in enumerate(splits) if s in ("", "pool") and not dataset.images[i].labeled]
+    sizes = {split: max(min_eval_images, int(round(fraction * len(dataset.images)))) for split, fraction in wanted.items()}
+    cap = len(unlabeled) // 2  # at least half of the unlabeled images stay in the pool to select from
+    if cap < len(wanted):
+        raise ValueError(f"only {len(unlabeled)} unlabeled image(s): too few to carve {' and '.join(wanted)} out of "
+                         "and keep images to select from; add images, or give val/test folders of labeled images")
+    if sum(sizes.values()) > cap:
+        scale = cap / sum(sizes.values())
+        sizes = {split: max(1, int(scale * n)) for split, n in sizes.items()}
+    order = list(rng.permutation(unlabeled))
+    to_label: set[int] = set()
+    for split, n in sizes.items():
+        for i in order[:n]:
             splits[i] = split
-        carved[split] = n
-        free = free[n:]
-    if report is not None:
-        report.notes.append(f"carved {', '.join(f'{n} {s}' for s, n in carved.items())} out of {labeled_total} labeled "
-                            f"images ({len(free)} labeled stay in the pool)")
-    return [s or "pool" for s in splits]
+            to_label.add(int(i))
+        order = order[n:]
+    why = ("annotation.eval_from_unlabeled (--eval-in-first-batch)" if eval_from_unlabeled else
+           f"only {len(free)} labeled image(s), too few to carve {' and '.join(wanted)} from")
+    notes.append(f"{why}: carved {', '.join(f'{n} {s}' for s, n in sizes.items())} out of the {len(unlabeled)} "
+                 "unlabeled images, to be labeled with the first batch (exported with it, marked as val/test); the "
+                 "detector trains once they are labeled")
+    if min(sizes.values()) < min_eval_images:
+        notes.append(f"few images: {' and '.join(f'{n} {s}' for s, n in sizes.items())} are fewer than "
+                     f"annotation.min_eval_images ({min_eval_images}) each, to leave half of the unlabeled images in "
+                     "the pool; their mAP will be rough")
+    return [s or "pool" for s in splits], to_label
 
 
 def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visible: set[int], simulate: bool,
@@ -195,7 +261,7 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
                      "labeled": labeled, "selected_cycle": 0 if labeled and split == "pool" else -1,
                      "labeled_cycle": 0 if labeled and split == "pool" else -1, "label_file": label_file,
                      "width": record.width, "height": record.height,
-                     "original_name": _original_name(record.source_path, dataset.root)})
+                     "original_name": record.original_name or _original_name(record.source_path, dataset.root)})
     PoolState.new(rows).save(root)
     if metadata is not None:
         meta = metadata[metadata["image_id"].isin(id_of_name)].copy()

@@ -67,7 +67,7 @@ def cache_cycle_features(project_dir: str | Path, params: Params, weights: str |
     path = Path(table_dir) / FEATURES_FILE
     pool = PoolState.load(project_dir)
     ids = list(dict.fromkeys([*pool.labeled_pool_ids.tolist(), *pool.unlabeled_pool_ids.tolist(),
-                              *pool.ids("val").tolist()]))
+                              *pool.eval_ids("val").tolist()]))
     if path.exists():
         try:
             load_head_features(path).rows(ids)
@@ -92,7 +92,7 @@ def cycle_proxy(project_dir: str | Path, params: Params, weights: str | Path, ta
         if proxy is None:
             _proxies.clear()  # one cycle at a time per process: drop the previous cycle's features
             pool = PoolState.load(project_dir)
-            labeled, val = pool.labeled_pool_ids.tolist(), pool.ids("val").tolist()
+            labeled, val = pool.labeled_pool_ids.tolist(), pool.eval_ids("val").tolist()
             proxy = get_backend(params.detector).head_proxy(
                 weights, load_head_features(path), ground_truth(project_dir, pool, labeled),
                 ground_truth(project_dir, pool, val), head_config(params))
@@ -167,7 +167,7 @@ def build_head_proxy(project_dir: str | Path, weights: str | Path, candidate_ids
     project = Path(project_dir)
     pool = PoolState.load(project)
     labeled_ids = pool.labeled_pool_ids.tolist()
-    val_ids = pool.ids("val").tolist() if val_ids is None else list(val_ids)
+    val_ids = pool.eval_ids("val").tolist() if val_ids is None else list(val_ids)
     model = load_detection_model(weights)
     if cache_path is not None and Path(cache_path).exists():
         features = load_head_features(cache_path)

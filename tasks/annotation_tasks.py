@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 
 from mgral_workspace import cycle_steps as steps
 from mgral_workspace.annotation_import import import_inbox
+from mgral_workspace.cold_start import ColdStartBatch, hand_out_cold_start
 from mgral_workspace.config import Params
 
 
@@ -32,4 +33,13 @@ def export_batch_task(project_dir: str, params: Params, ids: list[str], cycle: i
     out = steps.hand_out_batch(project_dir, ids, cycle, Path(inference_path), f"mgral-cycle{cycle}:{Path(weights).name}",
                                params.annotation.prelabel_conf)
     get_run_logger().info(f"cycle {cycle}: batch of {len(ids)} images exported to {out}")
+    return str(out)
+
+
+@task(name="export-cold-start")
+def export_cold_start_task(project_dir: str, batch: dict, gaps: list[str]) -> str:
+    """Hand out a cold-start batch with its val/test images to label (`cold_start.hand_out_cold_start`)."""
+    out = hand_out_cold_start(project_dir, ColdStartBatch(**batch), gaps)
+    get_run_logger().info(f"cycle {batch['cycle']}: {len(batch['ids'])} pool images and {len(batch['eval_ids'])} "
+                          f"val/test images exported to {out}; the next cycle trains once they are labeled")
     return str(out)

@@ -10,6 +10,8 @@ from tqdm.auto import tqdm
 
 from mgral_workspace import cycle_steps as steps
 from mgral_workspace.config import Params
+from mgral_workspace.cycle_report import update_cycle_report
+from mgral_workspace.detector_health import detector_warnings
 from tasks.retry import transient_only
 
 
@@ -37,3 +39,15 @@ def infer_pool_task(project_dir: str, params: Params, weights: str, cycle: int) 
         path = steps.infer_pool(project_dir, Path(weights), params.detector, cycle, progress=bar.update)
     get_run_logger().info(f"cycle {cycle}: pool detections and embeddings in {path}")
     return str(path)
+
+
+@task(name="detector-health")
+def detector_health_task(project_dir: str, cycle: int, val_map50_95: float, inference_path: str | None) -> list[str]:
+    """WARNINGs when the cycle's detector finds nothing (`mgral_workspace.detector_health`), logged and
+    written to the cycle report."""
+    warnings = detector_warnings(val_map50_95, inference_path)
+    logger = get_run_logger()
+    for warning in warnings:
+        logger.warning(f"cycle {cycle}: {warning}")
+    update_cycle_report(project_dir, cycle, warnings=warnings, detector_finds_nothing=bool(warnings))
+    return warnings

@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from tqdm.auto import tqdm
 
 from mgral_workspace import cycle_steps as steps
+from mgral_workspace.cold_start import select_cold_start
 from mgral_workspace.config import Params
 from mgral_workspace.selection import select_batch
 
@@ -33,3 +34,12 @@ def oracle_annotate_task(project_dir: str, ids: list[str], cycle: int) -> dict:
     pool = steps.oracle_annotate(project_dir, ids, cycle)
     get_run_logger().info(f"cycle {cycle}: oracle labeled {len(ids)} images; pool now {pool.counts()}")
     return pool.counts()
+
+
+@task(name="cold-start-select")
+def cold_start_select_task(project_dir: str, params: Params, cycle: int, budget: int) -> dict:
+    """The first batch without a trained detector (`mgral_workspace.cold_start.select_cold_start`); logs how."""
+    batch = select_cold_start(project_dir, params, cycle, budget)
+    get_run_logger().info(f"cycle {cycle}: {batch.reason}; with it go {len(batch.eval_ids)} val/test images to label")
+    return {"ids": batch.ids, "eval_ids": batch.eval_ids, "method": batch.method, "reason": batch.reason,
+            "checkpoint": batch.checkpoint, "cycle": cycle}

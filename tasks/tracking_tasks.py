@@ -47,3 +47,17 @@ def log_strategy_outputs_task(project_dir: str, params: Params, run_id: str, out
     tracking.log_series(project_dir, params, run_id, outputs["series"], max_points=200)
     for path in outputs["artifacts"]:
         tracking.log_artifact(project_dir, params, run_id, path, "mgral")
+
+
+@task(name="log-detector-health")
+def log_detector_health_task(project_dir: str, params: Params, run_id: str, warnings: Sequence[str]) -> None:
+    """Tag `mgral.detector_finds_nothing` (true/false) and metric `detector_finds_nothing` (1/0) on the run;
+    the warnings themselves as tag `mgral.warning`."""
+    tracking.set_tags(project_dir, params, run_id, {"mgral.detector_finds_nothing": str(bool(warnings)).lower(),
+                                                   **({"mgral.warning": " | ".join(warnings)[:5000]} if warnings else {})})
+    tracking.log_metrics(project_dir, params, run_id, {"detector_finds_nothing": float(bool(warnings))})
+
+
+@task(name="set-tags")
+def set_tags_task(project_dir: str, params: Params, run_id: str, tags: Mapping[str, str]) -> None:
+    tracking.set_tags(project_dir, params, run_id, tags)

@@ -549,7 +549,7 @@ def train_proxy_record(project_dir: str | Path, params: Params, record_dir: Path
             target.write_text(format_yolo_label(boxes, classes, row["width"], row["height"]))
         train_paths.append(link)
         n_pseudo += len(classes)
-    val_paths = [project / f for f in pool.files(pool.ids("val"))]
+    val_paths = [project / f for f in pool.files(pool.eval_ids("val"))]
     data_yaml = write_data_yaml(record_dir / "data.yaml", train_paths, val_paths, class_names)
     trained = train_detector(data_yaml, record_dir / "train", params.detector, epochs=params.lookup_table.epochs,
                              init_weights=weights, seed=params.lookup_table.seed if seed is None else seed,

@@ -28,13 +28,14 @@ class FakeDetectorBackend:
         num_classes: classes of the fake detections' class probabilities.
         dim: embedding width D.
         imgsz: side of the square the fake boxes lie in, and the head features' imgsz.
+        finds_nothing: a detector that learned nothing: no box on any image, validation mAP 0.
 
     "Weights" are a JSON file written by `train`; predictions do not depend on them. Nothing is
     read from the images, so any path works. `calls` lists the method names in call order.
     """
 
-    def __init__(self, num_classes: int = 8, dim: int = 16, imgsz: int = 64):
-        self.num_classes, self.dim, self.imgsz = num_classes, dim, imgsz
+    def __init__(self, num_classes: int = 8, dim: int = 16, imgsz: int = 64, finds_nothing: bool = False):
+        self.num_classes, self.dim, self.imgsz, self.finds_nothing = num_classes, dim, imgsz, finds_nothing
         self.calls: list[str] = []
 
     def embedding(self, path: str | Path) -> np.ndarray:
@@ -44,7 +45,7 @@ class FakeDetectorBackend:
     def detections(self, path: str | Path) -> Detections:
         """The 0 to 3 boxes `predict` gives the image at `path`, with class probabilities."""
         rng = _rng("detections", Path(path).name)
-        n = int(rng.integers(0, 4))
+        n = 0 if self.finds_nothing else int(rng.integers(0, 4))
         corners = np.sort(rng.uniform(0, self.imgsz, (n, 2, 2)), axis=1)  # (n, 2 corners, xy)
         probs = rng.uniform(0, 1, (n, self.num_classes)).astype(np.float32)  # (n, C)
         return Detections(corners.reshape(n, 4).astype(np.float32), probs.max(1), probs.argmax(1).astype(np.int64),
@@ -62,7 +63,7 @@ class FakeDetectorBackend:
         weights.write_text(json.dumps({"fake": True, "train_images": len(train_images), "val_images": len(val_images),
                                        "classes": list(class_names), "epochs": epochs, "seed": seed,
                                        "init_weights": None if init_weights is None else str(init_weights)}))
-        val_map = len(train_images) / (len(train_images) + 100)
+        val_map = 0.0 if self.finds_nothing else len(train_images) / (len(train_images) + 100)
         return TrainedDetector(weights, val_map, min(1.0, 1.5 * val_map), epochs)
 
     def predict(self, weights: str | Path, paths: Sequence[str | Path], *, want_embeddings: bool = True,

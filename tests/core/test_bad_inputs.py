@@ -749,10 +749,13 @@ def test_few_labels_are_carved_as_fractions_of_the_labeled_and_too_few_is_explai
     dataset, report = load_dataset(root, "yolo")
     project = init_project(tmp_path / "p", dataset, simulate=False, initial_labeled=0, report=report)
     assert PoolState.load(project).counts() == {"labeled": 2, "unlabeled": 8, "pending": 0, "val": 1, "test": 1}
+    (few_note,) = [n for n in report.notes if n.startswith("few labels:")]  # how many it takes, and the offer
+    assert "carving them from labels takes 95 labeled images, the dataset has 4" in few_note
+    assert "mgral init --eval-in-first-batch" in few_note and "annotation.eval_from_unlabeled: true" in few_note
     few = {f"train/t{i}": ("0 0.5 0.5 0.2 0.2\n" if i < 2 else None) for i in range(6)}
     root = _yolo(tmp_path / "few", few)
     (root / "data.yaml").write_text("names: [a, b]\ntrain: images/train\n")
     dataset, _ = load_dataset(root, "yolo")
     with pytest.raises(ValueError, match=r"only 2 labeled image\(s\) to carve val and test from: .*3 in all"):
-        init_project(tmp_path / "p2", dataset, simulate=False, initial_labeled=0)
+        init_project(tmp_path / "p2", dataset, simulate=True, initial_labeled=1)  # a simulation cannot do more
     assert not (tmp_path / "p2").exists()
