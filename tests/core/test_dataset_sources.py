@@ -157,3 +157,96 @@ def test_voc_and_coco_links_out_of_the_dataset_are_quarantined(tmp_path, outside
     dataset, report = load_dataset(coco)
     assert [r.name for r in dataset.images] == ["x"]
     assert sorted(Path(p.file).name for p in _problems(report, "link leaves the dataset")) == ["y.png", "z.png"]
+
+
+# a folder of unlabeled images beside the labeled set ----------------------------------------------
+
+def _labeled_voc(root: Path) -> Path:
+    for i, color in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200), (90, 90, 10), (10, 90, 90)]):
+        _image(root / "JPEGImages" / f"l{i}.jpg", color=color)
+        _xml(root, f"l{i}", f"l{i}.jpg")
+    return root
+
+
+def test_unlabeled_folder_joins_the_labeled_set_once_per_image_by_content(tmp_path):
+    """Every suffix in any case, in subfolders; a copy of a labeled image is imported once, labeled."""
+    from mgral_formats import add_unlabeled_folder
+
+    voc = _labeled_voc(tmp_path / "labeled")
+    folder = tmp_path / "unlabeled"
+    for i, suffix in enumerate([".png", ".JPG", ".jpeg", ".webp", ".tif", ".BMP"]):
+        _image(folder / ("deep/er" if i % 2 else "") / f"u{i}{suffix}", color=(i * 30, 50, 60))
+    (folder / "same_as_l0.jpg").write_bytes((voc / "JPEGImages" / "l0.jpg").read_bytes())  # labeled elsewhere
+    (folder / "copy_of_u0.png").write_bytes((folder / "u0.png").read_bytes())
+    _image(folder / "l1.png", color=(1, 1, 1))  # a name the labeled set uses, other content
+    (folder / "notes.txt").write_text("not an image suffix: not looked at")
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+
+    dataset, report = load_dataset(voc)
+    add_unlabeled_folder(dataset, report, folder)
+    records = _records(dataset)
+    # the first in path order of two identical files is kept
+    assert {n for n, r in records.items() if not r.labeled} == {"copy_of_u0", "deep/er/u1", "u2", "deep/er/u3", "u4",
+                                                                "deep/er/u5", "unlabeled/l1"}
+    assert records["l0"].labeled and records["l1"].labeled  # the labeled images are untouched
+    text = report.to_text()
+    assert text.startswith("imported 12 images (5 labeled: 5 with objects, 0 empty; 7 unlabeled); 1 quarantined")
+    assert "broken.png: [unreadable image]" in text
+    assert f"1 images of {folder} are the same files (by content) as labeled images of the dataset; each " \
+           f"imported once, labeled: {folder / 'same_as_l0.jpg'} = {voc / 'JPEGImages' / 'l0.jpg'}" in text
+    assert f"{folder / 'u0.png'} = {folder / 'copy_of_u0.png'}" in text
+
+    project = init_project(tmp_path / "p", dataset, simulate=False, initial_labeled=0, report=report)
+    ids = set(PoolState.load(project).table["image_id"])
+    assert {"deep_er_u1", "unlabeled_l1", "l1"} <= ids and len(ids) == 12
+
+
+def test_unlabeled_folder_that_is_missing_empty_or_a_file_is_named(tmp_path):
+    from mgral_formats import load_unlabeled_folder
+    from mgral_formats.image_folder import ImageFolderError
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.png").write_bytes(b"x")
+    for folder, message in [(tmp_path / "nowhere", "folder of unlabeled images not found"),
+                            (tmp_path / "empty", "no image file found"),
+                            (tmp_path / "file.png", "takes a folder of images, not a file")]:
+        with pytest.raises(ImageFolderError, match=message):
+            load_unlabeled_folder(folder, ["a"])
+    _image(tmp_path / "ok" / "a.png")
+    with pytest.raises(ValueError, match="class names must be unique"):
+        load_unlabeled_folder(tmp_path / "ok", ["a", "a"])
+
+
+def test_zero_labels_give_a_project_with_val_and_test_to_label(tmp_path):
+    from mgral_formats import load_unlabeled_folder
+
+    for i in range(40):
+        _image(tmp_path / "photos" / f"p{i:02d}.png", color=(i * 5, 10, 10))
+    dataset, report = load_unlabeled_folder(tmp_path / "photos", ["tree"])
+    project = init_project(tmp_path / "p", dataset, simulate=False, initial_labeled=0, report=report,
+                           min_eval_images=5)
+    pool = PoolState.load(project)
+    assert pool.counts() == {"labeled": 0, "unlabeled": 27, "pending": 0, "val": 5, "test": 8}
+    assert len(pool.eval_to_label_ids()) == 13 and len(pool.eval_ids("val")) == 0
+    assert any("carved 5 val, 8 test out of the 40 unlabeled images, to be labeled with the first batch" in n
+               for n in report.notes)
+    from mgral_workspace.cycle_steps import training_gaps
+
+    assert training_gaps(pool) == ["no labeled pool image to train on", "no labeled val image (5 to label)",
+                                   "no labeled test image (8 to label)"]
+
+
+def test_few_labels_with_eval_from_unlabeled_keep_every_label_for_training(tmp_path):
+    root = tmp_path / "voc"
+    for i in range(30):
+        _image(root / "JPEGImages" / f"t{i:02d}.jpg", color=(i * 7, 40, 40))
+        if i < 6:
+            _xml(root, f"t{i:02d}", f"t{i:02d}.jpg")
+    dataset, report = load_dataset(root)
+    project = init_project(tmp_path / "p", dataset, simulate=False, initial_labeled=0, report=report,
+                           min_eval_images=3, eval_from_unlabeled=True)
+    pool = PoolState.load(project)
+    assert pool.counts() == {"labeled": 6, "unlabeled": 15, "pending": 0, "val": 3, "test": 6}
+    assert set(pool.eval_to_label_ids()) == set(pool.ids("val")) | set(pool.ids("test"))
+    assert any(n.startswith("annotation.eval_from_unlabeled (--eval-in-first-batch): carved 3 val, 6 test")
+               for n in report.notes)
