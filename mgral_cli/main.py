@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 import yaml
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -18,7 +19,32 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+class _Commands(TyperGroup):
+    """The `mgral` command group; a usage mistake (missing argument, bad option value, unknown command) is
+    printed as `error: ...` after the usage line, exit code 2, like every other user error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as err:  # Typer's (vendored) click errors derive from it
+            ctx = getattr(err, "ctx", None)
+            if type(err).__name__ == "NoArgsIsHelpError":  # `mgral` alone: the help, as asked
+                typer.echo(ctx.get_help() if ctx is not None else err.format_message())
+                code = err.exit_code
+            else:
+                if ctx is not None:
+                    typer.echo(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.", err=True)
+                typer.echo(f"error: {err.format_message()}", err=True)
+                code = err.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Commands,
                   help="MGRAL: choose which images to label next to train an object detector.")
 console = Console()
 err_console = Console(stderr=True)
@@ -251,7 +277,7 @@ def cycle(project: Path = typer.Argument(..., help="project directory"),
     """Run one active-learning cycle (the `mgral` Prefect flow)."""
     from flows.cycle import mgral_cycle
 
-    _check_project(project)
+    _check_project(project, _overrides(strategy=strategy, budget=budget))
     result = _run_flow(mgral_cycle, project_dir=str(project), strategy=strategy, budget=budget)
     if result["status"] == "waiting":
         console.print(result["message"], markup=False, highlight=False)
@@ -280,7 +306,12 @@ def campaign(project: Path = typer.Argument(..., help="project directory (simula
     """Run a simulated campaign of several cycles (the `mgral-campaign` Prefect flow)."""
     from flows.campaign import mgral_campaign
 
-    _check_project(project)
+    from mgral_workspace.project import load_project_info
+
+    _check_project(project, _overrides(strategy=strategy, budget=budget, cycles=cycles))
+    if not load_project_info(project).simulate:
+        _fail(f"{project}: a campaign runs simulated cycles (an oracle labels each batch), but this project is "
+              "labeled by people; run `mgral cycle` once per batch instead")
     result = _run_flow(mgral_campaign, project_dir=str(project), cycles=cycles, strategy=strategy,
                        budget=budget, reports_dir=str(reports) if reports else None)
     _print_campaign(project, result)
@@ -326,11 +357,14 @@ def simulate(dataset: Path = typer.Argument(..., help="a generated dataset (mgra
 
     params = _params(params_file)
     params = params.model_copy(update={"tracking": params.tracking.model_copy(update={"version_pool": False})})
-    if project.exists():
-        shutil.rmtree(project)
+    if project.exists() and not (project.is_dir() and (not any(project.iterdir()) or (project / "pool.csv").exists())):
+        _fail(f"{project}: exists and is not an MGRAL project; simulate replaces only a project it can recognise "
+              "(give a new folder)")
     try:
-        loaded, report = load_dataset(dataset, "auto")
+        loaded, report = load_dataset(dataset, "auto")  # before anything is replaced
         metadata = dataset / "metadata.csv"
+        if project.exists():
+            shutil.rmtree(project)
         init_project(project, loaded, simulate=True, initial_labeled=params.simulation.initial_labeled,
                      val_fraction=0.1, test_fraction=0.2, seed=params.simulation.seed, report=report,
                      metadata=pd_read(metadata) if metadata.exists() else None)
@@ -373,6 +407,8 @@ def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, r
     out = out or Path("benchmark_results") / profile
     params = _params(params_file)
     chosen = getattr(params.benchmark, profile)
+    if seeds and not all(s.strip().isdigit() for s in seeds.split(",")):
+        _fail(f"--seeds takes comma-separated non-negative integers (0,1,2), got {seeds!r}")
     try:
         strategy_list = strategies.split(",") if strategies else chosen.strategies
         seed_list = [int(s) for s in seeds.split(",")] if seeds else chosen.seeds
@@ -396,7 +432,7 @@ def serve(project: Path = typer.Argument(..., help="project directory the deploy
     """Serve the `mgral/cycle` Prefect deployment (needs PREFECT_API_URL to reach a server)."""
     from deployments.serve import serve_cycle
 
-    _check_project(project)
+    _check_project(project, _overrides(strategy=strategy, budget=budget))
     serve_cycle(str(project), cron, strategy, budget)
 
 
@@ -446,9 +482,33 @@ def _status(project: Path) -> None:
         console.print(f"WARNING (cycle {report['cycle']}): {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _check_project(project: Path) -> None:
+def _check_project(project: Path, overrides: dict | None = None):
+    """Refuse at once, before any flow starts, a folder that is not a readable project: its project.yaml,
+    pool.csv and params.yaml (with `overrides` such as {"selection.budget": -3}) must load. Returns the
+    project's parameters."""
+    from mgral_workspace.config import ConfigError, Params, load_params
+    from mgral_workspace.pool import PoolState
+    from mgral_workspace.project import load_project_info
+
+    if not project.is_dir():
+        _fail(f"{project}: not an MGRAL project (no such folder); create one with `mgral init`")
     if not (project / "pool.csv").exists():
         _fail(f"{project}: not an MGRAL project (no pool.csv); create one with `mgral init`")
+    try:
+        load_project_info(project)
+        PoolState.load(project)
+        params_file = project / "params.yaml"
+        if params_file.exists() or overrides:
+            return load_params(params_file, overrides)
+        return Params()
+    except (ConfigError, OSError, ValueError) as err:  # ProjectFileError, PoolStateError are ValueErrors
+        _fail(str(err))
+
+
+def _overrides(**values) -> dict:
+    """Command-line values as params.yaml keys (None = not given), validated with the project's params."""
+    keys = {"strategy": "selection.strategy", "budget": "selection.budget", "cycles": "campaign.cycles"}
+    return {keys[k]: v for k, v in values.items() if v is not None}
 
 
 def _run_flow(flow_fn, **kwargs):
@@ -462,7 +522,7 @@ def _run_flow(flow_fn, **kwargs):
     try:
         with project_lock(kwargs["project_dir"], f"mgral {flow_fn.name}"):  # refuse early, without a traceback
             return flow_fn(**kwargs)
-    except (ConfigError, PoolStateError, DetectorError, ProjectLockedError, FileNotFoundError, KeyError,
+    except (ConfigError, PoolStateError, DetectorError, ProjectLockedError, OSError, KeyError,
             ValueError) as err:
         _fail(str(err))
 

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
+import yaml
 from PIL import Image, UnidentifiedImageError
 
 from mgral_core.detections import Detections
@@ -38,6 +39,22 @@ class FormatError(ValueError):
 
 class ImageTooLarge(FormatError):
     """An image above MAX_IMAGE_PIXELS; refused before it is decoded."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses YAML aliases (`*name`): a dataset's YAML never needs them, and nested aliases
+    expand exponentially once the value is walked or printed (an "alias bomb")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here; write the value out",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_without_aliases(text: str):
+    """`yaml.safe_load` that refuses aliases (raises yaml.YAMLError)."""
+    return yaml.load(text, Loader=_NoAliasLoader)
 
 
 @dataclass(frozen=True)

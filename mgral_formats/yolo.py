@@ -21,6 +21,7 @@ from mgral_formats.common import (
     add_image,
     image_files,
     link_target_outside,
+    load_yaml_without_aliases,
     read_size_or_report,
     report_outside_link,
 )
@@ -88,9 +89,11 @@ def load_yolo(root: Path) -> tuple[ImportedDataset, ImportReport]:
     if not data_yaml.exists():
         raise FileNotFoundError(f"{data_yaml}: YOLO layout needs a data.yaml")
     try:
-        data = yaml.safe_load(data_yaml.read_text()) or {}
+        data = load_yaml_without_aliases(data_yaml.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise YoloFormatError(f"{data_yaml}: not valid YAML ({err})") from None
+        raise YoloFormatError(f"{data_yaml}: not valid YAML ({str(err)[:400]})") from None
+    except OSError as err:  # a folder named data.yaml, no permission ...
+        raise YoloFormatError(f"{data_yaml}: cannot be read ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise YoloFormatError(f"{data_yaml}: expected a mapping with 'names' and 'train'/'val'/'test'")
     report = ImportReport()

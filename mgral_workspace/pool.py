@@ -96,7 +96,7 @@ class PoolState:
             raise FileNotFoundError(f"{path}: no pool table; run `mgral init` first")
         try:
             table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
             raise PoolStateError(f"{path}: not a readable pool table ({type(err).__name__}: {str(err)[:200]}); "
                                  "restore it from the pool's history (git checkout pool.csv && dvc checkout)") from None
         try:

@@ -33,9 +33,9 @@ def test_selection_makes_pending_and_refuses_bad_ids():
     assert selected.current_cycle == 1
     with pytest.raises(PoolStateError, match="unknown"):
         pool.mark_selected(["nope"], 1)
-    with pytest.raises(PoolStateError, match="labeled or not in the pool"):
+    with pytest.raises(PoolStateError, match="already labeled"):
         pool.mark_selected(["img0"], 1)
-    with pytest.raises(PoolStateError, match="labeled or not in the pool"):
+    with pytest.raises(PoolStateError, match="already labeled"):
         pool.mark_selected(["v0"], 1)
     with pytest.raises(PoolStateError, match="duplicate"):
         pool.mark_selected(["img3", "img3"], 1)
@@ -90,3 +90,15 @@ def test_load_of_an_empty_or_binary_pool_table_names_the_file(tmp_path):
     (tmp_path / "pool.csv").write_bytes(b"\xff\xfe\x00\x01binary\x00")
     with pytest.raises(PoolStateError, match="pool.csv"):
         PoolState.load(tmp_path)
+
+
+def test_val_test_images_to_label_go_out_with_a_batch_and_count_once_labeled():
+    """A cold start's val/test images are carved out of the unlabeled ones: handed out, pending, then labeled."""
+    pool = PoolState.new([*(_pool().table.to_dict("records")),
+                          {"image_id": "t0", "file": "images/t0.png", "split": "test", "width": 64, "height": 64}])
+    assert list(pool.eval_to_label_ids()) == ["t0"] and list(pool.eval_ids("test")) == []
+    out = pool.mark_selected(["img1", "t0"], 1)
+    assert list(out.pending_ids()) == ["img1", "t0"] and out.counts()["pending"] == 2
+    done = out.mark_labeled({"t0": "labels/t0.txt"}, 1)
+    assert list(done.eval_ids("test")) == ["t0"] and list(done.eval_to_label_ids()) == []
+    assert list(done.pending_ids()) == ["img1"] and list(done.eval_ids("val")) == ["v0"]
