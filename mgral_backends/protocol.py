@@ -49,7 +49,7 @@ class TrainedDetector:
 class DetectorBackend(Protocol):
     """The detector behind a cycle: one object per detector configuration.
 
-    `isinstance(obj, DetectorBackend)` checks only that the four methods exist, not their signatures.
+    `isinstance(obj, DetectorBackend)` checks only that the five methods exist, not their signatures.
     """
 
     def train(self, train_images: Sequence[str | Path], val_images: Sequence[str | Path],
@@ -68,6 +68,15 @@ class DetectorBackend(Protocol):
         """One Detections per path (boxes in original-image pixels) and, if asked, (N, D) float32 embeddings.
 
         `progress` is called with the number of images done after each chunk. Caches nothing.
+        """
+        ...
+
+    def start_weights(self, out_dir: Path) -> Path | None:
+        """Weights of the model a first training would start from, for `predict` before anything is trained.
+
+        The user's own checkpoint when the configuration names one, or the model with its pretrained start
+        written as a checkpoint under `out_dir`; None when training starts from random weights (its
+        embeddings would say nothing). Raises DetectorError when the configured start does not exist.
         """
         ...
 

@@ -1,8 +1,8 @@
 """The first batch of a project that cannot train a detector yet (no labels, or no labeled val/test).
 
-Selection without a trained detector: k-center greedy (core-set) on the embeddings of a
-pretrained checkpoint when one is configured (`detector.pretrained` if the params have that key,
-else `detector.model` when it is a `.pt` file), else uniform random. The batch goes out together
+Selection without a trained detector: k-center greedy (core-set) on the embeddings of the
+pretrained start when one is configured (`detector.model` a `.pt` file, or `detector.pretrained`:
+'builtin' or a path), else uniform random. The batch goes out together
 with the val/test images still to be labeled (carved out of the unlabeled images at init), marked
 as such; the next cycle trains once enough of it has come back (`cycle_steps.labeling_wait`).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgral_backends import DetectorBackend, DetectorError, get_backend
+from mgral_backends import DetectorBackend, get_backend
 from mgral_core.detections import Detections
 from mgral_core.seeding import rng_for
 from mgral_core.strategies.base import PoolView
@@ -42,22 +42,25 @@ class ColdStartBatch:
     checkpoint: str | None
 
 
-def pretrained_checkpoint(detector: DetectorParams) -> Path | None:
-    """The configured pretrained checkpoint: `detector.pretrained` where the params have it, else
-    `detector.model` when it names a .pt file; None for a model built from its yaml."""
-    named = getattr(detector, "pretrained", None) or (detector.model if detector.model.endswith(".pt") else None)
-    return Path(named) if named else None
+def start_name(detector: DetectorParams) -> str:
+    """How the configuration names the start a first training would use, for messages."""
+    if detector.model.endswith(".pt"):
+        return f"detector.model {detector.model}"
+    pretrained = getattr(detector, "pretrained", None)
+    return f"detector.pretrained {pretrained!r}" if pretrained else ""
 
 
 def select_cold_start(project_dir: str | Path, params: Params, cycle: int, budget: int,
                       backend: DetectorBackend | None = None) -> ColdStartBatch:
     """The cycle's pool batch, chosen without a trained detector, and the val/test images to go with it.
 
-    Saved as the cycle's selection.json (strategy `cold_start:<method>`); a re-run returns it.
-    `backend` (default `get_backend(params.detector)`) embeds the images with the pretrained checkpoint.
+    With a pretrained start (`backend.start_weights`: the user's .pt as `detector.model`, or the yaml
+    with `detector.pretrained`), k-center greedy on its embeddings of the pool (labeled images are
+    the first centres); without one, uniform random. Saved as the cycle's selection.json (strategy
+    `cold_start:<method>`); a re-run returns it. `backend` defaults to `get_backend(params.detector)`.
 
     Raises:
-        DetectorError: the configured checkpoint does not exist.
+        DetectorError: the configured start does not exist.
     """
     path = steps.cycle_dir(project_dir, cycle) / "selection.json"
     if path.exists():
@@ -69,25 +72,23 @@ def select_cold_start(project_dir: str | Path, params: Params, cycle: int, budge
     candidates, labeled = pool.unlabeled_pool_ids, pool.labeled_pool_ids
     k = min(budget, len(candidates))
     rng = rng_for(params.selection.seed, cycle, "select")
-    checkpoint = pretrained_checkpoint(params.detector)
+    backend = get_backend(params.detector) if backend is None else backend
+    checkpoint = backend.start_weights(steps.cycle_dir(project, cycle) / "cold_start")
     if checkpoint is not None:
-        if not checkpoint.is_file():
-            raise DetectorError(f"detector.model: pretrained checkpoint {checkpoint} not found; MGRAL never downloads "
-                                "weights (give the path of a .pt file, or a model yaml to start at random)")
-        backend = get_backend(params.detector) if backend is None else backend
         ids_all = [*candidates.tolist(), *labeled.tolist()]
         _, embeddings = backend.predict(checkpoint, [project / f for f in pool.files(ids_all)])  # (U + L, D)
         view = PoolView(candidates, embeddings[:len(candidates)], labeled, embeddings[len(candidates):])
         ids = coreset(view, k, rng)
         method, reason = "k_center", (f"cold start: {len(ids)} images by k-center greedy on the embeddings of the "
-                                      f"pretrained detector {checkpoint} (no trained detector yet)")
+                                      f"pretrained detector ({start_name(params.detector)}; no trained detector yet)")
     else:
         view = PoolView(candidates, np.zeros((len(candidates), 0), np.float32), labeled,
                         np.zeros((len(labeled), 0), np.float32))
         ids = random_sampling(view, k, rng)
         method, reason = "random", (f"cold start: {len(ids)} images at random (no trained detector yet, and no "
-                                    f"pretrained checkpoint: detector.model is {params.detector.model!r}, not a .pt "
-                                    "file; one would select by k-center greedy on its embeddings)")
+                                    f"pretrained start: detector.model is {params.detector.model!r} and "
+                                    "detector.pretrained is null; with one it selects by k-center greedy on its "
+                                    "embeddings)")
     handed_out = set(pool.pending_ids())
     eval_ids = [i for i in pool.eval_to_label_ids().tolist() if i not in handed_out]
     batch = ColdStartBatch(cycle, ids, eval_ids, method, reason, None if checkpoint is None else str(checkpoint))

@@ -14,9 +14,9 @@ from mgral_workspace.inference_cache import load_inference
 
 NEAR_ZERO_MAP = 0.005  # val mAP50-95 below this is "about zero": a few lucky boxes at most
 
-ADVICE = ("what helps: a pretrained start (detector.model: a .pt checkpoint, your own if you have one trained on "
-          "similar images), more epochs (detector.epochs, detector.finetune_epochs), more labels (label the batch, or "
-          "a larger selection.budget)")
+ADVICE = ("what helps: a pretrained start (detector.pretrained: builtin, or your own .pt trained on similar images "
+          "as detector.model or detector.pretrained), more epochs (detector.epochs, detector.finetune_epochs), more "
+          "labels (label the batch, or a larger selection.budget)")
 
 
 def detector_warnings(val_map50_95: float, inference_path: str | Path | None = None) -> list[str]:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mgral_backends.protocol import TrainedDetector
+from mgral_backends.protocol import DetectorError, TrainedDetector
 from mgral_backends.ultralytics.detector import load_detection_model, predict_images, train_detector, write_data_yaml
+from mgral_backends.ultralytics.pretrained import resolve_pretrained, yolo_with_pretrained
 from mgral_backends.ultralytics.proxy_training import (
     HeadFeatures,
     HeadProxy,
@@ -47,6 +48,28 @@ class UltralyticsBackend:
         p = self.params
         return predict_images(weights, paths, imgsz=p.imgsz, conf=p.predict_conf, batch=p.embed_batch,
                               device=p.device, want_embeddings=want_embeddings, progress=progress)
+
+    def start_weights(self, out_dir: Path) -> Path | None:
+        """`detector.model` when it is a .pt; else the yaml with `detector.pretrained`'s layers (the head
+        fresh), saved once as `out_dir/pretrained_start.pt`; None when `detector.pretrained` is null."""
+        p = self.params
+        if p.model.endswith(".pt"):
+            if not Path(p.model).is_file():
+                raise DetectorError(f"detector.model: {p.model} does not exist; MGRAL never downloads weights")
+            return Path(p.model)
+        pretrained = resolve_pretrained(p.pretrained)
+        if pretrained is None:
+            return None
+        target = Path(out_dir) / "pretrained_start.pt"
+        if not target.exists():
+            yolo = yolo_with_pretrained(p.model, pretrained)
+            yolo.model.nc = int(yolo.model.yaml["nc"])  # what a trained checkpoint carries and predict reads
+            yolo.model.names = {i: f"class{i}" for i in range(yolo.model.nc)}
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            yolo.save(tmp)
+            tmp.replace(target)
+        return target
 
     def head_features(self, weights: str | Path, paths: Sequence[str | Path], ids: Sequence[str], *,
                       progress: Callable[[int], None] | None = None) -> HeadFeatures:

@@ -29,13 +29,16 @@ class FakeDetectorBackend:
         dim: embedding width D.
         imgsz: side of the square the fake boxes lie in, and the head features' imgsz.
         finds_nothing: a detector that learned nothing: no box on any image, validation mAP 0.
+        start: the configured pretrained start (a path or name), or None for a start from random weights.
 
     "Weights" are a JSON file written by `train`; predictions do not depend on them. Nothing is
     read from the images, so any path works. `calls` lists the method names in call order.
     """
 
-    def __init__(self, num_classes: int = 8, dim: int = 16, imgsz: int = 64, finds_nothing: bool = False):
+    def __init__(self, num_classes: int = 8, dim: int = 16, imgsz: int = 64, finds_nothing: bool = False,
+                 start: str | Path | None = None):
         self.num_classes, self.dim, self.imgsz, self.finds_nothing = num_classes, dim, imgsz, finds_nothing
+        self.start = start
         self.calls: list[str] = []
 
     def embedding(self, path: str | Path) -> np.ndarray:
@@ -79,6 +82,21 @@ class FakeDetectorBackend:
         if want_embeddings:
             embeddings = np.array([self.embedding(p) for p in paths], np.float32).reshape(-1, self.dim)  # (N, D)
         return detections, embeddings
+
+    def start_weights(self, out_dir: Path) -> Path | None:
+        """`start` itself when it is an existing file (a user's .pt), else a JSON "checkpoint" naming it; None
+        without a start. A `start` ending in .pt that does not exist raises DetectorError."""
+        self.calls.append("start_weights")
+        if self.start is None:
+            return None
+        if str(self.start).endswith(".pt"):
+            if not Path(self.start).is_file():
+                raise DetectorError(f"detector.model: {self.start} does not exist")
+            return Path(self.start)
+        target = Path(out_dir) / "pretrained_start.pt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps({"fake": True, "start": str(self.start)}))
+        return target
 
     def head_features(self, weights: str | Path, paths: Sequence[str | Path], ids: Sequence[str], *,
                       progress: Callable[[int], None] | None = None):

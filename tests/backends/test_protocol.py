@@ -4,11 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import mgral_workspace.cycle_steps as cycle_steps
 import mgral_workspace.record_values as record_values
 from mgral_backends import BACKENDS, DetectorBackend, get_backend
 from mgral_backends.ultralytics.backend import UltralyticsBackend
+from mgral_backends.ultralytics.detector import load_detection_model
 from mgral_workspace.config import DetectorParams, load_params
 from mgral_workspace.inference_cache import load_inference
 from mgral_workspace.pool import PoolState
@@ -88,3 +90,30 @@ def test_detector_backend_is_chosen_in_params_and_an_unknown_one_is_named(tmp_pa
     path.write_text("detector:\n  backend: tensorflow\n")
     with pytest.raises(ConfigError, match="detector.backend: .*unknown detector backend 'tensorflow'"):
         load_params(path)
+
+
+def test_ultralytics_start_weights_are_the_pretrained_start_as_a_checkpoint(tmp_path):
+    """What a cold start embeds with: the user's .pt as is, the yaml with detector.pretrained's layers saved
+    once, or nothing (from scratch)."""
+    import torch
+
+    from mgral_backends.protocol import DetectorError
+    from mgral_backends.ultralytics.pretrained import BUILTIN_WEIGHTS, read_transfer_file
+
+    backend = UltralyticsBackend(DetectorParams(imgsz=64, pretrained="builtin"))
+    start = backend.start_weights(tmp_path / "cold")
+    assert start == tmp_path / "cold" / "pretrained_start.pt"
+    model = load_detection_model(start)
+    shipped = read_transfer_file(BUILTIN_WEIGHTS)["state_dict"]
+    key = "model.0.conv.weight"
+    assert torch.allclose(model.state_dict()[key].float(), shipped[key].float())  # the shipped backbone
+    image = tmp_path / "a.png"
+    Image.new("RGB", (64, 64), (120, 40, 200)).save(image)
+    _, embeddings = backend.predict(start, [image])
+    assert embeddings.shape == (1, 256)
+    assert UltralyticsBackend(DetectorParams(pretrained=None)).start_weights(tmp_path / "x") is None
+    own = tmp_path / "own.pt"
+    own.write_bytes(b"weights")
+    assert UltralyticsBackend(DetectorParams(model=str(own))).start_weights(tmp_path / "x") == own
+    with pytest.raises(DetectorError, match="does not exist"):
+        UltralyticsBackend(DetectorParams(model=str(tmp_path / "gone.pt"))).start_weights(tmp_path / "x")

@@ -70,9 +70,12 @@ def _yolo_answers(out: Path, truth: dict, image_ids) -> Path:
 @pytest.fixture
 def fake_backend(monkeypatch):
     """`detector.backend: fake` (or `fake_blind`) in params.yaml picks the fake detector, like any backend."""
-    monkeypatch.setitem(BACKENDS, "fake", lambda params: FakeDetectorBackend(num_classes=3, imgsz=64))
-    monkeypatch.setitem(BACKENDS, "fake_blind",
-                        lambda params: FakeDetectorBackend(num_classes=3, imgsz=64, finds_nothing=True))
+    def start(params):  # the configured pretrained start, as the Ultralytics backend reads it
+        return params.model if params.model.endswith(".pt") else params.pretrained
+
+    monkeypatch.setitem(BACKENDS, "fake", lambda params: FakeDetectorBackend(3, imgsz=64, start=start(params)))
+    monkeypatch.setitem(BACKENDS, "fake_blind", lambda params: FakeDetectorBackend(3, imgsz=64, finds_nothing=True,
+                                                                                   start=start(params)))
 
 
 def _params(path: Path, **overrides) -> Path:
@@ -144,7 +147,7 @@ def test_cold_start_from_a_folder_of_unlabeled_images_only(tmp_path, fake_backen
         suffix = (".jpg", ".PNG", ".jpeg", ".webp", ".JPG")[i % 5]
         image.save(sub / f"img{i:02d}{suffix}", format={"jpg": "JPEG", "jpeg": "JPEG"}.get(suffix[1:].lower()))
         truth[f"{sub.relative_to(folder).as_posix().replace('/', '_')}_img{i:02d}"] = objects
-    params = _params(tmp_path / "params.yaml", annotation__min_eval_images=3)
+    params = _params(tmp_path / "params.yaml", annotation__min_eval_images=3, detector__pretrained=None)
     project = tmp_path / "project"
 
     out = _cli("init", project, "--unlabeled", folder, "--classes", ",".join(CLASSES), "--params", params)
@@ -204,7 +207,8 @@ def test_cold_start_with_a_pretrained_checkpoint_selects_by_k_center(tmp_path, f
     project = tmp_path / "project"
     _cli("init", project, "--unlabeled", folder, "--classes", "a", "--params", params)
     out = _cli("cycle", project)
-    assert f"cold start: 4 images by k-center greedy on the embeddings of the pretrained detector {checkpoint}" in out
+    assert ("cold start: 4 images by k-center greedy on the embeddings of the pretrained detector (detector.model "
+            f"{checkpoint}; no trained detector yet)") in out
     selection = json.loads((project / "cycles" / "cycle_001" / "selection.json").read_text())
     assert selection["strategy"] == "cold_start:k_center" and selection["checkpoint"] == str(checkpoint)
     # k-center greedy on the fake embeddings: the same as the core-set strategy on them
@@ -219,12 +223,17 @@ def test_cold_start_with_a_pretrained_checkpoint_selects_by_k_center(tmp_path, f
                     np.asarray([], dtype=str), np.zeros((0, fake.dim), np.float32))
     assert selection["ids"] == coreset(view, 4, rng_for(0, 1, "select"))
 
+    builtin = _params(tmp_path / "builtin.yaml", annotation__min_eval_images=2, detector__pretrained="builtin")
+    _cli("init", tmp_path / "second", "--unlabeled", folder, "--classes", "a", "--params", builtin)
+    assert "k-center greedy on the embeddings of the pretrained detector (detector.pretrained 'builtin'" in \
+        _cli("cycle", tmp_path / "second")
+
     missing = _params(tmp_path / "missing.yaml", annotation__min_eval_images=2,
                       detector__model=str(tmp_path / "gone.pt"))
     _cli("init", tmp_path / "other", "--unlabeled", folder, "--classes", "a", "--params", missing)
     result = CliRunner().invoke(app, ["cycle", str(tmp_path / "other")])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"error: detector.model: pretrained checkpoint {tmp_path / 'gone.pt'} not found" in result.output
+    assert f"error: detector.model: {tmp_path / 'gone.pt'} does not exist" in result.output
 
 
 def test_a_detector_that_finds_nothing_is_said_everywhere(tmp_path, fake_backend, prefect_harness):
