@@ -159,7 +159,7 @@ def test_cold_start_from_a_folder_of_unlabeled_images_only(tmp_path, fake_backen
     assert _row(_cli("status", project), "val/test to label") == "9"
 
     out = _cli("cycle", project)
-    assert "cold start: 6 images at random (no trained detector yet, and no pretrained checkpoint" in out
+    assert "cold start: 6 images at random (no trained detector yet, and no pretrained start" in out
     assert "with them 9 val/test images to label" in out
     selection = json.loads((project / "cycles" / "cycle_001" / "selection.json").read_text())
     assert selection["strategy"] == "cold_start:random" and len(selection["ids"]) == 6
