@@ -95,8 +95,10 @@ class DetectorParams(_Section):
     lr0: float = Field(0.01, gt=0, le=1, description="initial learning rate (used unless optimizer is 'auto')")
     workers: int = Field(2, ge=0, le=32, description="dataloader worker processes (on the CPU only with "
                          "workers_on_cpu; Ultralytics' own trainer sets them to 0 there)")
-    workers_on_cpu: bool = Field(False, description="keep `workers` DataLoader processes when training on the CPU "
-                                 "(docs/PERFORMANCE.md: measured against Ultralytics' in-process loading)")
+    workers_on_cpu: bool = Field(True, description="keep `workers` DataLoader processes when training on the CPU "
+                                 "(Ultralytics' own trainer loads in the training process there): faster with a "
+                                 "core to spare, slower when other work fills the cores (docs/PERFORMANCE.md); off "
+                                 "in benchmark runs and in daemonic processes such as Dask workers")
     device: str = Field("cpu", description="'cpu', or a CUDA index such as '0' where a GPU exists")
     cache: bool = Field(True, description="cache decoded images in RAM")
     seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
@@ -341,7 +343,10 @@ class BenchmarkProfile(_Section):
             "dataset": params.dataset.model_copy(update={"n_pool": self.n_pool, "image_size": self.image_size}),
             "detector": params.detector.model_copy(update={"imgsz": self.image_size, "epochs": self.epochs,
                                                            "finetune_epochs": self.finetune_epochs,
-                                                           "pretrained": self.pretrained}),
+                                                           "pretrained": self.pretrained,
+                                                           # campaigns run side by side (Dask): no core is free
+                                                           # for loader workers, and a Dask worker may not fork
+                                                           "workers_on_cpu": False}),
             "selection": params.selection.model_copy(update={"budget": self.budget, "seed": seed}),
             "simulation": params.simulation.model_copy(update={"seed": seed}),
             "campaign": params.campaign.model_copy(update={"cycles": self.cycles}),

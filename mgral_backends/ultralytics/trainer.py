@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 from typing import Any
 
 from mgral_backends.ultralytics import env  # noqa: F401  (offline settings before ultralytics is imported)
@@ -27,6 +29,19 @@ class WorkersOnCpuTrainer(DetectionTrainer):
         self.args.workers = requested
 
 
+log = logging.getLogger(__name__)
+
+
 def detection_trainer(params: DetectorParams) -> type[DetectionTrainer] | None:
-    """The trainer class for `YOLO.train(trainer=...)`: None (Ultralytics' own) unless `workers_on_cpu` is set."""
-    return WorkersOnCpuTrainer if params.workers_on_cpu else None
+    """The trainer class for `YOLO.train(trainer=...)`: None (Ultralytics' own) unless `workers_on_cpu` is set.
+
+    A daemonic process (a Dask worker, by distributed's default) may not start DataLoader workers,
+    so there Ultralytics' own in-process loading is used, and logged.
+    """
+    if not params.workers_on_cpu:
+        return None
+    if multiprocessing.current_process().daemon:
+        log.warning("detector.workers_on_cpu: this is a daemonic process (e.g. a Dask worker), which may not start "
+                    "DataLoader workers; loading in the training process instead")
+        return None
+    return WorkersOnCpuTrainer

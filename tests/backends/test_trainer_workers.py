@@ -8,9 +8,19 @@ from mgral_workspace.config import DetectorParams
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 
-pytestmark = pytest.mark.slow
+
+def test_a_daemonic_process_trains_with_the_stock_loader(monkeypatch, caplog):
+    import multiprocessing
+
+    params = DetectorParams(workers_on_cpu=True)
+    assert detection_trainer(params) is WorkersOnCpuTrainer
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True)
+    assert detection_trainer(params) is None  # a Dask worker may not fork DataLoader workers
+    assert "daemonic process" in caplog.text
+    assert detection_trainer(DetectorParams(workers_on_cpu=False)) is None
 
 
+@pytest.mark.slow
 def test_workers_on_cpu_keeps_the_loader_workers(tiny_project, tmp_path, monkeypatch):
     from ultralytics.utils.callbacks import base
 

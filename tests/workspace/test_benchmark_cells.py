@@ -82,3 +82,11 @@ def test_campaigns_and_records_are_not_both_sent_to_dask(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="benchmark.runner and lookup_table.runner are both Dask"):
         bench.check_benchmark(tmp_path, params, BenchmarkProfile(), ["random"], [0])
     assert not any(tmp_path.iterdir())  # a check writes nothing
+
+
+def test_benchmark_runs_load_in_the_training_process(tmp_path):
+    from mgral_workspace.config import BenchmarkProfile, Params
+
+    assert Params().detector.workers_on_cpu  # the default elsewhere (docs/PERFORMANCE.md)
+    run = BenchmarkProfile().apply(Params(), 0, tmp_path)
+    assert run.detector.workers_on_cpu is False  # same loading on threads and on Dask workers, which may not fork
