@@ -68,6 +68,9 @@ class LabelStudioClient:
     _authorization: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
+        if not self.token.strip():
+            raise LabelStudioError(f"no Label Studio API token (an empty one was given); set {TOKEN_ENV} or name a "
+                                   "file holding it with --ls-token-file")
         parsed = urllib.parse.urlparse(self.url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise LabelStudioError(f"{self.url!r} is not a Label Studio address (expected http://HOST:PORT)")
@@ -76,8 +79,10 @@ class LabelStudioClient:
             self.url = self.url[:-4]
 
     def _scrub(self, text: str) -> str:
-        text = text.replace(self.token, "***")
-        return text.replace(self._authorization, "***") if self._authorization else text
+        for secret in (self.token, self._authorization):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
     def _auth_header(self) -> str:
         if self._authorization is None:
@@ -105,24 +110,39 @@ class LabelStudioClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
-        endpoint = f"{method} {path.split('?')[0]}"
+        raw = self._open(urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers),
+                         f"{method} {path.split('?')[0]}", what)
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise LabelStudioError(f"Label Studio at {self.url} answered {method} {path.split('?')[0]} with "
+                                   "something that is not JSON; is this address a Label Studio server?") from None
+
+    def _open(self, request: urllib.request.Request, endpoint: str, what: str = "") -> bytes:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
+                return response.read()
         except urllib.error.HTTPError as err:
             raise self._http_error(err, endpoint, what) from None
         except (urllib.error.URLError, socket.timeout, ConnectionError) as err:
             reason = getattr(err, "reason", err)
             raise LabelStudioError(self._scrub(f"cannot reach Label Studio at {self.url} ({reason}); is it running, "
                                                "and is the address right?")) from None
-        if not raw:
-            return None
+
+    def serves(self, path: str) -> int:
+        """The HTTP status of GET `path` (its first byte only): 200 or 206 when Label Studio serves the file."""
+        request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": self._auth_header(),
+                                                                      "Range": "bytes=0-0"})
         try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise LabelStudioError(f"Label Studio at {self.url} answered {endpoint} with something that is not "
-                                   "JSON; is this address a Label Studio server?") from None
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status
+        except urllib.error.HTTPError as err:
+            return err.code
+        except (urllib.error.URLError, socket.timeout, ConnectionError) as err:
+            raise LabelStudioError(f"cannot reach Label Studio at {self.url} ({getattr(err, 'reason', err)})") \
+                from None
 
     def _http_error(self, err: urllib.error.HTTPError, endpoint: str, what: str) -> LabelStudioError:
         try:
@@ -191,6 +211,16 @@ def _relative_image_url(image_url: str, project: Path, document_root: Path) -> s
         return image_url
     path = (project / query["d"][0]).relative_to(document_root)
     return f"/data/local-files/?d={urllib.parse.quote(path.as_posix())}"
+
+
+def _check_served(client: LabelStudioClient, image_url: str, root: Path) -> None:
+    """Refuse to import tasks whose images Label Studio would not show (a wrong document root, serving off)."""
+    status = client.serves(image_url)
+    if status not in (200, 206):
+        raise LabelStudioError(
+            f"Label Studio at {client.url} does not serve the batch's images (HTTP {status} for {image_url}); start it "
+            f"with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root}, or "
+            "pass the document root it has with --ls-document-root; no task was imported")
 
 
 def _same_config(a: str, b: str) -> bool:
@@ -277,6 +307,7 @@ def push_batch(project_dir: str | Path, client: LabelStudioClient, title: str | 
         task = {**task, "data": {**task["data"], "image": _relative_image_url(task["data"]["image"], project, root)}}
         new.append(task)
     if new:
+        _check_served(client, new[0]["data"]["image"], root)
         answer = client.request("POST", f"/api/projects/{project_id}/import", new, what=f"project {project_id}")
         if isinstance(answer, dict) and "import" in answer and "task_count" not in answer:  # asynchronous editions
             _wait_for_import(client, project_id, int(answer["import"]))

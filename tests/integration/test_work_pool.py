@@ -95,6 +95,14 @@ def test_an_import_that_completes_the_batch_starts_the_next_cycle(prefect_server
         assert run["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
         assert run["parameters"]["project_dir"] == str(project.resolve())
         assert len(_cycle_runs(api)) == 1  # one event, one cycle
+
+        # the cron option, as documented: the same deployment with a daily schedule, its trigger kept
+        _run([BIN / "prefect", "deploy", "--name", "cycle", "--cron", "0 6 * * *", "--param",
+              f"project_dir={project}"], env, cwd=REPO)
+        scheduled = prefect_api(api, "GET", "/deployments/name/mgral/cycle")
+        assert [s["schedule"]["cron"] for s in scheduled["schedules"]] == ["0 6 * * *"]
+        assert scheduled["parameters"] == {"project_dir": str(project)}
+        assert any(scheduled["id"] in str(a["actions"]) for a in prefect_api(api, "POST", "/automations/filter", {}))
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
