@@ -1,7 +1,5 @@
 """The `mgral` flow: one active-learning cycle (train, evaluate, embed, select, annotate or export)."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -30,6 +28,8 @@ from tasks.tracking_tasks import (
 )
 from tasks.versioning import version_pool_task
 
+# Evaluated annotations (no `from __future__ import annotations` here): Prefect builds the parameter
+# model from the signature in whatever process runs the flow, where a string 'StrategyName' may not resolve.
 StrategyName = Literal[STRATEGY_NAMES]  # a drop-down in the Prefect UI's run form
 Budget = Annotated[int, Field(ge=1)]
 
