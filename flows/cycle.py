@@ -1,15 +1,15 @@
 """The `mgral` flow: one active-learning cycle (train, evaluate, embed, select, annotate or export)."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
 from flows.lookup_table import fill_lookup_table
 from flows.params import resolve_params
-from mgral_core.strategies import needs_lookup_table
+from mgral_core.strategies import STRATEGY_NAMES, needs_lookup_table
 from mgral_workspace import cycle_steps as steps
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
@@ -28,9 +28,14 @@ from tasks.tracking_tasks import (
 )
 from tasks.versioning import version_pool_task
 
+# Evaluated annotations (no `from __future__ import annotations` here): Prefect builds the parameter
+# model from the signature in whatever process runs the flow, where a string 'StrategyName' may not resolve.
+StrategyName = Literal[STRATEGY_NAMES]  # a drop-down in the Prefect UI's run form
+Budget = Annotated[int, Field(ge=1)]
+
 
 @flow(name="mgral", log_prints=True)
-def mgral_cycle(project_dir: str, strategy: str | None = None, budget: int | None = None,
+def mgral_cycle(project_dir: str, strategy: StrategyName | None = None, budget: Budget | None = None,
                 params_file: str | None = None, parent_run_id: str | None = None,
                 select: bool = True) -> dict:
     """Run one cycle on a project.
@@ -60,7 +65,7 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
     check_strategy_allowed(project_dir, strategy)  # the oracle ceiling is refused before anything trains
     simulate = load_project_info(project_dir).simulate
     if not simulate:
-        import_inbox_task(project_dir)
+        import_inbox_task(project_dir, params.annotation.min_labeled_fraction)
         message = steps.labeling_wait(project_dir, params.annotation.min_labeled_fraction)
         if message:
             logger.info(message)

@@ -217,24 +217,70 @@ def init(project: Path = typer.Argument(..., help="project directory to create")
 
 @app.command("import")
 def import_(project: Path = typer.Argument(..., help="project directory"),
-            source: Path = typer.Argument(..., help="Label Studio JSON or JSON-MIN export, COCO JSON, or a YOLO label "
-                                                    "folder (a YOLO export with classes.txt too)"),
+            source: Optional[Path] = typer.Argument(None, help="Label Studio JSON or JSON-MIN export, COCO JSON, or a "
+                                                              "YOLO label folder (a YOLO export with classes.txt too); "
+                                                              "or --from-label-studio instead"),
             replace: bool = typer.Option(False, "--replace",
                                          help="relabel images that are already labeled (the previous labels stay "
                                               "in the project's git/DVC history)"),
+            from_label_studio: Optional[str] = typer.Option(None, "--from-label-studio", metavar="URL",
+                                                            help="fetch the annotations from this Label Studio "
+                                                                 "server's API (with --ls-project)"),
+            ls_project: Optional[int] = typer.Option(None, "--ls-project", metavar="ID",
+                                                     help="the Label Studio project id to fetch"),
+            ls_token_file: Optional[Path] = typer.Option(None, "--ls-token-file",
+                                                         help="file holding the Label Studio API token "
+                                                              "(default: $LABEL_STUDIO_API_KEY)"),
             ) -> None:
     """Import finished annotations for the open batch: all validated first, merged atomically, or nothing.
 
     The merge and its git/DVC commit happen under the project lock: one commit per import.
-    MGRAL_LOCK_WAIT=SECONDS waits for a busy project instead of refusing at once.
+    MGRAL_LOCK_WAIT=SECONDS waits for a busy project instead of refusing at once. When the import
+    completes the batch (annotation.min_labeled_fraction), the Prefect event mgral.batch.labeled is
+    emitted to the server in PREFECT_API_URL, if one is set.
     """
+    import tempfile
+
+    _check_project(project)
+    if (source is None) == (from_label_studio is None):
+        _fail("give a SOURCE file or folder, or --from-label-studio URL --ls-project ID (not both)")
+    if from_label_studio is not None and ls_project is None:
+        _fail("--from-label-studio needs --ls-project ID (the number in the project's Label Studio address)")
+    if source is not None and not source.exists():
+        _fail(f"{source}: not found")
+    with tempfile.TemporaryDirectory(prefix="mgral-ls-") as fetched:
+        if from_label_studio is not None:
+            source = _fetch_from_label_studio(from_label_studio, ls_project, ls_token_file, Path(fetched))
+        _import_source(project, source, replace)
+
+
+def _label_studio_client(url: str, token_file: Path | None):
+    from mgral_workspace.label_studio_api import LabelStudioClient, LabelStudioError, read_token
+
+    try:
+        return LabelStudioClient(url, read_token(token_file))
+    except LabelStudioError as err:
+        _fail(str(err))
+
+
+def _fetch_from_label_studio(url: str, ls_project: int, token_file: Path | None, out_dir: Path) -> Path:
+    from mgral_workspace.label_studio_api import LabelStudioError, pull_export
+
+    client = _label_studio_client(url, token_file)
+    try:
+        path = pull_export(client, ls_project, out_dir)
+    except LabelStudioError as err:
+        _fail(str(err))
+    console.print(f"fetched the export of Label Studio project {ls_project} from {client.url}")
+    return path
+
+
+def _import_source(project: Path, source: Path, replace: bool) -> None:
     from mgral_workspace.annotation_import import AnnotationImportError, import_annotations
+    from mgral_workspace.cycle_steps import batch_completed_by, open_batch_progress
     from mgral_workspace.project_lock import ProjectLockedError, project_lock
     from tasks.versioning import VersioningError
 
-    _check_project(project)
-    if not source.exists():
-        _fail(f"{source}: not found")
     params = _params(None, project)
     versioned = params.tracking.version_pool
     keep = None if versioned else project / "replaced_labels" / time.strftime("%Y%m%d-%H%M%S")
@@ -245,6 +291,7 @@ def import_(project: Path = typer.Argument(..., help="project directory"),
         _fail(f"MGRAL_LOCK_WAIT must be a number of seconds, got {os.environ['MGRAL_LOCK_WAIT']!r}")
     try:
         with project_lock(project, f"mgral import {source.name}", wait_seconds=wait):
+            before = open_batch_progress(project)
             summary = import_annotations(project, source, replace=replace, keep_replaced=keep)
             if summary.changed and versioned:
                 from tasks.versioning import commit_pool, ensure_versioned
@@ -266,7 +313,75 @@ def import_(project: Path = typer.Argument(..., help="project directory"),
                   + (f"; replaced the labels of {len(summary.replaced)}" if summary.replaced else "")
                   + (f"; {len(summary.unchanged)} already imported, unchanged" if summary.unchanged else "")
                   + (f" (commit {commit[:8]})" if commit else ""))
+    after = open_batch_progress(project)
+    if batch_completed_by(before, after, params.annotation.min_labeled_fraction):
+        _announce_batch_labeled(project, after)
     _status(project)
+
+
+def _announce_batch_labeled(project: Path, progress: tuple[int, int, int]) -> None:
+    """Emit mgral.batch.labeled (a deployment trigger may start the next cycle); never fails the import."""
+    import logging
+
+    from tasks.events import IMPORTED_BY_CLI, emit_batch_labeled
+
+    class _Printer(logging.Handler):
+        def emit(self, record):
+            err_console.print(record.getMessage(), markup=False, highlight=False, soft_wrap=True)
+
+    logger = logging.getLogger("mgral.events")
+    logger.propagate, logger.handlers = False, [_Printer()]
+    logger.setLevel(logging.INFO)
+    batch, labeled, total = progress
+    emit_batch_labeled(project, batch, labeled, total, IMPORTED_BY_CLI, logger, wait=True)
+
+
+@app.command()
+def export(project: Path = typer.Argument(..., help="project directory"),
+           to_label_studio: Optional[str] = typer.Option(None, "--to-label-studio", metavar="URL",
+                                                         help="hand the batch to this Label Studio server"),
+           ls_title: Optional[str] = typer.Option(None, "--ls-title",
+                                                  help="Label Studio project title, reused if it exists "
+                                                       "(default: 'mgral <project folder name>')"),
+           ls_token_file: Optional[Path] = typer.Option(None, "--ls-token-file",
+                                                        help="file holding the Label Studio API token "
+                                                             "(default: $LABEL_STUDIO_API_KEY)"),
+           ls_document_root: Optional[Path] = typer.Option(None, "--ls-document-root",
+                                                           help="the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT "
+                                                                "(default: the project directory)"),
+           cycle_number: Optional[int] = typer.Option(None, "--cycle", min=1,
+                                                      help="the batch of this cycle (default: the open batch)"),
+           ) -> None:
+    """Show the open batch's export folder, or hand the batch to Label Studio through its API.
+
+    With --to-label-studio: creates (or reuses, by title) a Label Studio project with the labeling
+    config, connects a Local files storage on PROJECT/images (start Label Studio with
+    LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=PROJECT or a
+    folder above it) and imports the batch's tasks with the detector's boxes as pre-annotations.
+    """
+    from mgral_workspace.label_studio_api import LabelStudioError, push_batch
+
+    _check_project(project)
+    if to_label_studio is None:
+        from mgral_workspace.cycle_steps import open_batch_progress
+
+        batch = cycle_number or open_batch_progress(project)[0]
+        folder = project / "exports" / f"cycle_{batch:03d}"
+        if not batch or not folder.is_dir():
+            _fail(f"{project}: no exported batch{f' for cycle {batch}' if batch else ''}; run `mgral cycle` first")
+        console.print(f"batch of cycle {batch}: {folder.resolve()}")
+        return
+    client = _label_studio_client(to_label_studio, ls_token_file)
+    try:
+        summary = push_batch(project, client, ls_title, cycle_number, ls_document_root)
+    except LabelStudioError as err:
+        _fail(str(err))
+    console.print(f"Label Studio project {summary.project_id} ({'created' if summary.created_project else 'reused'}): "
+                  f"{summary.imported} tasks of batch {summary.cycle} imported with pre-annotations"
+                  + (f", {summary.already_there} already there" if summary.already_there else "")
+                  + f"; local-files storage {summary.storage_id}")
+    console.print(f"label them at {summary.project_url}, then: mgral import {project} --from-label-studio "
+                  f"{client.url} --ls-project {summary.project_id}")
 
 
 @app.command()

@@ -259,6 +259,16 @@ def labeling_wait(project_dir: str | Path, min_labeled_fraction: float) -> str |
     return None
 
 
+def batch_completed_by(before: tuple[int, int, int], after: tuple[int, int, int], min_fraction: float) -> bool:
+    """True when an import took the open batch from below `min_fraction` labeled to at least it.
+
+    `before` and `after` are `open_batch_progress` around the import. A batch that was already past
+    the fraction, or an import into another batch, is not a completion: each batch completes once.
+    """
+    (cycle, done_before, total), (cycle_after, done_after, _) = before, after
+    return (total > 0 and cycle == cycle_after and done_before < min_fraction * total
+            and done_after >= min_fraction * total)
+
 def hand_out_batch(project_dir: str | Path, ids: Sequence[str], cycle: int, inference_path: Path,
                    model_version: str, prelabel_conf: float) -> Path:
     """Real use: export the batch for annotators, then mark it selected (pending) in the pool."""

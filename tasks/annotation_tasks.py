@@ -10,12 +10,18 @@ from mgral_workspace import cycle_steps as steps
 from mgral_workspace.annotation_import import import_inbox
 from mgral_workspace.cold_start import ColdStartBatch, hand_out_cold_start
 from mgral_workspace.config import Params
+from tasks.events import IMPORTED_BY_CYCLE, emit_batch_labeled
 
 
 @task(name="import-inbox")
-def import_inbox_task(project_dir: str) -> dict:
+def import_inbox_task(project_dir: str, min_labeled_fraction: float) -> dict:
+    """Import the inbox; when that completes the open batch, emit `mgral.batch.labeled` (as this cycle's)."""
     logger = get_run_logger()
+    before = steps.open_batch_progress(project_dir)
     summary, errors = import_inbox(project_dir)
+    after = steps.open_batch_progress(project_dir)
+    if steps.batch_completed_by(before, after, min_labeled_fraction):
+        emit_batch_labeled(project_dir, after[0], after[1], after[2], IMPORTED_BY_CYCLE, logger)
     for error in errors:
         logger.warning(f"inbox: {error}")
     for warning in summary.warnings:

@@ -31,7 +31,7 @@ TINY = {
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):  # minutes on a loaded 2-core machine
         yield
 
 
