@@ -5,6 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+import flows.pretrain  # noqa: F401  (imported here so that Prefect binds its log handler outside CliRunner)
 from mgral_cli.main import app
 from mgral_workspace.provenance import sha256_of
 from tests.conftest import write_params
@@ -22,8 +23,11 @@ def test_mgral_pretrain_writes_weights_and_provenance_and_a_cycle_can_start_from
     assert record["sha256"] == sha256_of(weights) and record["generator"]["seed"] == 3
     assert record["generator"]["n_train"] == 10 and record["command"].startswith("mgral pretrain")
     assert record["machine"]["nproc"] >= 1 and record["versions"]["torch"]
+    trained = tmp_path / "work" / "train" / "trained.json"
+    before = (trained.stat().st_mtime_ns, (tmp_path / "work" / "data" / "spec.json").stat().st_mtime_ns)
     again = CliRunner().invoke(app, ["pretrain", str(tmp_path / "work"), "--params", str(params)])
-    assert again.exit_code == 0 and "reused" in again.output + str(again.stderr_bytes or b"")
+    assert again.exit_code == 0, again.output  # a finished run and its set are reused, not made again
+    assert (trained.stat().st_mtime_ns, (tmp_path / "work" / "data" / "spec.json").stat().st_mtime_ns) == before
     other = write_params(tmp_path / "other.yaml", pretrain__images=11, pretrain__val_images=2, pretrain__epochs=1)
     refused = CliRunner().invoke(app, ["pretrain", str(tmp_path / "work"), "--params", str(other)])
-    assert refused.exit_code == 2 and "other settings (n_train)" in refused.output
+    assert refused.exit_code == 2 and "error:" in refused.output and "spec.json" in refused.output
