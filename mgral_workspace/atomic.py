@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +42,23 @@ def make_temp_dir(prefix: str, parent: str | os.PathLike) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(path, default_mode(directory=True))
     return path
+
+
+def write_directory_atomically(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Build a folder beside `target` with `write(tmp)`, then rename it into place; on any failure
+    nothing is left behind. `target` may exist only as an empty folder (it is replaced)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(f".{target.name}.", target.parent)
+    try:
+        write(tmp)
+        if target.exists():
+            target.rmdir()
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
 
 
 @contextmanager

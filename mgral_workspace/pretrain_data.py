@@ -15,8 +15,6 @@ labels/{train,val}/<id>.txt (YOLO), data.yaml, spec.json (the PretrainSpec that 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from mgral_formats.yolo import format_yolo_label
+from mgral_workspace.atomic import write_directory_atomically
 
 SHAPE_CLASSES = ("ellipse", "pentagon", "arrow", "crescent", "heart", "trapezoid", "blob")
 GLYPHS = ("A", "E", "K", "R", "3", "7", "Z")  # no O/0 (ring-like), X/+ (cross-like), no triangle-like glyphs
@@ -246,17 +245,7 @@ def generate_pretrain_dataset(spec: PretrainSpec, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir}: already exists and is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        _write_all(spec, tmp)
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return write_directory_atomically(out_dir, lambda tmp: _write_all(spec, tmp))
 
 
 def _write_all(spec: PretrainSpec, root: Path) -> None:

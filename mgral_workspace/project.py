@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from mgral_core import __version__
 from mgral_formats.common import ImportedDataset, ImportReport, exif_orientation
 from mgral_formats.yolo import format_yolo_label, load_yolo
-from mgral_workspace.atomic import make_temp_dir
+from mgral_workspace.atomic import write_directory_atomically
 from mgral_workspace.pool import PoolState
 from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
 
@@ -158,17 +158,8 @@ def init_project(project_dir: str | Path, dataset: ImportedDataset, *, simulate:
         if not any(not dataset.images[i].labeled for i in pool_rows) and not visible:
             raise ValueError("no pool image left to label or to train on")
 
-    project.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(f".{project.name}.", project.parent)
-    try:
-        _write_project(tmp, dataset, splits, visible, simulate, metadata, report, created_from)
-        if project.exists():
-            project.rmdir()
-        tmp.rename(project)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return project
+    return write_directory_atomically(project, lambda tmp: _write_project(
+        tmp, dataset, splits, visible, simulate, metadata, report, created_from))
 
 
 def _carved_from(labeled: int, fractions: dict[str, float]) -> dict[str, int]:

@@ -6,7 +6,6 @@ Deterministic from a seed (same seed, byte-identical files), written in YOLO lay
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pandas as pd
 import yaml
 
 from mgral_formats.yolo import format_yolo_label
-from mgral_workspace.atomic import make_temp_dir
+from mgral_workspace.atomic import write_directory_atomically
 
 DEFAULT_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star", "diamond", "hexagon")
 DEFAULT_CLASS_WEIGHTS = (0.30, 0.22, 0.16, 0.11, 0.08, 0.06, 0.045, 0.025)
@@ -216,17 +215,7 @@ def generate_dataset(spec: SyntheticSpec, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir}: already exists and is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(f".{out_dir.name}.", out_dir.parent)
-    try:
-        _write_all(spec, tmp)
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return write_directory_atomically(out_dir, lambda tmp: _write_all(spec, tmp))
 
 
 def _write_all(spec: SyntheticSpec, root: Path) -> None:
