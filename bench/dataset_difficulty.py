@@ -20,6 +20,23 @@ from mgral_workspace.project import init_from_synthetic, load_project_info
 from mgral_workspace.synthetic import SyntheticSpec
 
 
+def revealed_builtin_project(params, project: Path):
+    """The built-in simulation project with every pool label revealed (the full-pool upper bound; bench only).
+
+    Returns (project, pool state, project info); the initially labeled ids stay `pool.labeled_pool_ids`.
+    """
+    d = params.dataset
+    init_from_synthetic(project, SyntheticSpec(seed=d.seed, image_size=d.image_size, n_pool=d.n_pool,
+                                               n_val=d.n_val, n_test=d.n_test),
+                        params.simulation.initial_labeled, params.simulation.seed)
+    pool, info = PoolState.load(project), load_project_info(project)
+    for image_id in pool.ids("pool"):
+        src = info.oracle_dir / f"{image_id}.txt"
+        if src.exists():
+            (info.labels_dir / f"{image_id}.txt").write_text(src.read_text())
+    return project, pool, info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
@@ -28,19 +45,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/dataset_difficulty.json")
     args = parser.parse_args()
     params = load_params(args.params)
-    d = params.dataset
     epochs = args.epochs or params.detector.epochs
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp) / "project"
-        init_from_synthetic(project, SyntheticSpec(seed=d.seed, image_size=d.image_size, n_pool=d.n_pool,
-                                                   n_val=d.n_val, n_test=d.n_test),
-                            params.simulation.initial_labeled, params.simulation.seed)
-        pool, info = PoolState.load(project), load_project_info(project)
+        project, pool, info = revealed_builtin_project(params, Path(tmp) / "project")
         all_pool = [project / "images" / Path(f).name for f in pool.files(pool.ids("pool"))]
-        for image_id in pool.ids("pool"):  # full-pool upper bound: reveal every label (bench only)
-            src = info.oracle_dir / f"{image_id}.txt"
-            if src.exists():
-                (info.labels_dir / f"{image_id}.txt").write_text(src.read_text())
         results = {}
         for name, train, n_epochs in (("initial", [project / f for f in pool.files(pool.labeled_pool_ids)], epochs),
                                       ("full_pool", all_pool, args.full_epochs)):

@@ -23,10 +23,9 @@ from pathlib import Path
 from mgral_backends.ultralytics.detector import train_detector, write_data_yaml
 from mgral_workspace.config import load_params
 from mgral_workspace.cycle_steps import evaluate_split
-from mgral_workspace.pool import PoolState
-from mgral_workspace.project import init_from_synthetic, load_project_info
 from mgral_workspace.provenance import cpu_model
-from mgral_workspace.synthetic import SyntheticSpec
+
+from dataset_difficulty import revealed_builtin_project  # bench/ is on sys.path when run as a script
 
 CELLS = ("scratch/initial", "pretrained/initial", "pretrained/full_pool", "scratch/full_pool")
 
@@ -45,7 +44,6 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="measure every cell again")
     args = parser.parse_args()
     params = load_params(args.params)
-    d = params.dataset
     out = Path(args.out)
     results = {} if args.fresh or not out.exists() else json.loads(out.read_text())
     results.setdefault("machine", {"cpu": cpu_model(), "nproc": os.cpu_count()})
@@ -57,17 +55,9 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown cells {unknown}; choose from {CELLS}")
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp) / "project"
-        init_from_synthetic(project, SyntheticSpec(seed=d.seed, image_size=d.image_size, n_pool=d.n_pool,
-                                                   n_val=d.n_val, n_test=d.n_test),
-                            params.simulation.initial_labeled, params.simulation.seed)
-        pool, info = PoolState.load(project), load_project_info(project)
+        project, pool, info = revealed_builtin_project(params, Path(tmp) / "project")
         initial = [project / f for f in pool.files(pool.labeled_pool_ids)]
         full = [project / "images" / Path(f).name for f in pool.files(pool.ids("pool"))]
-        for image_id in pool.ids("pool"):  # full-pool upper bound: reveal every label (bench only)
-            src = info.oracle_dir / f"{image_id}.txt"
-            if src.exists():
-                (info.labels_dir / f"{image_id}.txt").write_text(src.read_text())
         val = [project / f for f in pool.files(pool.ids("val"))]
         for cell in todo:
             start_kind, train_set = cell.split("/")
