@@ -22,7 +22,7 @@ from mgral_workspace.config import DetectorParams
 from mgral_core.detections import Detections
 from mgral_backends.protocol import DetectorError, TrainedDetector, TrainingDiverged
 from mgral_backends.ultralytics.env import YOLO
-from mgral_backends.ultralytics.pretrained import resolve_pretrained, yolo_with_pretrained
+from mgral_backends.ultralytics.pretrained import load_pretrained, resolve_pretrained
 from mgral_backends.ultralytics.trainer import detection_trainer
 
 from ultralytics.data.augment import LetterBox  # noqa: E402  (after ultralytics_env)
@@ -92,11 +92,12 @@ def _resolve_model(params: DetectorParams, init_weights: Path | None) -> str:
 def _start_model(params: DetectorParams, init_weights: Path | None) -> YOLO:
     """The YOLO to train: warm-start weights, the user's .pt, the yaml with a pretrained start, or the bare yaml."""
     model = _resolve_model(params, init_weights)
+    yolo = YOLO(model)
     if init_weights is None and not model.endswith(".pt"):
         pretrained = resolve_pretrained(params.pretrained)
         if pretrained is not None:
-            return yolo_with_pretrained(model, pretrained)
-    return YOLO(model)
+            load_pretrained(yolo, model, pretrained)
+    return yolo
 
 
 def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, epochs: int,

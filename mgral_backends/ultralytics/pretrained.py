@@ -108,17 +108,21 @@ def donor_model(pretrained: str | Path, model_yaml: str) -> tuple[torch.nn.Modul
     return model, len(matched)
 
 
-def yolo_with_pretrained(model_yaml: str, pretrained: str | Path) -> YOLO:
-    """A YOLO built from its yaml whose training starts from the pretrained layers (the rest fresh).
+def load_pretrained(yolo: YOLO, model_yaml: str, pretrained: str | Path) -> YOLO:
+    """Seed a YOLO built from `model_yaml` with the pretrained layers (the rest fresh); returns it.
 
     `YOLO.load(module)` marks the model as seeded, so `YOLO.train` transfers every matching tensor
     into the model it builds for the dataset's classes (Ultralytics' own fine-tuning path).
     """
     donor, n = donor_model(pretrained, model_yaml)
-    yolo = YOLO(model_yaml)
     yolo.load(donor)
     log.info("pretrained start: %d tensors from %s", n, pretrained)
     return yolo
+
+
+def yolo_with_pretrained(model_yaml: str, pretrained: str | Path) -> YOLO:
+    """A YOLO built from its yaml whose training starts from the pretrained layers."""
+    return load_pretrained(YOLO(model_yaml), model_yaml, pretrained)
 
 
 def resolve_pretrained(value: str | None) -> Path | None:
