@@ -86,7 +86,10 @@ def donor_model(pretrained: str | Path, model_yaml: str) -> tuple[torch.nn.Modul
         if not pretrained.is_file():
             raise
         data = None
-    with contextlib.redirect_stdout(io.StringIO()):
+    # the layers not transferred (the head) start from this model's init, and training copies them:
+    # seed it, or two identical runs would start (and end) differently
+    with contextlib.redirect_stdout(io.StringIO()), torch.random.fork_rng():
+        torch.manual_seed(0)
         model = DetectionModel(model_yaml, verbose=False)
     own = model.state_dict()
     if data is not None:
