@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import subprocess
@@ -11,15 +10,14 @@ from dataclasses import asdict, is_dataclass
 from importlib import metadata
 from pathlib import Path
 
+from mgral_formats.image_folder import content_hash
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a file's bytes (the same digest the import uses to find duplicate images)."""
+    return content_hash(Path(path))
 
 
 def git_commit(repo: Path = REPO) -> str:
