@@ -67,13 +67,24 @@ def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
     previous = _previous_weights(project, cycle) if params.detector.warm_start else None
     epochs = params.detector.finetune_epochs if previous else params.detector.epochs
     log(f"cycle {cycle}: training detector on {len(train_ids)} labeled images for {epochs} epochs"
-        + (f" (warm start from {previous.parent.parent.name})" if previous else " (from scratch)"))
+        + f" ({_training_start(params.detector, previous)})")
     backend = get_backend(params.detector) if backend is None else backend
     trained = backend.train([project / f for f in pool.files(train_ids)], [project / f for f in pool.files(val_ids)],
                             info.class_names, out, epochs=epochs, init_weights=previous,
                             seed=seed_for(params.detector.seed, cycle, "detector"))
     write_json_atomic(done, {**asdict(trained), "weights": str(trained.weights), "labeled": len(train_ids)})
     return trained
+
+
+def _training_start(detector: DetectorParams, previous: Path | None) -> str:
+    """Where a detector training starts, as the cycle log says it."""
+    if previous is not None:
+        return f"warm start from {previous.parent.parent.name}"
+    if str(detector.model).endswith(".pt"):
+        return f"from {detector.model}"
+    if detector.pretrained is not None:
+        return f"from the pretrained start {detector.pretrained!r}, head new"
+    return "from scratch"
 
 
 def _previous_weights(project: Path, cycle: int) -> Path | None:
