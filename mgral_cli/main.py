@@ -407,6 +407,11 @@ def cycle(project: Path = typer.Argument(..., help="project directory"),
     else:
         console.print(f"cycle {result['cycle']}: test mAP50-95 {result['map50_95']:.4f} with {result['labeled']} "
                       f"labeled; selected {len(result['selected'])} images; MLflow run {result['run_id']}")
+    if result.get("registered"):
+        registered = result["registered"]
+        console.print(f"detector registered as {registered['uri']} ({', '.join(registered['aliases'])}); "
+                      f"load it with mlflow.pyfunc.load_model('models:/{registered['name']}@champion')",
+                      markup=False, highlight=False)
     for warning in result.get("warnings", []):
         err_console.print(f"WARNING: {warning}", markup=False, highlight=False, soft_wrap=True)
     if result.get("export"):

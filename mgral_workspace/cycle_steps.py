@@ -18,7 +18,7 @@ import numpy as np
 from mgral_core.seeding import seed_for
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.config import DetectorParams, Params
-from mgral_backends import DetectorBackend, TrainedDetector, get_backend
+from mgral_backends import DetectorBackend, ServingModel, TrainedDetector, get_backend
 from mgral_core.evaluation import evaluate_detections
 from mgral_workspace.batch_export import export_batch
 from mgral_workspace.inference_cache import InferenceResult, load_inference, save_inference
@@ -132,6 +132,15 @@ def infer_pool(project_dir: str | Path, weights: Path, detector: DetectorParams,
     backend = get_backend(detector) if backend is None else backend
     detections, embeddings = backend.predict(weights, [project / f for f in pool.files(ids)], progress=progress)
     return save_inference(path, InferenceResult(ids, embeddings, detections))
+
+
+def serving_model(project_dir: str | Path, params: Params, weights: Path, out_dir: Path,
+                  backend: DetectorBackend | None = None) -> ServingModel:
+    """The cycle's detector as a stand-alone predictor written into `out_dir`, with the project's class names
+    (`DetectorBackend.serving_model`): what the model registry stores. `backend` defaults to
+    `get_backend(params.detector)`."""
+    backend = get_backend(params.detector) if backend is None else backend
+    return backend.serving_model(weights, load_project_info(project_dir).class_names, Path(out_dir))
 
 
 def pool_view(project_dir: str | Path, inference_path: Path) -> PoolView:
