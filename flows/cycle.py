@@ -38,7 +38,7 @@ Budget = Annotated[int, Field(ge=1)]
 @flow(name="mgral", log_prints=True)
 def mgral_cycle(project_dir: str, strategy: StrategyName | None = None, budget: Budget | None = None,
                 params_file: str | None = None, parent_run_id: str | None = None,
-                select: bool = True, register: bool = True) -> dict:
+                select: bool = True, register_detector: bool = True) -> dict:
     """Run one cycle on a project.
 
     Simulation: the oracle labels the selected batch at once. Real use: annotations waiting in
@@ -53,15 +53,15 @@ def mgral_cycle(project_dir: str, strategy: StrategyName | None = None, budget: 
         params_file: parameter file (default: the project's params.yaml).
         parent_run_id: MLflow run of a campaign this cycle belongs to.
         select: False trains and evaluates only (the last point of a campaign's learning curve).
-        register: False keeps the detector out of the MLflow Model Registry (a campaign's cycles); True
-            registers it when tracking.register_detector is set.
+        register_detector: False keeps the detector out of the MLflow Model Registry (a campaign's cycles);
+            True registers it when tracking.register_detector is set.
     """
     with project_lock(project_dir, "mgral cycle", wait_seconds=float(os.environ.get("MGRAL_LOCK_WAIT", "0"))):
-        return _run_cycle(project_dir, strategy, budget, params_file, parent_run_id, select, register)
+        return _run_cycle(project_dir, strategy, budget, params_file, parent_run_id, select, register_detector)
 
 
 def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, params_file: str | None,
-               parent_run_id: str | None, select: bool, register: bool) -> dict:
+               parent_run_id: str | None, select: bool, register_detector: bool) -> dict:
     logger = get_run_logger()
     params = resolve_params(project_dir, params_file, strategy=strategy, budget=budget)
     strategy, budget = params.selection.strategy, params.selection.budget
@@ -87,7 +87,7 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
     try:
         detector = train_detector_task(project_dir, params, cycle)
         evaluation = evaluate_task(project_dir, params, detector["weights"], "test", cycle, labeled)
-        if register and params.tracking.register_detector:
+        if register_detector and params.tracking.register_detector:
             registered = register_detector_task(project_dir, params, run_id, detector["weights"],
                                                 evaluation["map50_95"], cycle)
         selected: list[str] = []

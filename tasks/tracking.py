@@ -165,7 +165,7 @@ def _log_pyfunc(client: MlflowClient, run_id: str, serving: ServingModel) -> str
         if serving.params else None)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # an input example would be an image path that does not exist where the model is loaded
-        warnings.filterwarnings("ignore", message="An input example was not provided")
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
         path = Path(tmp) / DETECTOR_ARTIFACT
         mlflow.pyfunc.save_model(str(path), loader_module=serving.loader_module, data_path=str(serving.data_path),
                                  code_paths=[str(p) for p in serving.code_paths] or None,
