@@ -12,6 +12,7 @@ from mgral_backends.protocol import (
     ServingModel,
     TrainedDetector,
     TrainingDiverged,
+    serving_frame,
 )
 
 if TYPE_CHECKING:
@@ -47,4 +48,4 @@ def get_backend(params: DetectorParams, name: str | None = None) -> DetectorBack
 
 
 __all__ = ["BACKENDS", "SERVING_COLUMNS", "DetectorBackend", "DetectorError", "ServingModel", "TrainedDetector",
-           "TrainingDiverged", "get_backend"]
+           "TrainingDiverged", "get_backend", "serving_frame"]

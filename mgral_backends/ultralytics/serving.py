@@ -27,7 +27,7 @@ SETTINGS_FILE = "detector.json"
 # what this module imports, shipped with the model so that it loads where MGRAL is not installed
 CODE_PACKAGES = ("mgral_backends", "mgral_core", "mgral_workspace")
 REQUIREMENTS = ("ultralytics", "torch", "torchvision", "opencv-python", "numpy", "pandas", "pydantic", "pyyaml")
-_REPO = Path(__file__).resolve().parents[2]
+_PACKAGES_ROOT = Path(__file__).resolve().parents[2]  # the repository, or site-packages when installed
 
 
 def write_serving_model(weights: str | Path, class_names: Sequence[str], params: DetectorParams,
@@ -45,7 +45,7 @@ def write_serving_model(weights: str | Path, class_names: Sequence[str], params:
                 "batch": params.embed_batch, "device": params.device}
     (data / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
     for package in CODE_PACKAGES:
-        shutil.copytree(_REPO / package, code / package, ignore=shutil.ignore_patterns("__pycache__", "*.pt"))
+        shutil.copytree(_PACKAGES_ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__", "*.pt"))
     return ServingModel(loader_module=__name__, data_path=data,
                         code_paths=tuple(code / package for package in CODE_PACKAGES),
                         requirements=tuple(f"{name}=={metadata.version(name)}" for name in REQUIREMENTS),
