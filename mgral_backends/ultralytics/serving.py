@@ -32,13 +32,13 @@ _PACKAGES_ROOT = Path(__file__).resolve().parents[2]  # the repository, or site-
 
 def write_serving_model(weights: str | Path, class_names: Sequence[str], params: DetectorParams,
                         out_dir: Path) -> ServingModel:
-    """`out_dir/data`: `weights` and the settings `predict` reads (class names, imgsz, the confidence floor,
+    """`out_dir/detector`: `weights` and the settings `predict` reads (class names, imgsz, the confidence floor,
     batch and device of `params`: those of the cycle's own inference, so the boxes are the same);
     `out_dir/code`: the packages this module imports, without checkpoints (the pretrained start is not
     needed to predict)."""
     if not Path(weights).is_file():
         raise DetectorError(f"{weights}: weights not found")
-    data, code = out_dir / "data", out_dir / "code"
+    data, code = out_dir / "detector", out_dir / "code"  # MLflow stores them as data/detector and code/
     data.mkdir(parents=True, exist_ok=True)
     shutil.copy2(weights, data / WEIGHTS_FILE)
     settings = {"class_names": list(class_names), "imgsz": params.imgsz, "conf": params.predict_conf,
