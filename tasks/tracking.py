@@ -134,6 +134,7 @@ def register_detector(project_dir: str | Path, params: Params, run_id: str, serv
     """
     client = client_for(project_dir, params)[0]
     name = registered_model_name(project_dir, params)
+    _ensure_registered_model(client, name)
     version = _version_with_weights(client, name, weights_sha256)
     if version is None:
         source = _log_pyfunc(client, run_id, serving)
@@ -143,7 +144,7 @@ def register_detector(project_dir: str | Path, params: Params, run_id: str, serv
                   "mgral.weights_sha256": weights_sha256}).version
     client.set_registered_model_alias(name, LATEST_CYCLE, version)
     champion = _champion(client, name)
-    if champion is None or _test_map(champion) < float(test_map50_95):  # NaN never wins
+    if champion is None or _test_map(champion) < float(test_map50_95):  # a NaN never beats a champion
         client.set_registered_model_alias(name, CHAMPION, version)
         champion_version = version
     else:
@@ -174,7 +175,7 @@ def _log_pyfunc(client: MlflowClient, run_id: str, serving: ServingModel) -> str
     return f"{client.get_run(run_id).info.artifact_uri}/{DETECTOR_ARTIFACT}"
 
 
-def _registered_versions(client: MlflowClient, name: str) -> list:
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
@@ -185,12 +186,10 @@ def _registered_versions(client: MlflowClient, name: str) -> list:
             raise
         client.create_registered_model(name, description="MGRAL's detector, one version per cycle; aliases "
                                        f"'{CHAMPION}' (best test mAP50-95) and '{LATEST_CYCLE}'")
-        return []
-    return list(client.search_model_versions(f"name = '{name}'"))
 
 
 def _version_with_weights(client: MlflowClient, name: str, weights_sha256: str) -> str | None:
-    for found in _registered_versions(client, name):
+    for found in client.search_model_versions(f"name = '{name}'"):
         if found.tags.get("mgral.weights_sha256") == weights_sha256:
             return found.version
     return None
