@@ -47,7 +47,8 @@ def _run_campaign(project_dir: str, cycles: int | None, strategy: str | None, bu
         points = []
         for index in range(cycles + 1):
             last = index == cycles
-            result = mgral_cycle(project_dir, strategy, budget, params_file, parent_run_id=parent, select=not last)
+            result = mgral_cycle(project_dir, strategy, budget, params_file, parent_run_id=parent, select=not last,
+                                 register_detector=False)  # learning-curve points of a simulation, not detectors to serve
             points.append({"strategy": strategy, "cycle": result["cycle"], "labeled": result["labeled"],
                            "map50_95": result["map50_95"], "map50": result["map50"]})
             log_metrics_task(project_dir, params, parent, {"test_map50_95": result["map50_95"],

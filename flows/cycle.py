@@ -23,6 +23,7 @@ from tasks.tracking_tasks import (
     end_run_task,
     log_detector_health_task,
     log_strategy_outputs_task,
+    register_detector_task,
     set_tags_task,
     start_run_task,
 )
@@ -37,7 +38,7 @@ Budget = Annotated[int, Field(ge=1)]
 @flow(name="mgral", log_prints=True)
 def mgral_cycle(project_dir: str, strategy: StrategyName | None = None, budget: Budget | None = None,
                 params_file: str | None = None, parent_run_id: str | None = None,
-                select: bool = True) -> dict:
+                select: bool = True, register_detector: bool = True) -> dict:
     """Run one cycle on a project.
 
     Simulation: the oracle labels the selected batch at once. Real use: annotations waiting in
@@ -52,13 +53,15 @@ def mgral_cycle(project_dir: str, strategy: StrategyName | None = None, budget: 
         params_file: parameter file (default: the project's params.yaml).
         parent_run_id: MLflow run of a campaign this cycle belongs to.
         select: False trains and evaluates only (the last point of a campaign's learning curve).
+        register_detector: False keeps the detector out of the MLflow Model Registry (a campaign's cycles);
+            True registers it when tracking.register_detector is set.
     """
     with project_lock(project_dir, "mgral cycle", wait_seconds=float(os.environ.get("MGRAL_LOCK_WAIT", "0"))):
-        return _run_cycle(project_dir, strategy, budget, params_file, parent_run_id, select)
+        return _run_cycle(project_dir, strategy, budget, params_file, parent_run_id, select, register_detector)
 
 
 def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, params_file: str | None,
-               parent_run_id: str | None, select: bool) -> dict:
+               parent_run_id: str | None, select: bool, register_detector: bool) -> dict:
     logger = get_run_logger()
     params = resolve_params(project_dir, params_file, strategy=strategy, budget=budget)
     strategy, budget = params.selection.strategy, params.selection.budget
@@ -80,10 +83,13 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
     labeled = len(pool.labeled_pool_ids)
     run_id = start_run_task(project_dir, params, f"cycle {cycle}" if select else "final",
                             {"strategy": strategy, "cycle": str(cycle)}, parent_run_id)
-    export = None
+    export = registered = None
     try:
         detector = train_detector_task(project_dir, params, cycle)
         evaluation = evaluate_task(project_dir, params, detector["weights"], "test", cycle, labeled)
+        if register_detector and params.tracking.register_detector:
+            registered = register_detector_task(project_dir, params, run_id, detector["weights"],
+                                                evaluation["map50_95"], cycle)
         selected: list[str] = []
         inference = None
         if select and len(pool.unlabeled_pool_ids) > 0:
@@ -113,7 +119,7 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
     return {"status": "exported" if export else "done", "cycle": cycle, "labeled": labeled, "strategy": strategy,
             "run_id": run_id, "map50_95": evaluation["map50_95"], "map50": evaluation["map50"],
             "selected": selected, "per_class": evaluation["per_class"], "export": export, "warnings": warnings,
-            "project_dir": str(Path(project_dir).resolve())}
+            "registered": registered, "project_dir": str(Path(project_dir).resolve())}
 
 
 def _cold_start_cycle(project_dir: str, params, budget: int, gaps: list[str], parent_run_id: str | None) -> dict:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mgral_backends.protocol import DetectorBackend, DetectorError, TrainedDetector, TrainingDiverged
+from mgral_backends.protocol import (
+    SERVING_COLUMNS,
+    DetectorBackend,
+    DetectorError,
+    ServingModel,
+    TrainedDetector,
+    TrainingDiverged,
+    serving_frame,
+)
 
 if TYPE_CHECKING:
     from mgral_workspace.config import DetectorParams
@@ -39,4 +47,5 @@ def get_backend(params: DetectorParams, name: str | None = None) -> DetectorBack
     return factory(params)
 
 
-__all__ = ["BACKENDS", "DetectorBackend", "DetectorError", "TrainedDetector", "TrainingDiverged", "get_backend"]
+__all__ = ["BACKENDS", "SERVING_COLUMNS", "DetectorBackend", "DetectorError", "ServingModel", "TrainedDetector",
+           "TrainingDiverged", "get_backend", "serving_frame"]

@@ -1,4 +1,5 @@
-"""What a cycle needs from a detector backend: train, predict (detections + embeddings), head features.
+"""What a cycle needs from a detector backend: train, predict (detections + embeddings), head features, and
+a stand-alone predictor for the model registry.
 
 A backend holds its own settings (image size, confidence floor, batch, device); callers pass
 only data: image paths, ids, weights files and output folders.
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
 
 from mgral_core.detections import Detections
 
@@ -45,11 +47,50 @@ class TrainedDetector:
     epochs: int
 
 
+SERVING_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("image", "string"), ("class", "string"), ("score", "double"),
+    ("x1", "double"), ("y1", "double"), ("x2", "double"), ("y2", "double"))
+"""What a served detector's `predict` returns: one row per box (pixels of the original image), with its type."""
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """One trained detector as a stand-alone predictor, in files: what a model registry stores.
+
+    `loader_module` is MLflow's loader-module contract without MLflow: `_load_pyfunc(data_path)`
+    returns an object whose `predict(images, params=None)` gives a pandas DataFrame with
+    SERVING_COLUMNS. The module must import with only `code_paths` and `requirements` present.
+    """
+
+    loader_module: str
+    data_path: Path
+    """A folder: the weights and the settings the loader reads."""
+    code_paths: tuple[Path, ...]
+    """Packages the loader imports, shipped with the model (empty when they are installed anyway)."""
+    requirements: tuple[str, ...]
+    """pip requirements of the loader, pinned to the versions that trained the detector."""
+    params: dict[str, float]
+    """Inference parameters `predict` accepts, with their defaults (e.g. the confidence floor)."""
+
+
+def serving_frame(names: Sequence[str], detections: Sequence[Detections], class_names: Sequence[str]) -> pd.DataFrame:
+    """One row per box of `detections[i]`, labelled `names[i]`, in SERVING_COLUMNS order and types."""
+    rows = {column: [] for column, _ in SERVING_COLUMNS}
+    for name, found in zip(names, detections):
+        rows["image"] += [name] * len(found.scores)
+        rows["class"] += [class_names[c] for c in found.classes]
+        rows["score"] += found.scores.astype(np.float64).tolist()
+        for column, values in zip(("x1", "y1", "x2", "y2"), found.boxes_xyxy.astype(np.float64).T):  # (4, n)
+            rows[column] += values.tolist()
+    return pd.DataFrame({column: pd.Series(rows[column], dtype="object" if kind == "string" else "float64")
+                         for column, kind in SERVING_COLUMNS})
+
+
 @runtime_checkable
 class DetectorBackend(Protocol):
     """The detector behind a cycle: one object per detector configuration.
 
-    `isinstance(obj, DetectorBackend)` checks only that the five methods exist, not their signatures.
+    `isinstance(obj, DetectorBackend)` checks only that the six methods exist, not their signatures.
     """
 
     def train(self, train_images: Sequence[str | Path], val_images: Sequence[str | Path],
@@ -77,6 +118,13 @@ class DetectorBackend(Protocol):
         The user's own checkpoint when the configuration names one, or the model with its pretrained start
         written as a checkpoint under `out_dir`; None when training starts from random weights (its
         embeddings would say nothing). Raises DetectorError when the configured start does not exist.
+        """
+        ...
+
+    def serving_model(self, weights: str | Path, class_names: Sequence[str], out_dir: Path) -> ServingModel:
+        """Write a stand-alone predictor of `weights` into `out_dir` (the weights copied, the inference settings
+        beside them): the model registry's version of a cycle's detector. Its `predict` gives the same boxes
+        as `predict` here. Raises DetectorError when `weights` does not exist.
         """
         ...
 

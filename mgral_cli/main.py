@@ -236,8 +236,9 @@ def import_(project: Path = typer.Argument(..., help="project directory"),
 
     The merge and its git/DVC commit happen under the project lock: one commit per import.
     MGRAL_LOCK_WAIT=SECONDS waits for a busy project instead of refusing at once. When the import
-    completes the batch (annotation.min_labeled_fraction), the Prefect event mgral.batch.labeled is
-    emitted to the server in PREFECT_API_URL, if one is set.
+    ends the wait for labels (the batch reaches annotation.min_labeled_fraction and no val/test image a
+    first detector needs is still out), the Prefect event mgral.batch.labeled is emitted to the server
+    in PREFECT_API_URL, if one is set.
     """
     import tempfile
 
@@ -277,7 +278,7 @@ def _fetch_from_label_studio(url: str, ls_project: int, token_file: Path | None,
 
 def _import_source(project: Path, source: Path, replace: bool) -> None:
     from mgral_workspace.annotation_import import AnnotationImportError, import_annotations
-    from mgral_workspace.cycle_steps import batch_completed_by, open_batch_progress
+    from mgral_workspace.cycle_steps import labeling_wait, open_batch_progress, wait_ended_by
     from mgral_workspace.project_lock import ProjectLockedError, project_lock
     from tasks.versioning import VersioningError
 
@@ -291,7 +292,7 @@ def _import_source(project: Path, source: Path, replace: bool) -> None:
         _fail(f"MGRAL_LOCK_WAIT must be a number of seconds, got {os.environ['MGRAL_LOCK_WAIT']!r}")
     try:
         with project_lock(project, f"mgral import {source.name}", wait_seconds=wait):
-            before = open_batch_progress(project)
+            wait_before = labeling_wait(project, params.annotation.min_labeled_fraction)
             summary = import_annotations(project, source, replace=replace, keep_replaced=keep)
             if summary.changed and versioned:
                 from tasks.versioning import commit_pool, ensure_versioned
@@ -301,6 +302,8 @@ def _import_source(project: Path, source: Path, replace: bool) -> None:
                     f"imported labels for {len(summary.imported)} images" if summary.imported else "",
                     f"replaced labels of {len(summary.replaced)} images" if summary.replaced else "") if part)
                 commit = commit_pool(project, f"mgral: {what} from {source.name}")
+            wait_ended = wait_ended_by(wait_before, labeling_wait(project, params.annotation.min_labeled_fraction))
+            progress = open_batch_progress(project)
     except VersioningError as err:
         _fail(f"the labels were imported, but versioning them failed: {err}")
     except (AnnotationImportError, ProjectLockedError, ValueError, OSError) as err:  # ValueError: PoolStateError
@@ -313,9 +316,8 @@ def _import_source(project: Path, source: Path, replace: bool) -> None:
                   + (f"; replaced the labels of {len(summary.replaced)}" if summary.replaced else "")
                   + (f"; {len(summary.unchanged)} already imported, unchanged" if summary.unchanged else "")
                   + (f" (commit {commit[:8]})" if commit else ""))
-    after = open_batch_progress(project)
-    if batch_completed_by(before, after, params.annotation.min_labeled_fraction):
-        _announce_batch_labeled(project, after)
+    if wait_ended:
+        _announce_batch_labeled(project, progress)
     _status(project)
 
 
@@ -405,6 +407,11 @@ def cycle(project: Path = typer.Argument(..., help="project directory"),
     else:
         console.print(f"cycle {result['cycle']}: test mAP50-95 {result['map50_95']:.4f} with {result['labeled']} "
                       f"labeled; selected {len(result['selected'])} images; MLflow run {result['run_id']}")
+    if result.get("registered"):
+        registered = result["registered"]
+        console.print(f"detector registered as {registered['uri']} ({', '.join(registered['aliases'])}); "
+                      f"load it with mlflow.pyfunc.load_model('models:/{registered['name']}@champion')",
+                      markup=False, highlight=False)
     for warning in result.get("warnings", []):
         err_console.print(f"WARNING: {warning}", markup=False, highlight=False, soft_wrap=True)
     if result.get("export"):

@@ -313,6 +313,18 @@ class TrackingParams(_Section):
     uri: str | None = Field(None, description="default: sqlite:///<project>/mlflow.db")
     experiment: str | None = Field(None, description="default: mgral-<project directory name>")
     version_pool: bool = Field(True, description="commit pool.csv and labels/ with DVC (+ git) after every change")
+    register_detector: bool = Field(
+        True, description="register every cycle's detector in the MLflow Model Registry (an MLflow pyfunc; aliases "
+        "'champion', the best test mAP50-95, and 'latest-cycle'); a campaign's and a benchmark's cycles never do")
+    registered_model: str | None = Field(
+        None, description="the registered model's name; default: mgral-<project directory name>-detector")
+
+    @field_validator("registered_model")
+    @classmethod
+    def _check_registered_model(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "/:'\"")):
+            raise ValueError(f"a registered model name must be non-empty without '/', ':' or quotes, got {value!r}")
+        return value
 
 
 class BenchmarkProfile(_Section):
@@ -354,7 +366,8 @@ class BenchmarkProfile(_Section):
                                                                    "diagnostics": self.lookup_diagnostics}),
             "agent": params.agent.model_copy(update={"iterations": self.agent_iterations}),
             "tracking": params.tracking.model_copy(update={"uri": f"sqlite:///{(out / 'mlflow.db').resolve()}",
-                                                           "experiment": "mgral-benchmark", "version_pool": False}),
+                                                           "experiment": "mgral-benchmark", "version_pool": False,
+                                                           "register_detector": False}),
         })
 
     @field_validator("strategies")

@@ -18,7 +18,7 @@ import numpy as np
 from mgral_core.seeding import seed_for
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.config import DetectorParams, Params
-from mgral_backends import DetectorBackend, TrainedDetector, get_backend
+from mgral_backends import DetectorBackend, ServingModel, TrainedDetector, get_backend
 from mgral_core.evaluation import evaluate_detections
 from mgral_workspace.batch_export import export_batch
 from mgral_workspace.inference_cache import InferenceResult, load_inference, save_inference
@@ -143,6 +143,15 @@ def infer_pool(project_dir: str | Path, weights: Path, detector: DetectorParams,
     backend = get_backend(detector) if backend is None else backend
     detections, embeddings = backend.predict(weights, [project / f for f in pool.files(ids)], progress=progress)
     return save_inference(path, InferenceResult(ids, embeddings, detections))
+
+
+def serving_model(project_dir: str | Path, params: Params, weights: Path, out_dir: Path,
+                  backend: DetectorBackend | None = None) -> ServingModel:
+    """The cycle's detector as a stand-alone predictor written into `out_dir`, with the project's class names
+    (`DetectorBackend.serving_model`): what the model registry stores. `backend` defaults to
+    `get_backend(params.detector)`."""
+    backend = get_backend(params.detector) if backend is None else backend
+    return backend.serving_model(weights, load_project_info(project_dir).class_names, Path(out_dir))
 
 
 def pool_view(project_dir: str | Path, inference_path: Path) -> PoolView:
@@ -270,15 +279,15 @@ def labeling_wait(project_dir: str | Path, min_labeled_fraction: float) -> str |
     return None
 
 
-def batch_completed_by(before: tuple[int, int, int], after: tuple[int, int, int], min_fraction: float) -> bool:
-    """True when an import took the open batch from below `min_fraction` labeled to at least it.
+def wait_ended_by(wait_before: str | None, wait_after: str | None) -> bool:
+    """True when an import ended a cycle's wait: `labeling_wait` gave a reason before it and None after.
 
-    `before` and `after` are `open_batch_progress` around the import. A batch that was already past
-    the fraction, or an import into another batch, is not a completion: each batch completes once.
+    This is the moment the next cycle can go on: the open batch reached the labeled fraction, or
+    (cold start) the val/test images that went out with a batch already past it came back. An import
+    that leaves the wait in place, or one after the wait had ended, is not: each wait ends once.
     """
-    (cycle, done_before, total), (cycle_after, done_after, _) = before, after
-    return (total > 0 and cycle == cycle_after and done_before < min_fraction * total
-            and done_after >= min_fraction * total)
+    return wait_before is not None and wait_after is None
+
 
 def hand_out_batch(project_dir: str | Path, ids: Sequence[str], cycle: int, inference_path: Path,
                    model_version: str, prelabel_conf: float) -> Path:

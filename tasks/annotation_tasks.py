@@ -15,13 +15,14 @@ from tasks.events import IMPORTED_BY_CYCLE, emit_batch_labeled
 
 @task(name="import-inbox")
 def import_inbox_task(project_dir: str, min_labeled_fraction: float) -> dict:
-    """Import the inbox; when that completes the open batch, emit `mgral.batch.labeled` (as this cycle's)."""
+    """Import the inbox; when that ends the wait for labels (`cycle_steps.wait_ended_by`), emit
+    `mgral.batch.labeled` (as this cycle's)."""
     logger = get_run_logger()
-    before = steps.open_batch_progress(project_dir)
+    wait_before = steps.labeling_wait(project_dir, min_labeled_fraction)
     summary, errors = import_inbox(project_dir)
-    after = steps.open_batch_progress(project_dir)
-    if steps.batch_completed_by(before, after, min_labeled_fraction):
-        emit_batch_labeled(project_dir, after[0], after[1], after[2], IMPORTED_BY_CYCLE, logger)
+    if steps.wait_ended_by(wait_before, steps.labeling_wait(project_dir, min_labeled_fraction)):
+        batch, labeled, total = steps.open_batch_progress(project_dir)
+        emit_batch_labeled(project_dir, batch, labeled, total, IMPORTED_BY_CYCLE, logger)
     for error in errors:
         logger.warning(f"inbox: {error}")
     for warning in summary.warnings:

@@ -1,4 +1,6 @@
-"""The Prefect event MGRAL emits when an import completes a batch: `mgral.batch.labeled`.
+"""The Prefect event MGRAL emits when an import ends the wait for labels: `mgral.batch.labeled`.
+
+When to emit is `mgral_workspace.cycle_steps.wait_ended_by` (`labeling_wait` before and after the import).
 
 A deployment trigger in prefect.yaml runs `mgral/cycle` for the project named in the event, so
 labels landing start the next cycle. Emitting never fails an import: without a reachable Prefect

@@ -1,4 +1,5 @@
-"""MLflow tracking for MGRAL: one experiment per project, a parent run per campaign, a run per cycle.
+"""MLflow tracking for MGRAL: one experiment per project, a parent run per campaign, a run per cycle, and the
+project's detector in the Model Registry (a version per cycle, aliases `champion` and `latest-cycle`).
 
 All calls go through an explicit `MlflowClient` and run id (never the thread-local active run),
 so they are safe from Prefect's worker threads. This is the only package that imports mlflow.
@@ -9,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from mgral_backends.protocol import SERVING_COLUMNS, ServingModel
 from mgral_workspace.config import Params
 
 
@@ -106,3 +109,101 @@ def log_series(project_dir: str | Path, params: Params, run_id: str, series: Map
     for key, values in series.items():
         for i in range(0, len(values), max(1, len(values) // max_points)):
             client.log_metric(run_id, _metric_key(key), float(values[i]), step=i)
+
+
+CHAMPION, LATEST_CYCLE = "champion", "latest-cycle"
+TEST_MAP_TAG = "test_map50_95"  # a registered version's test mAP50-95: what `champion` is decided on
+DETECTOR_ARTIFACT = "registered_detector"
+
+
+def registered_model_name(project_dir: str | Path, params: Params) -> str:
+    """tracking.registered_model, else `mgral-<project dir name>-detector` with '/', ':' (MLflow refuses them)
+    and quotes (they would end a search filter) replaced by '_'."""
+    name = params.tracking.registered_model or f"mgral-{Path(project_dir).resolve().name}-detector"
+    return "".join("_" if c in "/:'\"" else c for c in name)
+
+
+def register_detector(project_dir: str | Path, params: Params, run_id: str, serving: ServingModel,
+                      test_map50_95: float, cycle: int, weights_sha256: str) -> dict[str, object]:
+    """Log `serving` to `run_id` as an MLflow pyfunc model and register it as a version of the project's model.
+
+    The version is tagged with its test mAP50-95, cycle and weights digest. `latest-cycle` always moves to
+    it; `champion` moves only when its test mAP50-95 is higher than the current champion's (or there is
+    none). A version with the same weights digest (a re-run of a cycle that was registered already) is
+    reused, not registered twice. Returns name, version, the aliases it holds and the champion's version.
+    """
+    client = client_for(project_dir, params)[0]
+    name = registered_model_name(project_dir, params)
+    _ensure_registered_model(client, name)
+    version = _version_with_weights(client, name, weights_sha256)
+    if version is None:
+        source = _log_pyfunc(client, run_id, serving)
+        version = client.create_model_version(
+            name, source, run_id=run_id, description=f"cycle {cycle} detector of {Path(project_dir).resolve()}",
+            tags={TEST_MAP_TAG: repr(float(test_map50_95)), "mgral.cycle": str(cycle),
+                  "mgral.weights_sha256": weights_sha256}).version
+    client.set_registered_model_alias(name, LATEST_CYCLE, version)
+    champion = _champion(client, name)
+    if champion is None or _test_map(champion) < float(test_map50_95):  # a NaN never beats a champion
+        client.set_registered_model_alias(name, CHAMPION, version)
+        champion_version = version
+    else:
+        champion_version = champion.version
+    aliases = [LATEST_CYCLE] + ([CHAMPION] if str(champion_version) == str(version) else [])
+    return {"name": name, "version": int(version), "aliases": aliases, "champion": int(champion_version),
+            "uri": f"models:/{name}/{version}"}
+
+
+def _log_pyfunc(client: MlflowClient, run_id: str, serving: ServingModel) -> str:
+    """Save `serving` as a pyfunc model (loader-module flavor) and log it under the run; its artifact URI."""
+    import mlflow.pyfunc
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    signature = ModelSignature(
+        outputs=Schema([ColSpec(kind, column) for column, kind in SERVING_COLUMNS]),
+        params=ParamSchema([ParamSpec(key, "double", value) for key, value in serving.params.items()])
+        if serving.params else None)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # an input example would be an image path that does not exist where the model is loaded
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
+        path = Path(tmp) / DETECTOR_ARTIFACT
+        mlflow.pyfunc.save_model(str(path), loader_module=serving.loader_module, data_path=str(serving.data_path),
+                                 code_paths=[str(p) for p in serving.code_paths] or None,
+                                 pip_requirements=list(serving.requirements), signature=signature)
+        client.log_artifacts(run_id, str(path), DETECTOR_ARTIFACT)
+    return f"{client.get_run(run_id).info.artifact_uri}/{DETECTOR_ARTIFACT}"
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        client.create_registered_model(name, description="MGRAL's detector, one version per cycle; aliases "
+                                       f"'{CHAMPION}' (best test mAP50-95) and '{LATEST_CYCLE}'")
+
+
+def _version_with_weights(client: MlflowClient, name: str, weights_sha256: str) -> str | None:
+    for found in client.search_model_versions(f"name = '{name}'"):
+        if found.tags.get("mgral.weights_sha256") == weights_sha256:
+            return found.version
+    return None
+
+
+def _champion(client: MlflowClient, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no champion yet
+        return None
+
+
+def _test_map(version) -> float:
+    value = float(version.tags.get(TEST_MAP_TAG, "nan"))
+    return value if value == value else float("-inf")

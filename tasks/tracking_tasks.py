@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 
+from mgral_workspace import cycle_steps as steps
 from mgral_workspace.config import Params
+from mgral_workspace.provenance import sha256_of
 from tasks import tracking
 
 
@@ -61,3 +65,18 @@ def log_detector_health_task(project_dir: str, params: Params, run_id: str, warn
 @task(name="set-tags")
 def set_tags_task(project_dir: str, params: Params, run_id: str, tags: Mapping[str, str]) -> None:
     tracking.set_tags(project_dir, params, run_id, tags)
+
+
+@task(name="register-detector")
+def register_detector_task(project_dir: str, params: Params, run_id: str, weights: str, test_map50_95: float,
+                           cycle: int) -> dict:
+    """The cycle's detector as a version of the project's registered model (`tracking.register_detector`):
+    name, version, the aliases it took and the champion's version."""
+    with tempfile.TemporaryDirectory(prefix="mgral-serving-") as tmp:
+        serving = steps.serving_model(project_dir, params, Path(weights), Path(tmp))
+        registered = tracking.register_detector(project_dir, params, run_id, serving, test_map50_95, cycle,
+                                                sha256_of(weights))
+    get_run_logger().info(f"cycle {cycle}: detector registered as {registered['uri']} "
+                          f"({', '.join(registered['aliases'])}; champion is version {registered['champion']})")
+    return registered
+

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mgral_backends.protocol import DetectorError, TrainedDetector
+from mgral_backends.protocol import DetectorError, ServingModel, TrainedDetector
 from mgral_backends.ultralytics.detector import load_detection_model, predict_images, train_detector, write_data_yaml
 from mgral_backends.ultralytics.pretrained import resolve_pretrained, yolo_with_pretrained
+from mgral_backends.ultralytics.serving import write_serving_model
 from mgral_backends.ultralytics.proxy_training import (
     HeadFeatures,
     HeadProxy,
@@ -70,6 +71,10 @@ class UltralyticsBackend:
             yolo.save(tmp)
             tmp.replace(target)
         return target
+
+    def serving_model(self, weights: str | Path, class_names: Sequence[str], out_dir: Path) -> ServingModel:
+        """`serving.write_serving_model`: the .pt, the inference settings of `predict` and the code, in `out_dir`."""
+        return write_serving_model(weights, class_names, self.params, Path(out_dir))
 
     def head_features(self, weights: str | Path, paths: Sequence[str | Path], ids: Sequence[str], *,
                       progress: Callable[[int], None] | None = None) -> HeadFeatures:

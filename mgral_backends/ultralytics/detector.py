@@ -160,14 +160,28 @@ def load_detection_model(weights: str | Path, device: str = "cpu") -> torch.nn.M
     return model.to(device).float().eval()
 
 
-def letterbox_batch(paths: Sequence[str | Path], imgsz: int, stride: int) -> tuple[torch.Tensor, list]:
-    """Read images, letterbox to imgsz; returns (B, 3, S, S) float tensor in [0, 1] and original shapes."""
+def read_bgr(image: str | Path | np.ndarray) -> np.ndarray:
+    """An image as Ultralytics reads it, (H, W, 3) BGR uint8: from a file, or from an (H, W, 3) uint8 RGB array
+    (the order PIL, imageio and matplotlib use). Raises DetectorError for anything else, naming it."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise DetectorError(f"an image array must be (H, W, 3) uint8 RGB, got shape {image.shape} "
+                                f"dtype {image.dtype}")
+        return np.ascontiguousarray(image[..., ::-1])
+    bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)  # (H, W, 3) BGR uint8
+    if bgr is None:
+        raise DetectorError(f"{image}: cannot be read as an image")
+    return bgr
+
+
+def letterbox_batch(images: Sequence[str | Path | np.ndarray], imgsz: int,
+                    stride: int) -> tuple[torch.Tensor, list]:
+    """Read images (paths or RGB arrays, `read_bgr`), letterbox to imgsz; returns (B, 3, S, S) float tensor in
+    [0, 1] and original shapes."""
     letterbox = LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=stride)
     tensors, shapes = [], []
-    for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # (H, W, 3) BGR uint8
-        if image is None:
-            raise DetectorError(f"{path}: cannot be read as an image")
+    for item in images:
+        image = read_bgr(item)
         shapes.append(image.shape[:2])
         boxed = letterbox(image=image)
         tensors.append(torch.from_numpy(np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1))))
@@ -178,18 +192,28 @@ def _embedding_layer(model: torch.nn.Module) -> int:
     return len(model.model) - 2  # second to last layer, as Ultralytics' own `embed` (256-d for yolov8n)
 
 
-@torch.no_grad()
 def predict_images(weights: str | Path, paths: Sequence[str | Path], *, imgsz: int, conf: float = 0.001,
                    iou: float = 0.7, max_det: int = 100, batch: int = 64, device: str = "cpu",
                    want_embeddings: bool = True,
                    progress: Callable[[int], None] | None = None) -> tuple[list[Detections], np.ndarray | None]:
-    """Run the detector once over `paths`: detections with class probabilities, and embeddings.
+    """Run the detector of `weights` once over `paths`: detections with class probabilities, and embeddings.
 
     Returns one Detections per path (boxes in original-image pixels) and, if asked, an (N, D)
     float32 array of image embeddings (global average pool of the second-to-last layer).
     Does not cache anything; callers decide where results live.
     """
-    model = load_detection_model(weights, device)
+    return detect_images(load_detection_model(weights, device), paths, imgsz=imgsz, conf=conf, iou=iou,
+                         max_det=max_det, batch=batch, device=device, want_embeddings=want_embeddings,
+                         progress=progress)
+
+
+@torch.no_grad()
+def detect_images(model: torch.nn.Module, images: Sequence[str | Path | np.ndarray], *, imgsz: int,
+                  conf: float = 0.001, iou: float = 0.7, max_det: int = 100, batch: int = 64, device: str = "cpu",
+                  want_embeddings: bool = True,
+                  progress: Callable[[int], None] | None = None) -> tuple[list[Detections], np.ndarray | None]:
+    """`predict_images` with a loaded DetectionModel (`load_detection_model`) and images given as paths or
+    (H, W, 3) uint8 RGB arrays (`read_bgr`): the one inference path of the cycle and of the registered model."""
     nc = int(model.nc)
     stride = int(max(int(model.stride.max()), 32))
     pooled: list[torch.Tensor] = []
@@ -201,8 +225,8 @@ def predict_images(weights: str | Path, paths: Sequence[str | Path], *, imgsz: i
         )
     detections: list[Detections] = []
     try:
-        for start in range(0, len(paths), batch):
-            chunk = paths[start:start + batch]
+        for start in range(0, len(images), batch):
+            chunk = images[start:start + batch]
             x, shapes = letterbox_batch(chunk, imgsz, stride)  # (B, 3, S, S)
             out = model(x.to(device))
             pred = out[0] if isinstance(out, (tuple, list)) else out  # (B, 4 + nc, A), sigmoid scores

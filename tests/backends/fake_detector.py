@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgral_backends.protocol import DetectorError, TrainedDetector
+from mgral_backends.protocol import DetectorError, ServingModel, TrainedDetector, serving_frame
 from mgral_core.detections import Detections
 
 
@@ -98,6 +98,19 @@ class FakeDetectorBackend:
         target.write_text(json.dumps({"fake": True, "start": str(self.start)}))
         return target
 
+    def serving_model(self, weights: str | Path, class_names: Sequence[str], out_dir: Path) -> ServingModel:
+        """`out_dir/fake_detector.json` (this detector's settings, the class names and the weights' JSON), loaded
+        by this module's `_load_pyfunc`; no code shipped (tests import it), no requirement."""
+        self.calls.append("serving_model")
+        if not Path(weights).exists():
+            raise DetectorError(f"{weights}: weights not found")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        settings = {"num_classes": self.num_classes, "dim": self.dim, "imgsz": self.imgsz,
+                    "finds_nothing": self.finds_nothing, "class_names": list(class_names),
+                    "weights": json.loads(Path(weights).read_text())}
+        (Path(out_dir) / "fake_detector.json").write_text(json.dumps(settings))
+        return ServingModel(__name__, Path(out_dir), (), (), {"conf": 0.0})
+
     def head_features(self, weights: str | Path, paths: Sequence[str | Path], ids: Sequence[str], *,
                       progress: Callable[[int], None] | None = None):
         """One (N, 4, 2, 2) float16 level of features per image, from the file names; image shapes imgsz x imgsz."""
@@ -138,3 +151,27 @@ class FakeRecordProxy:
         value = float(_rng("record", sorted(batch), seeds, pseudo).uniform())
         digest = hashlib.sha256(repr((sorted(batch), seeds, pseudo)).encode()).hexdigest()[:16]
         return RecordScore(value, value, 1 - value, 0.0, 1.0, 1 - value, 0.0, digest)
+
+
+class FakeServedDetector:
+    """What `_load_pyfunc` gives back: `predict(paths)` -> the boxes of `FakeDetectorBackend.detections`."""
+
+    def __init__(self, folder: str | Path):
+        settings = json.loads((Path(folder) / "fake_detector.json").read_text())
+        self.class_names, self.weights = settings.pop("class_names"), settings.pop("weights")
+        self.backend = FakeDetectorBackend(**settings)
+
+    def get_raw_model(self) -> dict:
+        """The weights file's JSON (what `train` wrote)."""
+        return self.weights
+
+    def predict(self, paths, params=None):
+        detections = [self.backend.detections(p) for p in paths]
+        keep = [d.scores >= (params or {}).get("conf", 0.0) for d in detections]
+        detections = [Detections(d.boxes_xyxy[k], d.scores[k], d.classes[k]) for d, k in zip(detections, keep)]
+        return serving_frame([str(p) for p in paths], detections, self.class_names)
+
+
+def _load_pyfunc(data_path: str) -> FakeServedDetector:
+    """The MLflow loader-module entry point of the fake detector's registered versions."""
+    return FakeServedDetector(data_path)

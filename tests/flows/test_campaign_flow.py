@@ -35,6 +35,7 @@ def test_three_cycle_campaign_is_tracked(strategy, tiny_project, prefect_harness
     parent = [r for r in runs if r.data.tags.get("kind") == "campaign"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     assert len(parent) == 1 and len(children) == 4
+    assert client.search_registered_models() == []  # a campaign's cycles are not registered detectors
     history = client.get_metric_history(parent[0].info.run_id, "test_map50_95")
     assert sorted(m.step for m in history) == [20, 28, 36, 44]
     first = next(r for r in children if r.data.tags["cycle"] == "1")

@@ -1,4 +1,4 @@
-"""mgral.batch.labeled: emitted once when an import completes the open batch, never failing the import."""
+"""mgral.batch.labeled: emitted once when an import ends the wait for labels, never failing the import."""
 
 import shutil
 
@@ -8,8 +8,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
 from mgral_cli.main import app
-from mgral_formats import load_dataset
-from mgral_workspace.cycle_steps import batch_completed_by
+from mgral_formats import load_dataset, load_unlabeled_folder
+from mgral_workspace.cycle_steps import labeling_wait, wait_ended_by
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import init_project
 from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
@@ -41,13 +41,86 @@ def _labels(tmp_path, answers, ids, name):
     return folder
 
 
-def test_batch_completed_by_counts_each_batch_once():
-    assert batch_completed_by((1, 1, 4), (1, 2, 4), 0.5)
-    assert batch_completed_by((1, 0, 4), (1, 4, 4), 1.0)
-    assert not batch_completed_by((1, 0, 4), (1, 1, 4), 0.5)  # still below
-    assert not batch_completed_by((1, 2, 4), (1, 3, 4), 0.5)  # was already past: completed before
-    assert not batch_completed_by((1, 1, 4), (2, 3, 4), 0.5)  # another batch
-    assert not batch_completed_by((0, 0, 0), (0, 0, 0), 0.5)  # no batch open
+def test_wait_ended_by_is_a_reason_before_and_none_after():
+    assert wait_ended_by("batch 1: 1/4 labeled; waiting for annotations", None)
+    assert not wait_ended_by("batch 1: 1/4 labeled; waiting", "batch 1: 1/4 labeled; waiting")  # still waiting
+    assert not wait_ended_by(None, None)  # the wait had ended before: no second event
+    assert not wait_ended_by(None, "batch 2: 0/4 labeled; waiting")
+
+
+@pytest.fixture
+def cold_start_batch(tmp_path):
+    """A real-use project after a cold start: made from unlabeled photos only (val/test carved out of them),
+    its batch 1 = 4 pool images + every val/test image; the annotators' answers beside it."""
+    data = generate_dataset(SyntheticSpec(seed=2, image_size=32, n_pool=12, n_val=4, n_test=4), tmp_path / "data")
+    photos, answers = tmp_path / "photos", tmp_path / "answers"
+    photos.mkdir(), answers.mkdir()
+    for image in (data / "images").rglob("*.png"):
+        shutil.copy(image, photos)
+    for label in (data / "labels").rglob("*.txt"):
+        shutil.copy(label, answers)
+    dataset, _ = load_unlabeled_folder(photos, load_dataset(data)[0].class_names)
+    project = init_project(tmp_path / "project", dataset, simulate=False, initial_labeled=0, min_eval_images=2)
+    write_params(project / "params.yaml", tracking__version_pool=False, annotation__min_labeled_fraction=0.5)
+    pool = PoolState.load(project)
+    batch, val, test = list(pool.unlabeled_pool_ids[:4]), list(pool.ids("val")), list(pool.ids("test"))
+    pool.mark_selected(batch + val + test, 1).save(project)
+    return project, answers, batch, val, test
+
+
+@pytest.fixture
+def announced(monkeypatch):
+    """Calls of emit_batch_labeled from both import paths, as (batch, labeled, total, imported_by); nothing is sent."""
+    import tasks.annotation_tasks
+    import tasks.events
+
+    calls = []
+
+    def record(project_dir, batch, labeled, total, imported_by, logger, wait=False):
+        calls.append((batch, labeled, total, imported_by))
+        return True
+
+    monkeypatch.setattr(tasks.events, "emit_batch_labeled", record)  # the CLI imports it when it announces
+    monkeypatch.setattr(tasks.annotation_tasks, "emit_batch_labeled", record)  # the cycle's inbox import
+    return calls
+
+
+def _import(path, project, folder, fraction=0.5):
+    """One import through `mgral import` ("cli") or through a cycle's inbox import ("inbox")."""
+    if path == "cli":
+        result = CliRunner().invoke(app, ["import", str(project), str(folder)])
+        assert result.exit_code == 0, result.output
+    else:
+        (project / "inbox").mkdir(exist_ok=True)
+        shutil.copytree(folder, project / "inbox" / folder.name)
+        with disable_run_logger():
+            assert import_inbox_task.fn(str(project), fraction)["errors"] == []
+
+
+@pytest.mark.parametrize("path, by", [("cli", "import"), ("inbox", "cycle")])
+def test_the_import_that_completes_the_batch_announces_it_once(open_batch, tmp_path, announced, path, by):
+    project, answers, batch = open_batch
+    for step, ids in enumerate([batch[:1], batch[1:2], batch[2:3]]):  # 1/4 below, 2/4 completes, 3/4 past
+        _import(path, project, _labels(tmp_path, answers, ids, f"part{step}"))
+        assert len(announced) == (0 if step == 0 else 1)
+    assert announced == [(1, 2, 4, by)]
+    assert labeling_wait(project, 0.5) is None
+
+
+@pytest.mark.parametrize("path, by", [("cli", "import"), ("inbox", "cycle")])
+def test_after_a_cold_start_the_import_that_brings_the_test_images_back_announces_it(cold_start_batch, tmp_path,
+                                                                                      announced, path, by):
+    project, answers, batch, val, test = cold_start_batch
+    total = len(batch) + len(val) + len(test)
+    _import(path, project, _labels(tmp_path, answers, batch + val, "pool_and_val"))  # past the fraction...
+    assert len(batch + val) >= 0.5 * total
+    assert "no labeled test image" in labeling_wait(project, 0.5)  # ...but no test image yet: still waiting
+    assert announced == []
+    _import(path, project, _labels(tmp_path, answers, test[:1], "test"))  # the wait ends here
+    assert labeling_wait(project, 0.5) is None
+    assert announced == [(1, len(batch + val) + 1, total, by)]
+    _import(path, project, _labels(tmp_path, answers, test[1:], "rest"))  # after the wait: no second event
+    assert len(announced) == 1
 
 
 @pytest.fixture
