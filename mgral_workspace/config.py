@@ -154,7 +154,8 @@ class LookupTableParams(_Section):
     mix_concentration: float = Field(0.7, gt=0, description="mixed batches: Dirichlet concentration "
                                      "(smaller = batches more concentrated on few clusters)")
     design_proposals: list[str] | None = Field(None, description="designed batches: baselines whose proposals "
-                                               "are records; null = every baseline")
+                                               "are records; null = every baseline but random (random batches "
+                                               "are a kind of their own)")
     design_random_share: float = Field(0.25, ge=0, le=1, description="designed batches: share of the records "
                                        "that are random batches")
     design_cross_share: float = Field(0.5, ge=0, le=1, description="designed batches: share of the perturbations "
@@ -208,10 +209,12 @@ class LookupTableParams(_Section):
                               swap_fractions=tuple(self.design_swap_fractions))
 
     def design_proposers(self) -> dict:
-        """{name: baseline} whose proposals a designed table holds, in registry (or given) order."""
+        """{name: baseline} whose proposals a designed table holds, in registry (or the given) order."""
         from mgral_core.strategies import BASELINE_STRATEGIES
 
-        names = list(BASELINE_STRATEGIES) if self.design_proposals is None else self.design_proposals
+        names = self.design_proposals
+        if names is None:  # random's proposal is one more random batch, and random batches are a kind of their own
+            names = [name for name in BASELINE_STRATEGIES if name != "random"]
         return {name: BASELINE_STRATEGIES[name] for name in names}
 
 
