@@ -140,9 +140,9 @@ class CampaignParams(_Section):
 
 
 class LookupTableParams(_Section):
-    """Per-cycle lookup table of proxy trainings on random batches (MGRAL inner loop)."""
+    """Per-cycle lookup table of proxy trainings on record batches (MGRAL inner loop)."""
 
-    records: int = Field(16, ge=2, description="random batches trained per cycle (paper: 200 VOC, 30 COCO)")
+    records: int = Field(16, ge=2, description="record batches trained per cycle (paper: 200 VOC, 30 COCO)")
     proxy: Literal["head", "full"] = Field(
         "head", description="record = 'head': final head layers fine-tuned on cached features (default, "
         "measured in docs/method.md) or 'full': the whole detector fine-tuned by the Ultralytics trainer")
