@@ -9,7 +9,9 @@ Copies the learning curves and first-cycle histograms into `--docs`, and writes:
                   paired difference to random (mean, and how many seeds it is positive in);
   mgral_cycles.md MGRAL's lookup-table diagnostics per seed and cycle (repeatability, fidelity,
                   leave-one-out Spearman, fallbacks, the agent's final estimated reward against the
-                  random-batch reference) from cycles/cycle_NNN/{lookup_table/diagnostics,mgral_summary}.json;
+                  random-batch reference) from cycles/cycle_NNN/{lookup_table/diagnostics,mgral_summary}.json,
+                  and with lookup_diagnostics the reward chain's fidelity on diverse batches and MGRAL's
+                  true-label value minus the best record's and the ceiling's (reward_chain.json);
   ceiling_cycles.md the oracle ceiling's own candidates per seed and cycle (true-label head-proxy values:
                   chosen, best proposal, mean random batch) from cycles/cycle_NNN/oracle_ceiling/candidates.json.
 The ceiling reads the oracle: every table names it `oracle_best_of_n (ceiling)`.
@@ -71,6 +73,8 @@ def mgral_table(bench: Path) -> pd.DataFrame:
         data = json.loads(summary.read_text())
         diagnostics = cycle_dir / "lookup_table" / "diagnostics.json"
         snr = json.loads(diagnostics.read_text()) if diagnostics.exists() else {}
+        chain_file = cycle_dir / "reward_chain.json"  # with lookup_diagnostics: links b and e of the reward chain
+        chain = json.loads(chain_file.read_text()) if chain_file.exists() else {}
         rows.append({"run": cycle_dir.parents[1].name, "seed": int(cycle_dir.parents[2].name.split("_")[1]),
                      "cycle": int(cycle_dir.name.split("_")[1]), "records": data.get("lookup_records"),
                      "repeatability": snr.get("repeatability"), "fidelity": snr.get("fidelity"),
@@ -78,7 +82,10 @@ def mgral_table(bench: Path) -> pd.DataFrame:
                      "far_queries": data.get("lookup_far_queries"), "candidates_read": data.get("agent_candidates_read"),
                      "table_mean": data.get("lookup_value_mean"), "table_std": data.get("lookup_value_std"),
                      "agent_final_reward": data.get("agent_final_reward"),
-                     "random_reference": data.get("lookup_reference_value")})
+                     "random_reference": data.get("lookup_reference_value"),
+                     **({"fidelity_diverse": chain.get("fidelity_diverse"),
+                         "mgral_minus_best_record": chain.get("mgral_minus_best_record"),
+                         "mgral_minus_ceiling": chain.get("mgral_minus_ceiling")} if chain else {})})
     return pd.DataFrame(rows)
 
 

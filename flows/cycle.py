@@ -14,9 +14,11 @@ from mgral_workspace import cycle_steps as steps
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 from mgral_workspace.project_lock import project_lock
+from mgral_workspace.reward_chain import chain_wanted
 from mgral_workspace.selection import check_strategy_allowed
 from tasks.annotation_tasks import export_batch_task, export_cold_start_task, import_inbox_task
 from tasks.detector_tasks import detector_health_task, evaluate_task, infer_pool_task, train_detector_task
+from tasks.mgral_tasks import reward_chain_task
 from tasks.reporting_tasks import log_cycle_task
 from tasks.selection_tasks import cold_start_select_task, oracle_annotate_task, select_batch_task
 from tasks.tracking_tasks import (
@@ -102,6 +104,9 @@ def _run_cycle(project_dir: str, strategy: str | None, budget: int | None, param
             selected, outputs = select_batch_task(project_dir, params, inference, cycle, strategy, budget,
                                                   detector["weights"])
             log_strategy_outputs_task(project_dir, params, run_id, outputs)
+            if chain_wanted(params, strategy, simulate):  # diagnostic: reads the oracle once the batch is saved
+                log_strategy_outputs_task(project_dir, params, run_id, reward_chain_task(
+                    project_dir, params, cycle, budget, detector["weights"], inference))
             if simulate:
                 oracle_annotate_task(project_dir, selected, cycle)
             else:

@@ -36,8 +36,10 @@ def lookup_task_runner(params: Params):
 
 @flow(name="mgral-lookup-table")
 def build_lookup_table(project_dir: str, params: Params, cycle: int, batches: list[list[str]], weights: str,
-                       inference_path: str) -> list[dict | None]:
+                       inference_path: str, designs: list[dict] | None = None) -> list[dict | None]:
     """Train one record per batch; returns each record's summary, or None where it failed.
+
+    `designs[i]` (kind, source, swap fraction of batch i; `record_plan`) is kept in record i's extras.
 
     With `lookup_table.diagnostics` (head proxy), every record is trained again with other seeds
     and, in simulation, with the oracle's labels of its batch; the table's repeatability and
@@ -47,7 +49,8 @@ def build_lookup_table(project_dir: str, params: Params, cycle: int, batches: li
     head_features_task(project_dir, params, cycle, weights)
     args = (unmapped(project_dir), unmapped(params), unmapped(cycle), list(range(len(batches))), batches,
             unmapped(weights), unmapped(inference_path))
-    results = [f.result(raise_on_failure=False) for f in lookup_record_task.map(*args)]
+    designs = [None] * len(batches) if designs is None else designs
+    results = [f.result(raise_on_failure=False) for f in lookup_record_task.map(*args, designs)]
     results = [r if isinstance(r, dict) else None for r in results]
     failed = sum(r is None for r in results)
     if failed:
@@ -67,7 +70,8 @@ def build_lookup_table(project_dir: str, params: Params, cycle: int, batches: li
 def fill_lookup_table(project_dir: str, params: Params, cycle: int, budget: int, weights: str,
                       inference_path: str) -> None:
     """The cycle's record batches, then the lookup-table subflow on the configured task runner."""
-    batches = record_batches_task(project_dir, params, cycle, budget, inference_path)
-    get_run_logger().info(f"cycle {cycle}: building a lookup table of {len(batches)} records")
+    plan = record_batches_task(project_dir, params, cycle, budget, inference_path)
+    get_run_logger().info(f"cycle {cycle}: building a lookup table of {len(plan)} records "
+                          f"({params.lookup_table.batch_sampling} batches)")
     build_lookup_table.with_options(task_runner=lookup_task_runner(params))(
-        project_dir, params, cycle, batches, weights, inference_path)
+        project_dir, params, cycle, [p["ids"] for p in plan], weights, inference_path, plan)

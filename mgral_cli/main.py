@@ -445,8 +445,9 @@ def demo(out: Path = typer.Option(Path("projects/demo"), help="project directory
          cycles: int = typer.Option(2, min=1, help="selection cycles (then a final train-and-evaluate); "
                                     "2 keeps the demo within 15 minutes on a 2-core CPU"),
          diagnostics: bool = typer.Option(False, "--diagnostics/--no-diagnostics",
-                                          help="also measure the lookup table's repeatability and fidelity every "
-                                               "cycle (lookup_table.diagnostics; about 1.5 min more per cycle)"),
+                                          help="also measure the lookup table's repeatability and fidelity and "
+                                               "the reward chain every cycle (lookup_table.diagnostics; about 1.5 "
+                                               "min more per cycle, plus two records per diverse batch)"),
          ) -> None:
     """The main job: built-in dataset -> project -> a short MGRAL campaign; prints where results are."""
     from flows.campaign import mgral_campaign

@@ -115,10 +115,14 @@ class RewardEstimator:
     def reference_value(self) -> float:
         """Mean value of the random-batch records: the expected value of a random batch.
 
-        Fallback records are excluded (their batches were chosen by the agent, not at random).
+        Fallback records are excluded (their batches were chosen by the agent, not at random). When
+        records say what their batch is (extras "kind", as a designed table's do), only those of kind
+        "random" count, if there are any.
         """
-        random_values = [r.value for r in self.records if not r.is_fallback]
-        return float(np.mean(random_values if random_values else self._values))
+        kept = [r for r in self.records if not r.is_fallback]
+        if any("kind" in r.extras for r in kept):
+            kept = [r for r in kept if r.extras.get("kind") == "random"] or kept
+        return float(np.mean([r.value for r in kept] if kept else self._values))
 
     def pairwise_distances(self) -> np.ndarray:
         """(R, R) record-to-record distances under the estimator's method (cached)."""

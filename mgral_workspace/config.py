@@ -140,18 +140,28 @@ class CampaignParams(_Section):
 
 
 class LookupTableParams(_Section):
-    """Per-cycle lookup table of proxy trainings on random batches (MGRAL inner loop)."""
+    """Per-cycle lookup table of proxy trainings on record batches (MGRAL inner loop)."""
 
-    records: int = Field(16, ge=2, description="random batches trained per cycle (paper: 200 VOC, 30 COCO)")
+    records: int = Field(16, ge=2, description="record batches trained per cycle (paper: 200 VOC, 30 COCO)")
     proxy: Literal["head", "full"] = Field(
         "head", description="record = 'head': final head layers fine-tuned on cached features (default, "
         "measured in docs/method.md) or 'full': the whole detector fine-tuned by the Ultralytics trainer")
-    batch_sampling: Literal["random", "mixed"] = Field(
-        "random", description="record batches: 'random' (the paper) or 'mixed' (cluster mix drawn from a "
-        "Dirichlet per batch, so records cover different batch compositions; docs/method.md)")
+    batch_sampling: Literal["random", "mixed", "designed"] = Field(
+        "random", description="record batches: 'random' (the paper), 'mixed' (cluster mix drawn from a "
+        "Dirichlet per batch, so records cover different batch compositions) or 'designed' (the baselines' "
+        "proposals, perturbations of them and random batches: what the agent will meet; docs/method.md)")
     mix_clusters: int = Field(8, ge=1, description="mixed batches: k-means clusters of the candidates' embeddings")
     mix_concentration: float = Field(0.7, gt=0, description="mixed batches: Dirichlet concentration "
                                      "(smaller = batches more concentrated on few clusters)")
+    design_proposals: list[str] | None = Field(None, description="designed batches: baselines whose proposals "
+                                               "are records; null = every baseline but random (random batches "
+                                               "are a kind of their own)")
+    design_random_share: float = Field(0.25, ge=0, le=1, description="designed batches: share of the records "
+                                       "that are random batches")
+    design_cross_share: float = Field(0.5, ge=0, le=1, description="designed batches: share of the perturbations "
+                                      "that swap in another proposal's images (the rest swap in random images)")
+    design_swap_fractions: list[float] = Field([0.25, 0.5, 0.75], min_length=1, description="designed batches: "
+                                               "shares of a proposal a perturbation replaces, used in turn")
     pseudo_conf: float = Field(0.5, gt=0, lt=1, description="confidence threshold for pseudo-labels")
     pseudo_ignore: float = Field(0.05, ge=0, lt=1, description="head proxy: B's unassigned anchors with a "
                                  "detector score >= this are left out of the class loss (0 = off)")
@@ -177,6 +187,49 @@ class LookupTableParams(_Section):
         if len(set(self.head_seeds)) != len(self.head_seeds):
             raise ValueError(f"head_seeds must be distinct, got {self.head_seeds}")
         return self
+
+    @field_validator("design_proposals")
+    @classmethod
+    def _design_baselines(cls, value: list[str] | None) -> list[str] | None:
+        return _known_baselines(value)
+
+    @field_validator("design_swap_fractions")
+    @classmethod
+    def _swap_fractions(cls, value: list[float]) -> list[float]:
+        bad = [f for f in value if not 0 < f < 1]
+        if bad:
+            raise ValueError(f"every swap fraction must be in (0, 1), got {bad}")
+        return value
+
+    def design_settings(self):
+        """The pure core's `DesignSettings` of designed record batches."""
+        from mgral_core.batch_design import DesignSettings
+
+        return DesignSettings(random_share=self.design_random_share, cross_share=self.design_cross_share,
+                              swap_fractions=tuple(self.design_swap_fractions))
+
+    def design_proposers(self) -> dict:
+        """{name: baseline} whose proposals a designed table holds, in registry (or the given) order."""
+        from mgral_core.strategies import BASELINE_STRATEGIES
+
+        names = self.design_proposals
+        if names is None:  # random's proposal is one more random batch, and random batches are a kind of their own
+            names = [name for name in BASELINE_STRATEGIES if name != "random"]
+        return {name: BASELINE_STRATEGIES[name] for name in names}
+
+
+def _known_baselines(value: list[str] | None) -> list[str] | None:
+    """A list of distinct registered baseline names (or None), else a ValueError naming the bad ones."""
+    from mgral_core.strategies import BASELINE_STRATEGIES
+
+    if value is None:
+        return value
+    unknown = [name for name in value if name not in BASELINE_STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; proposals must be among {', '.join(BASELINE_STRATEGIES)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"proposals must be distinct, got {value}")
+    return value
 
 
 class RewardParams(_Section):
@@ -260,16 +313,7 @@ class OracleParams(_Section):
     @field_validator("proposals")
     @classmethod
     def _known_baselines(cls, value: list[str] | None) -> list[str] | None:
-        from mgral_core.strategies import BASELINE_STRATEGIES
-
-        if value is None:
-            return value
-        unknown = [name for name in value if name not in BASELINE_STRATEGIES]
-        if unknown:
-            raise ValueError(f"unknown baselines {unknown}; proposals must be among {', '.join(BASELINE_STRATEGIES)}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"proposals must be distinct, got {value}")
-        return value
+        return _known_baselines(value)
 
     @model_validator(mode="after")
     def _check_counts(self) -> "OracleParams":

@@ -12,18 +12,24 @@ Records travel as ids and paths, never as tensors. Nothing here reads the oracle
 
 from __future__ import annotations
 
+import json
 import pickle
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mgral_core.lookup_table import mixed_batches, random_batches
-from mgral_core.seeding import seed_for
+import numpy as np
+
+from mgral_core.batch_design import designed_batches
+from mgral_core.lookup_table import LookupRecord, mixed_batches, random_batches
+from mgral_core.seeding import rng_for, seed_for
 from mgral_workspace.config import Params
-from mgral_workspace.cycle_steps import ground_truth
+from mgral_workspace.cycle_steps import ground_truth, pool_view
 from mgral_backends import get_backend
+from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.inference_cache import load_inference
+from mgral_workspace.lookup_store import load_record, save_record
 from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
@@ -130,28 +136,98 @@ def true_label_record(project_dir: str | Path, params: Params, table_dir: Path, 
     return _summary(score, time.time() - start)
 
 
+def lookup_record(project_dir: str | Path, params: Params, table_dir: Path, record_index: int,
+                  batch_ids: Sequence[str], weights: str | Path, inference_path: str | Path,
+                  design: dict | None = None, worker: str | None = None) -> dict:
+    """Record `record_NNN` of a table: computed and saved (`lookup_store.save_record`), or read back if finished.
+
+    Returns {"record_id", "value", **extras}; "reused" is True for a record found finished. `design`
+    ({"kind", "source", "swap_fraction"} of the batch, from `record_plan`) and `worker` go to the extras.
+    """
+    record_id = f"record_{record_index:03d}"
+    done = load_record(table_dir, record_id)
+    if done is not None:
+        return {"record_id": record_id, "value": done.value, **done.extras, "reused": True}
+    result = record_value(project_dir, params, table_dir, record_id, weights, batch_ids, inference_path)
+    value = result.pop("value")
+    if worker is not None:
+        result["worker"] = worker
+    result.update({name: detail for name, detail in (design or {}).items() if name != "ids"})
+    save_record(table_dir, LookupRecord(record_id, np.asarray(batch_ids),
+                                        load_inference(inference_path).subset(batch_ids).embeddings, value, result))
+    return {"record_id": record_id, "value": value, **result}
+
+
+def record_check(project_dir: str | Path, params: Params, table_dir: Path, record_index: int,
+                 batch_ids: Sequence[str], weights: str | Path, inference_path: str | Path) -> dict:
+    """The signal-to-noise check of record NNN: its value under `diagnostic_seeds` and, in simulation, with
+    the oracle's labels of its batch; written to `<table>/diagnostics/record_NNN.json` (reused when there).
+
+    A diagnostic: the estimator and the agent never read it.
+    """
+    record_id = f"record_{record_index:03d}"
+    path = Path(table_dir) / "diagnostics" / f"{record_id}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    other = record_value(project_dir, params, table_dir, record_id, weights, batch_ids, inference_path,
+                         seeds=diagnostic_seeds(params))
+    out = {"record_id": record_id, "value_other_seeds": other["value"], "value_true_labels": None}
+    if load_project_info(project_dir).simulate:
+        out["value_true_labels"] = true_label_record(project_dir, params, table_dir, weights, batch_ids)["value"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, out)
+    return out
+
+
+def labeled_only_record(project_dir: str | Path, params: Params, table_dir: Path, weights: str | Path) -> dict:
+    """The head-proxy record of L alone (no batch): the reference a record's gain is measured from."""
+    start = time.time()
+    score = cycle_proxy(project_dir, params, weights, table_dir).record({})
+    return _summary(score, time.time() - start)
+
+
 def _summary(score, seconds: float) -> dict:
     return {"value": score.map50_95, "map50": score.map50, "val_loss": score.val_loss,
             "train_loss_first": score.train_loss_first, "train_loss_last": score.train_loss_last,
             "seconds": round(seconds, 2), "weights_digest": score.digest}
 
 
-def record_batches(project_dir: str, params: Params, cycle: int, budget: int,
-                   inference_path: str | None = None) -> list[list[str]]:
-    """The R record batches of this cycle (fixed by seed and cycle, so a re-run gets the same ones).
+def record_plan(project_dir: str, params: Params, cycle: int, budget: int,
+                inference_path: str | None = None) -> list[dict]:
+    """The R record batches of this cycle with what each is: [{"ids", "kind", "source", "swap_fraction"}].
 
-    Random batches, or with `lookup_table.batch_sampling: mixed` batches of varying cluster mix
-    (needs the cycle's pool embeddings, `inference_path`)."""
+    Fixed by seed and cycle, so a re-run gets the same ones. `lookup_table.batch_sampling`: 'random'
+    (kind 'random'), 'mixed' (kind 'mixed': batches of varying cluster mix) or 'designed' (the
+    baselines' proposals, mixtures and crosses of them, random batches: `batch_design.designed_batches`
+    on the cycle's pool view, from the lookup-batches stream). Mixed and designed need the cycle's
+    pool inference (`inference_path`).
+    """
     candidates = PoolState.load(project_dir).unlabeled_pool_ids
     k, t = min(budget, len(candidates)), params.lookup_table
     seed = seed_for(t.seed, cycle, "lookup_batches")
     if t.batch_sampling == "random":
-        return [b.tolist() for b in random_batches(candidates, k, t.records, seed=seed)]
+        return [_planned(b.tolist(), "random", str(i)) for i, b in enumerate(random_batches(candidates, k, t.records,
+                                                                                             seed=seed))]
     if inference_path is None:
-        raise ValueError("lookup_table.batch_sampling: mixed needs the cycle's pool embeddings")
+        raise ValueError(f"lookup_table.batch_sampling: {t.batch_sampling} needs the cycle's pool inference")
+    if t.batch_sampling == "designed":
+        view = pool_view(project_dir, Path(inference_path))
+        designed = designed_batches(view, k, t.records, rng_for(t.seed, cycle, "lookup_batches"),
+                                    t.design_proposers(), t.design_settings())
+        return [_planned(c.ids, c.kind, c.source, c.swap_fraction) for c in designed]
     embeddings = load_inference(inference_path).subset(list(candidates)).embeddings  # (N, D)
-    return [b.tolist() for b in mixed_batches(candidates, embeddings, k, t.records, seed,
-                                              t.mix_clusters, t.mix_concentration)]
+    return [_planned(b.tolist(), "mixed", str(i)) for i, b in enumerate(
+        mixed_batches(candidates, embeddings, k, t.records, seed, t.mix_clusters, t.mix_concentration))]
+
+
+def _planned(ids, kind: str, source: str, swap_fraction: float | None = None) -> dict:
+    return {"ids": [str(i) for i in ids], "kind": kind, "source": source, "swap_fraction": swap_fraction}
+
+
+def record_batches(project_dir: str, params: Params, cycle: int, budget: int,
+                   inference_path: str | None = None) -> list[list[str]]:
+    """The ids of `record_plan`'s batches."""
+    return [planned["ids"] for planned in record_plan(project_dir, params, cycle, budget, inference_path)]
 
 
 def build_head_proxy(project_dir: str | Path, weights: str | Path, candidate_ids: Sequence[str], *, imgsz: int,

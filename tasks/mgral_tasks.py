@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 
-import numpy as np
 from prefect import get_run_logger, task
 from tqdm.auto import tqdm
 
-from mgral_core.lookup_table import LookupRecord, table_diagnostics
+from mgral_core.lookup_table import table_diagnostics
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.config import Params
-from mgral_workspace.inference_cache import load_inference
-from mgral_workspace.lookup_store import load_record, save_record
 from mgral_workspace.pool import PoolState
-from mgral_workspace.project import load_project_info
 from mgral_workspace.record_values import (
     cache_cycle_features,
-    diagnostic_seeds,
+    lookup_record,
     record_batches,
-    record_value,
-    true_label_record,
+    record_check,
+    record_plan,
 )
+from mgral_workspace.reward_chain import reward_chain
 from mgral_workspace.selection import lookup_dir
 from tasks.retry import transient_only
 
@@ -43,40 +39,25 @@ def head_features_task(project_dir: str, params: Params, cycle: int, weights: st
 
 @task(name="lookup-record", retries=1, retry_condition_fn=transient_only, retry_delay_seconds=2)
 def lookup_record_task(project_dir: str, params: Params, cycle: int, record_index: int, batch_ids: list[str],
-                       weights: str, inference_path: str) -> dict:
-    table_dir, record_id = lookup_dir(project_dir, cycle), f"record_{record_index:03d}"
-    done = load_record(table_dir, record_id)
-    if done is not None:
-        return {"record_id": record_id, "value": done.value, **done.extras}
-    result = record_value(project_dir, params, table_dir, record_id, weights, batch_ids, inference_path)
-    inference = load_inference(inference_path)
-    value = result.pop("value")
-    result["worker"] = _worker_name()
-    save_record(table_dir, LookupRecord(record_id, np.asarray(batch_ids), inference.subset(batch_ids).embeddings,
-                                        value, result))
-    get_run_logger().info(f"{record_id}: proxy val mAP50-95 {value:.4f} ({result['seconds']} s on {result['worker']})")
-    return {"record_id": record_id, "value": value, **result}
+                       weights: str, inference_path: str, design: dict | None = None) -> dict:
+    """One record of the table (`record_values.lookup_record`); `design` (kind, source of the batch) to its extras."""
+    result = lookup_record(project_dir, params, lookup_dir(project_dir, cycle), record_index, batch_ids, weights,
+                           inference_path, design, worker=_worker_name())
+    if not result.get("reused"):
+        get_run_logger().info(f"{result['record_id']}: proxy val mAP50-95 {result['value']:.4f} "
+                              f"({result['seconds']} s on {result['worker']})")
+    return result
 
 
 @task(name="lookup-diagnostic", retries=1, retry_condition_fn=transient_only, retry_delay_seconds=2)
 def lookup_diagnostic_task(project_dir: str, params: Params, cycle: int, record_index: int, batch_ids: list[str],
                            weights: str, inference_path: str) -> dict:
-    """Signal-to-noise check of one record: its value under other seeds and (simulation) with true labels.
+    """Signal-to-noise check of one record (`record_values.record_check`): other seeds and (simulation) true labels.
 
     Written to `<table>/diagnostics/record_NNN.json`; the estimator and the agent never read it.
     """
-    table_dir, record_id = lookup_dir(project_dir, cycle), f"record_{record_index:03d}"
-    path = table_dir / "diagnostics" / f"{record_id}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    other = record_value(project_dir, params, table_dir, record_id, weights, batch_ids, inference_path,
-                         seeds=diagnostic_seeds(params))
-    out = {"record_id": record_id, "value_other_seeds": other["value"], "value_true_labels": None}
-    if load_project_info(project_dir).simulate:
-        out["value_true_labels"] = true_label_record(project_dir, params, table_dir, weights, batch_ids)["value"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, out)
-    return out
+    return record_check(project_dir, params, lookup_dir(project_dir, cycle), record_index, batch_ids, weights,
+                        inference_path)
 
 
 def _worker_name() -> str:
@@ -91,9 +72,9 @@ def _worker_name() -> str:
 
 @task(name="record-batches")
 def record_batches_task(project_dir: str, params: Params, cycle: int, budget: int, inference_path: str
-                        ) -> list[list[str]]:
-    """The cycle's record batches (see `mgral_workspace.record_values.record_batches`)."""
-    return record_batches(project_dir, params, cycle, budget, inference_path)
+                        ) -> list[dict]:
+    """The cycle's record batches and their kinds (see `mgral_workspace.record_values.record_plan`)."""
+    return record_plan(project_dir, params, cycle, budget, inference_path)
 
 
 @task(name="table-diagnostics")
@@ -103,3 +84,23 @@ def table_diagnostics_task(project_dir: str, cycle: int, records: list[dict | No
     summary = table_diagnostics(records, checks)
     write_json_atomic(lookup_dir(project_dir, cycle) / "diagnostics.json", summary)
     return summary
+
+
+@task(name="reward-chain")
+def reward_chain_task(project_dir: str, params: Params, cycle: int, budget: int, weights: str, inference_path: str
+                      ) -> dict:
+    """Links a to e of the reward's measurement chain (`mgral_workspace.reward_chain`), written to the cycle dir;
+    returns the metrics and artifacts to log. Simulation-only diagnostic, after the selection is saved."""
+    outputs = reward_chain(project_dir, params, cycle, budget, weights, inference_path)
+    m = outputs["metrics"]
+
+    def shown(name: str) -> str:
+        return "n/a" if m.get(name) is None else f"{m[name]:.3f}"
+
+    get_run_logger().info(
+        f"cycle {cycle}: reward chain (diagnostic only) — a repeatability {shown('chain_repeatability')}, "
+        f"b fidelity on diverse batches {shown('chain_fidelity_diverse')}, c LOO {shown('chain_loo_spearman')}, "
+        f"d agent - reference {shown('chain_agent_minus_reference')}, e MGRAL - best record "
+        f"{shown('chain_mgral_minus_best_record')}, MGRAL - ceiling {shown('chain_mgral_minus_ceiling')}; "
+        f"{int(m['chain_targets_met'])}/{int(m['chain_targets_checked'])} targets met")
+    return outputs

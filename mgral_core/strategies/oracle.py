@@ -9,12 +9,12 @@ regime. It reads hidden labels, so it exists only in simulation and every report
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from mgral_core.batch_design import Candidate, strategy_diverse_batches
 from mgral_core.strategies.base import PoolView, SelectionContext, Strategy
 from mgral_core.strategies.ranking import check_budget
 
@@ -51,21 +51,6 @@ class OracleSettings:
             raise ValueError(f"swap_fraction must be in (0, 1), got {self.swap_fraction}")
         if self.mix_share > 0 and self.proposals is not None and not self.proposals:
             raise ValueError("mixtures need proposals to mix: give proposals or set mix_share to 0")
-
-
-@dataclass
-class Candidate:
-    """One scored candidate batch: kind is 'proposal', 'random' or 'mixture'; source names the proposal."""
-
-    kind: str
-    source: str
-    ids: list[str]
-    value: float | None = None
-    same_as: str | None = None  # a proposal identical to an earlier candidate is scored once, under that one
-
-    @property
-    def label(self) -> str:
-        return self.source if self.kind == "proposal" else f"{self.kind}:{self.source}"
 
 
 @dataclass
@@ -123,34 +108,7 @@ class OracleBestOfN:
         ids as an earlier one is marked `same_as` and not scored again.
         """
         s = self.settings
-        n_ids = len(pool.unlabeled_ids)
-        out = [Candidate("proposal", name, list(strategy(pool, k, copy.deepcopy(rng))))
-               for name, strategy in self.proposers.items()]
-        proposals = list(out)
-        rest = s.candidates - len(out)
-        n_mix = int(round(s.mix_share * rest)) if proposals else 0
-        draw = rng.spawn(1)[0]
-        swap = min(k, max(1, int(round(s.swap_fraction * k))))
-        for i in range(n_mix):
-            base = proposals[i % len(proposals)]
-            keep = set(base.ids)
-            outside = np.array([j for j in range(n_ids) if str(pool.unlabeled_ids[j]) not in keep])
-            n_swap = min(swap, len(outside))
-            dropped = set(draw.choice(base.ids, size=n_swap, replace=False).tolist()) if n_swap else set()
-            added = [str(pool.unlabeled_ids[j]) for j in draw.choice(outside, size=n_swap, replace=False)] \
-                if n_swap else []
-            out.append(Candidate("mixture", base.source, [j for j in base.ids if j not in dropped] + added))
-        for i in range(rest - n_mix):
-            rows = draw.choice(n_ids, size=k, replace=False)
-            out.append(Candidate("random", str(i), [str(pool.unlabeled_ids[j]) for j in rows]))
-        seen: dict[frozenset, str] = {}
-        for candidate in out:
-            key = frozenset(candidate.ids)
-            if key in seen:
-                candidate.same_as = seen[key]
-            else:
-                seen[key] = candidate.label
-        return out
+        return strategy_diverse_batches(pool, k, rng, self.proposers, s.candidates, s.mix_share, s.swap_fraction)
 
     def __call__(self, pool: PoolView, k: int, rng: np.random.Generator) -> list[str]:
         check_budget(pool, k)

@@ -22,6 +22,10 @@ def test_repo_params_yaml_loads_and_matches_defaults():
         ({"campaign.cycles": "many"}, "campaign.cycles"),
         ({"detector.unknown_key": 1}, "detector.unknown_key"),
         ({"selection.strategy": "entropy"}, "selection.strategy"),
+        ({"lookup_table.batch_sampling": "clever"}, "lookup_table.batch_sampling"),
+        ({"lookup_table.design_proposals": ["random", "mgral"]}, "lookup_table.design_proposals"),
+        ({"lookup_table.design_swap_fractions": [0.5, 1.0]}, "lookup_table.design_swap_fractions"),
+        ({"lookup_table.design_random_share": 2}, "lookup_table.design_random_share"),
     ],
 )
 def test_bad_value_names_its_key(override, key):
@@ -84,3 +88,12 @@ def test_a_directory_in_place_of_params_and_a_huge_bad_value_are_named(tmp_path)
     with pytest.raises(ConfigError, match="selection.budget") as err:
         load_params(huge)
     assert len(str(err.value)) < 1000
+
+
+def test_designed_record_batches_are_configured_from_the_lookup_table_section():
+    table = load_params("params.yaml", {"lookup_table.batch_sampling": "designed",
+                                        "lookup_table.design_proposals": ["coreset", "ebal"],
+                                        "lookup_table.design_swap_fractions": [0.3]}).lookup_table
+    assert table.batch_sampling == "designed" and list(table.design_proposers()) == ["coreset", "ebal"]
+    assert table.design_settings().swap_fractions == (0.3,)
+    assert table.design_settings().random_share == table.design_random_share

@@ -1,5 +1,7 @@
 """The reward estimator recovers a known function of batch composition; fallback triggers and is bounded."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -74,6 +76,12 @@ def test_reference_value_is_the_mean_of_random_batch_records():
     table = LookupTable(composition_records(emb, labels, np.random.default_rng(3), 10))
     estimator = RewardEstimator(table)
     assert estimator.reference_value == pytest.approx(table.values.mean())
+    kinds = ["random", "proposal", "mixture", "random", "cross"] * 2  # a designed table: only its random batches
+    designed = LookupTable([dataclasses.replace(r, extras={"kind": kind}) for r, kind in zip(table, kinds)])
+    assert RewardEstimator(designed).reference_value == pytest.approx(
+        np.mean([r.value for r, kind in zip(table, kinds) if kind == "random"]))
+    mixed = LookupTable([dataclasses.replace(r, extras={"kind": "mixed"}) for r in table])  # no random one: all
+    assert RewardEstimator(mixed).reference_value == pytest.approx(table.values.mean())
 
 
 def test_fallback_rules():

@@ -1,0 +1,166 @@
+"""The reward's measurement chain (links a-e) on one cycle, for lookup tables built from random or designed batches.
+
+On a built-in simulation project (default: 1,000-image pool at 128 px, 100 labeled, budget 100, the
+pretrained start) it trains the cycle-1 detector once, then for each table kind builds the table exactly
+as the cycle flow does (`record_values.record_plan`, `lookup_record`, `record_check`), lets MGRAL select
+(`selection.select_batch`) and measures the chain (`mgral_workspace.reward_chain`). Each figure is printed
+against its target:
+  (a) record repeatability >= 0.5, (b) fidelity on diverse batches >= 0.6, (c) leave-one-out Spearman >= 0.5,
+  (d) the agent's final estimate against the best record and the random reference,
+  (e) the true-label value of MGRAL's batch >= that of the best table record (and against each baseline and
+      the ceiling, the best of the diverse batches).
+The diverse set (the oracle ceiling's candidates: every baseline's batch, mixtures, random batches) is the
+same for every table kind, and scored once. Results: bench/results/reward_chain.json (per table kind).
+
+Usage: python bench/reward_chain.py [--tables random,designed] [--records 24] [--diverse 24] [--epochs 60]
+           [--n-pool 1000] [--image-size 128] [--initial 100] [--budget 100] [--work /tmp/mgral_chain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from mgral_core.lookup_table import table_diagnostics
+from mgral_core.reward_chain import chain_rows
+from mgral_workspace.atomic import write_json_atomic
+from mgral_workspace.config import load_params
+from mgral_workspace.cycle_steps import infer_pool, train_cycle_detector
+from mgral_workspace.project import init_from_synthetic
+from mgral_workspace.provenance import cpu_model
+from mgral_workspace.record_values import cache_cycle_features, lookup_record, record_check, record_plan
+from mgral_workspace.reward_chain import chain_dir, reward_chain
+from mgral_workspace.selection import lookup_dir, select_batch
+from mgral_workspace.synthetic import SyntheticSpec
+
+
+def build_table(project: Path, params, weights: str, inference: str, budget: int, workers: int) -> dict:
+    """The cycle-1 table with its diagnostics, as `flows.lookup_table.build_lookup_table` builds it."""
+    table = lookup_dir(project, 1)
+    plan = record_plan(str(project), params, 1, budget, inference)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        records = list(pool.map(lambda i: lookup_record(project, params, table, i, plan[i]["ids"], weights, inference,
+                                                        plan[i]), range(len(plan))))
+        checks = list(pool.map(lambda i: record_check(project, params, table, i, plan[i]["ids"], weights, inference),
+                               range(len(plan))))
+    summary = table_diagnostics(records, checks)
+    write_json_atomic(table / "diagnostics.json", summary)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--tables", default="random,designed", help="lookup_table.batch_sampling values, in turn")
+    parser.add_argument("--records", type=int, default=24, help="records per table")
+    parser.add_argument("--diverse", type=int, default=24, help="diverse batches (oracle.candidates)")
+    parser.add_argument("--epochs", type=int, default=None, help="cycle-1 detector (default detector.epochs)")
+    parser.add_argument("--pretrained", default="builtin", help="detector.pretrained ('null' = from scratch)")
+    parser.add_argument("--n-pool", type=int, default=1000)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--initial", type=int, default=100)
+    parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--iterations", type=int, default=None, help="agent iterations (default agent.iterations)")
+    parser.add_argument("--workers", type=int, default=2, help="records trained at once (one torch thread each)")
+    parser.add_argument("--work", default="/tmp/mgral_chain")
+    parser.add_argument("--out", default="bench/results/reward_chain.json")
+    args = parser.parse_args()
+    base_params = load_params(args.params)
+    overrides = {"dataset.n_pool": args.n_pool, "dataset.image_size": args.image_size, "detector.imgsz": args.image_size,
+                 "detector.pretrained": None if args.pretrained == "null" else args.pretrained,
+                 "detector.workers_on_cpu": False, "simulation.initial_labeled": args.initial,
+                 "selection.budget": args.budget, "lookup_table.records": args.records,
+                 "lookup_table.diagnostics": True, "lookup_table.max_workers": args.workers,
+                 "oracle.candidates": args.diverse, "tracking.version_pool": False}
+    if args.epochs:
+        overrides["detector.epochs"] = args.epochs
+    if args.iterations:
+        overrides["agent.iterations"] = args.iterations
+    params = load_params(args.params, overrides)
+    work = Path(args.work)
+    base = work / "base"
+    started = time.time()
+    if not (base / "pool.csv").exists():
+        d = params.dataset
+        init_from_synthetic(base, SyntheticSpec(seed=d.seed, image_size=d.image_size, n_pool=d.n_pool, n_val=d.n_val,
+                                                n_test=d.n_test), params.simulation.initial_labeled, params.simulation.seed)
+    detector = train_cycle_detector(base, params, 1)
+    weights = str(detector.weights)
+    torch.set_num_threads(1)  # from here on: `workers` single-threaded trainings side by side
+    os.environ["MGRAL_MAX_WORKERS"] = str(args.workers)
+    inference = infer_pool(base, detector.weights, params.detector, 1)
+    cache_cycle_features(base, params, weights, lookup_dir(base, 1))
+    print(f"cycle-1 detector: val mAP50-95 {detector.val_map50_95:.4f} ({detector.epochs} epochs, "
+          f"pretrained {params.detector.pretrained}); {time.time() - started:.0f} s so far", flush=True)
+    results = {"machine": {"cpu": cpu_model(), "nproc": os.cpu_count()}, "command": " ".join(["python", *sys.argv]),
+               "settings": {k: v for k, v in vars(args).items() if k not in ("work", "out")},
+               "detector_val_map50_95": detector.val_map50_95, "tables": {}}
+    shared_values = None
+    for kind in args.tables.split(","):
+        kind_started, load = time.time(), os.getloadavg()[0]
+        project = work / kind
+        if not project.exists():
+            shutil.copytree(base, project, symlinks=True)
+        if shared_values is not None and not (chain_dir(project, 1) / "values").exists():
+            shutil.copytree(shared_values, chain_dir(project, 1) / "values")  # the diverse set, scored once
+        kind_params = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(
+            update={"batch_sampling": kind})})
+        inference_path = str(project / Path(inference).relative_to(base))
+        summary = build_table(project, kind_params, weights, inference_path, args.budget, args.workers)
+        table_seconds = time.time() - kind_started
+        select_batch(project, kind_params, inference_path, 1, "mgral", args.budget, weights)
+        outputs = reward_chain(project, kind_params, 1, args.budget, weights, inference_path)
+        shared_values = shared_values or chain_dir(project, 1) / "values"
+        figures = json.loads((project / "cycles" / "cycle_001" / "reward_chain.json").read_text())
+        rows = chain_rows(figures)
+        results["tables"][kind] = {"figures": figures, "rows": rows, "table_diagnostics": summary,
+                                   "metrics_logged": sorted(outputs["metrics"]),
+                                   "seconds": round(time.time() - kind_started, 1),
+                                   "table_seconds": round(table_seconds, 1), "load_average_at_start": round(load, 2)}
+        print_chain(kind, figures, rows, time.time() - kind_started, load)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out, {**results, "total_seconds": round(time.time() - started, 1)})
+    print_comparison(results["tables"])
+    print(f"\nmachine: {results['machine']['cpu']}, nproc {results['machine']['nproc']}; "
+          f"{time.time() - started:.0f} s in all; results in {args.out}")
+
+
+def _shown(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def print_chain(kind: str, figures: dict, rows: list[dict], seconds: float, load: float) -> None:
+    print(f"\n== {kind} table: {figures['records']} records, {figures['diverse_batches']} diverse batches "
+          f"({seconds:.0f} s, load {load:.1f} at start) ==")
+    for r in rows:
+        met = "" if r["met"] is None else ("  met" if r["met"] else "  NOT met")
+        target = f"  (target {r['target']})" if r["target"] else ""
+        print(f"  {r['link']}  {r['figure']:<78s} {_shown(r['value']):>8s}{target}{met}")
+    baselines = {k[len("true_"):]: v for k, v in figures.items() if k.startswith("true_") and v is not None}
+    print("  e  true-label value of each baseline's batch: " + ", ".join(
+        f"{name} {value:.4f}" for name, value in sorted(baselines.items(), key=lambda kv: -kv[1])))
+    print(f"     MGRAL {_shown(figures['mgral_true'])}; its gain over L alone {_shown(figures['mgral_true_gain'])}, "
+          f"the ceiling's {_shown(figures['ceiling_true_gain'])}, the best record's {_shown(figures['best_record_true_gain'])}")
+
+
+def print_comparison(tables: dict) -> None:
+    if len(tables) < 2:
+        return
+    names = ("repeatability", "fidelity_diverse", "fidelity_records", "loo_spearman", "agent_minus_reference",
+             "mgral_true", "best_record_true", "mgral_minus_best_record", "mgral_minus_ceiling", "mgral_rank")
+    print("\n| figure | " + " | ".join(tables) + " |\n|---|" + "---:|" * len(tables))
+    for name in names:
+        print(f"| {name} | " + " | ".join(_shown(t["figures"].get(name)) for t in tables.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""A cycle with the table's diagnostics on measures the reward chain (links a-e): MLflow metrics, a per-cycle
+table, and the same selection as without it (the chain reads the oracle only after the batch is saved)."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.cycle import mgral_cycle
+from mgral_backends import BACKENDS
+from mgral_workspace.lookup_store import load_table
+from tests.backends.fake_detector import FakeDetectorBackend, _rng
+from tests.conftest import write_params
+
+pytestmark = pytest.mark.slow  # a Prefect flow run (seconds with the fake detector)
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    monkeypatch.setitem(BACKENDS, "fake", lambda params: FakeDetectorBackend(imgsz=64))
+
+
+def test_chain_is_logged_and_written_and_changes_no_selection(tiny_project, tmp_path, fake_backend, prefect_harness):
+    settings = {"detector__backend": "fake", "tracking__version_pool": False, "selection__strategy": "mgral",
+                "lookup_table__records": 6, "lookup_table__batch_sampling": "designed", "oracle__candidates": 11,
+                "agent__iterations": 3}
+    twin = tmp_path / "twin"
+    shutil.copytree(tiny_project, twin, symlinks=True)
+    write_params(tiny_project / "params.yaml", lookup_table__diagnostics=True, **settings)
+    write_params(twin / "params.yaml", lookup_table__diagnostics=False, **settings)
+    result, without = mgral_cycle(str(tiny_project)), mgral_cycle(str(twin))
+    assert result["selected"] == without["selected"] and len(result["selected"]) == 8
+    assert not (twin / "cycles" / "cycle_001" / "reward_chain.csv").exists()
+
+    cycle = tiny_project / "cycles" / "cycle_001"
+    records = [r for r in load_table(cycle / "lookup_table") if not r.is_fallback]
+    assert [r.extras["kind"] for r in records] == ["proposal"] * 4 + ["random"] * 2  # 6: 2 random (0.25 x 6)
+    assert [r.extras["source"] for r in records[:4]] == [  # every baseline but random, in order
+        "entropy_mean", "entropy_sum", "entropy_max", "least_confidence"]
+    rows = pd.read_csv(cycle / "reward_chain.csv")
+    assert list(dict.fromkeys(rows["link"])) == ["a", "b", "c", "d", "e"]
+    figures = json.loads((cycle / "reward_chain.json").read_text())
+    assert figures["records"] == 6 and figures["batch_sampling"] == "designed" and 2 <= figures["diverse_batches"] <= 11
+    selected = sorted(result["selected"])  # the fake proxy's true-label value of the selected batch
+    assert figures["mgral_true"] == pytest.approx(_rng("record", selected, (0, 1), False).uniform())
+    batches = pd.read_csv(cycle / "reward_chain_batches.csv")
+    assert (batches["role"] == "table").sum() == 6 and (batches["role"] == "selected").sum() == 1
+    assert (batches["role"] == "diverse").sum() == figures["diverse_batches"]
+    assert figures["ceiling_true"] == pytest.approx(batches.loc[batches["role"] == "diverse", "true_value"].max())
+    assert "Reward chain, cycle 1 (designed table, 6 records" in (cycle / "reward_chain.md").read_text()
+
+    client = MlflowClient(f"sqlite:///{tiny_project / 'mlflow.db'}")
+    run = client.get_run(result["run_id"])
+    for name in ("fidelity_diverse", "loo_spearman", "mgral_true", "ceiling_true", "agent_final_reward"):
+        if figures[name] is not None:
+            assert run.data.metrics[f"chain_{name}"] == pytest.approx(figures[name])
+    assert run.data.metrics["chain_targets_checked"] >= 2
+    assert {"mgral/reward_chain.md", "mgral/reward_chain.csv"} <= {a.path for a in client.list_artifacts(
+        result["run_id"], "mgral")}
