@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,8 +26,10 @@ from mgral_workspace.inference_cache import InferenceResult, load_inference, sav
 from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState, PoolStateError
 from mgral_workspace.project import load_project_info
-from mgral_core.strategies.base import PoolView
 from mgral_workspace.visualize import render_grid
+
+if TYPE_CHECKING:  # mgral_core.strategies imports torch, SciPy and POT: not at every `mgral status`
+    from mgral_core.strategies.base import PoolView
 
 
 def cycle_dir(project_dir: str | Path, cycle: int) -> Path:
@@ -136,6 +139,8 @@ def infer_pool(project_dir: str | Path, weights: Path, detector: DetectorParams,
 
 def pool_view(project_dir: str | Path, inference_path: Path) -> PoolView:
     """What a strategy may see: candidates (unlabeled, not pending) and labeled images, no labels."""
+    from mgral_core.strategies.base import PoolView
+
     pool = PoolState.load(project_dir)
     info = load_project_info(project_dir)
     inference = load_inference(inference_path)
@@ -181,7 +186,8 @@ def oracle_annotate(project_dir: str | Path, ids: Sequence[str], cycle: int) -> 
         shutil.copyfile(source, target)
         label_files[image_id] = str(target.relative_to(project))
     if todo:
-        pool = pool.mark_selected([i for i in todo if i in set(pool.unlabeled_pool_ids)], cycle)
+        unlabeled = set(pool.unlabeled_pool_ids)
+        pool = pool.mark_selected([i for i in todo if i in unlabeled], cycle)
         pool = pool.mark_labeled(label_files, cycle)
         pool.save(project)
     return pool
@@ -246,7 +252,8 @@ def labeling_wait(project_dir: str | Path, min_labeled_fraction: float) -> str |
     batch_cycle, done, total = open_batch_progress(project_dir)
     gaps = training_gaps(pool)
     pending = pool.pending_ids()
-    eval_out = [i for i in pool.eval_to_label_ids() if i in set(pending)]
+    handed_out = set(pending)
+    eval_out = [i for i in pool.eval_to_label_ids() if i in handed_out]
     detail = (f"; before a detector can train: {'; '.join(gaps)}" if gaps else "")
     if eval_out:
         detail += f"; {len(eval_out)} val/test images still to label (they measure the detector, never train it)"
@@ -273,7 +280,7 @@ def hand_out_batch(project_dir: str | Path, ids: Sequence[str], cycle: int, infe
                    model_version: str, prelabel_conf: float) -> Path:
     """Real use: export the batch for annotators, then mark it selected (pending) in the pool."""
     info = load_project_info(project_dir)
-    inference = load_inference(inference_path).subset(ids)
+    inference = load_inference(inference_path, ids)
     out = export_batch(project_dir, cycle, ids, inference.detections_by_id(), info.class_names, model_version,
                        prelabel_conf)
     PoolState.load(project_dir).mark_selected(ids, cycle).save(project_dir)

@@ -260,7 +260,7 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
     for sub in ("images", "labels", "oracle/labels", "quarantine"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
-    rows, id_of_name = [], {}
+    rows, id_of_name, original_name = [], {}, _OriginalNames(dataset.root)
     for i, (record, split) in enumerate(zip(dataset.images, splits)):
         image_id = _safe_id(record.name, taken)
         id_of_name[record.name] = image_id
@@ -277,7 +277,7 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
                      "labeled": labeled, "selected_cycle": 0 if labeled and split == "pool" else -1,
                      "labeled_cycle": 0 if labeled and split == "pool" else -1, "label_file": label_file,
                      "width": record.width, "height": record.height,
-                     "original_name": record.original_name or _original_name(record.source_path, dataset.root)})
+                     "original_name": record.original_name or original_name(record.source_path)})
     PoolState.new(rows).save(root)
     if metadata is not None:
         meta = metadata[metadata["image_id"].isin(id_of_name)].copy()
@@ -294,15 +294,25 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
     (root / "project.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
 
 
-def _original_name(source: Path, root: Path | None) -> str:
-    """The image's path relative to its dataset folder (POSIX), else its file name: what exports may call it."""
-    source = Path(source)
-    if root is not None:  # as given, then with links in the folders resolved (a reader may resolve its paths)
-        for base, path in ((Path(root).absolute(), source.absolute()),
-                           (Path(root).resolve(), source.absolute().parent.resolve() / source.name)):
-            if base in path.parents:
-                return path.relative_to(base).as_posix()
-    return source.name
+class _OriginalNames:
+    """What exports may call each image: its path relative to the dataset folder `root` (POSIX), else its
+    file name. Relative to `root` as given, else with links in the folders resolved (a reader may resolve
+    its paths); `root` is resolved once, an image's folder only when the first way fails."""
+
+    def __init__(self, root: Path | None):
+        self.bases = None if root is None else (Path(root).absolute(), Path(root).resolve())
+
+    def __call__(self, source: Path) -> str:
+        source = Path(source)
+        if self.bases is not None:
+            given, real = self.bases
+            path = source.absolute()
+            if path != given and path.is_relative_to(given):
+                return path.relative_to(given).as_posix()
+            path = path.parent.resolve() / source.name
+            if path != real and path.is_relative_to(real):
+                return path.relative_to(real).as_posix()
+        return source.name
 
 
 def init_from_synthetic(project_dir: str | Path, spec: SyntheticSpec, initial_labeled: int, seed: int = 0) -> Path:
