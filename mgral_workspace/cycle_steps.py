@@ -219,26 +219,12 @@ def selected_grid(project_dir: str | Path, cycle: int, ids: Sequence[str], max_i
 def open_batch_progress(project_dir: str | Path) -> tuple[int, int, int]:
     """(cycle, labeled, handed out) of the most recent batch, val/test images that went out with it
     included; (0, 0, 0) when none is open."""
-    pool = PoolState.load(project_dir)
-    t = pool.table
-    selected = t[t["selected_cycle"] > 0]
-    if selected.empty:
-        return 0, 0, 0
-    cycle = int(selected["selected_cycle"].max())
-    batch = selected[selected["selected_cycle"] == cycle]
-    return cycle, int(batch["labeled"].sum()), len(batch)
+    return PoolState.load(project_dir).open_batch()
 
 
 def training_gaps(pool: PoolState) -> list[str]:
     """What is missing before a detector can be trained, validated and tested; empty when nothing is."""
-    gaps = []
-    if len(pool.labeled_pool_ids) == 0:
-        gaps.append("no labeled pool image to train on")
-    for split in ("val", "test"):
-        total, labeled = len(pool.ids(split)), len(pool.eval_ids(split))
-        if labeled == 0:
-            gaps.append(f"no labeled {split} image ({total} to label)" if total else f"no {split} image")
-    return gaps
+    return pool.training_gaps()
 
 
 def labeling_wait(project_dir: str | Path, min_labeled_fraction: float) -> str | None:

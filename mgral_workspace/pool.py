@@ -245,6 +245,28 @@ class PoolState:
         t.loc[rows & (t["selected_cycle"] == NOT_YET), "selected_cycle"] = cycle
         return PoolState(t)
 
+    def open_batch(self) -> tuple[int, int, int]:
+        """(cycle, labeled, handed out) of the most recent batch, val/test images that went out with it
+        included; (0, 0, 0) when none is open."""
+        t = self.table
+        selected = t[t["selected_cycle"] > 0]
+        if selected.empty:
+            return 0, 0, 0
+        cycle = int(selected["selected_cycle"].max())
+        batch = selected[selected["selected_cycle"] == cycle]
+        return cycle, int(batch["labeled"].sum()), len(batch)
+
+    def training_gaps(self) -> list[str]:
+        """What is missing before a detector can be trained, validated and tested; empty when nothing is."""
+        gaps = []
+        if len(self.labeled_pool_ids) == 0:
+            gaps.append("no labeled pool image to train on")
+        for split in ("val", "test"):
+            total, labeled = len(self.ids(split)), len(self.eval_ids(split))
+            if labeled == 0:
+                gaps.append(f"no labeled {split} image ({total} to label)" if total else f"no {split} image")
+        return gaps
+
     def counts(self) -> dict[str, int]:
         t = self.table
         pool = t["split"] == "pool"
