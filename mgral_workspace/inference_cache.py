@@ -87,6 +87,13 @@ def load_inference(path: str | Path, ids: Sequence[str] | None = None) -> Infere
         return InferenceResult(all_ids if ids is None else np.asarray(ids, dtype=str), embeddings, detections)
 
 
+def count_boxes(path: str | Path) -> tuple[int, int]:
+    """(images, detected boxes) of a stored result, from its offsets alone (no detection is built)."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        offsets = data["offsets"]
+        return len(offsets) - 1, int(offsets[-1])
+
+
 def _rows_of(all_ids: np.ndarray, ids: Sequence[str]) -> np.ndarray:
     index = {image_id: i for i, image_id in enumerate(all_ids.tolist())}
     missing = next((image_id for image_id in ids if image_id not in index), None)

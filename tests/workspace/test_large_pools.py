@@ -224,3 +224,10 @@ def test_the_strategy_name_table_is_the_registry():
     assert config.MODEL_STRATEGY_NAMES == tuple(strategies.MODEL_STRATEGIES)
     assert config.BASELINE_STRATEGY_NAMES == tuple(strategies.BASELINE_STRATEGIES)
     assert config.STRATEGY_NAMES == strategies.STRATEGY_NAMES
+
+
+def test_boxes_are_counted_from_the_offsets_as_from_the_detections(tmp_path):
+    from mgral_workspace.inference_cache import count_boxes
+
+    path = _inference(tmp_path)
+    assert count_boxes(path) == (30, sum(len(d) for d in load_inference(path).detections)) == (30, 30)
