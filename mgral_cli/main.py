@@ -570,9 +570,8 @@ def _status(project: Path) -> None:
     import json
 
     from mgral_workspace.cycle_report import latest_cycle_report
-    from mgral_workspace.cycle_steps import open_batch_progress, training_gaps
     from mgral_workspace.pool import PoolState
-    from mgral_workspace.project import load_project_info
+    from mgral_workspace.project_info import load_project_info
 
     pool = PoolState.load(project)
     table = Table(title=f"MGRAL project {project}")
@@ -584,7 +583,7 @@ def _status(project: Path) -> None:
     to_label = len(pool.eval_to_label_ids())
     if to_label:
         table.add_row("val/test to label", str(to_label))
-    batch_cycle, done, total = open_batch_progress(project)
+    batch_cycle, done, total = pool.open_batch()
     if total:
         table.add_row("last batch", f"batch {batch_cycle}: {done}/{total} labeled")
     report = latest_cycle_report(project)
@@ -598,7 +597,7 @@ def _status(project: Path) -> None:
     if exports:
         table.add_row("last export", str(exports[-1]))
     console.print(table)
-    gaps = training_gaps(pool)
+    gaps = pool.training_gaps()
     if gaps and not load_project_info(project).simulate:
         console.print(f"before a detector can train: {'; '.join(gaps)}", markup=False, highlight=False)
     for warning in (report or {}).get("warnings", []):
@@ -611,7 +610,7 @@ def _check_project(project: Path, overrides: dict | None = None):
     project's parameters."""
     from mgral_workspace.config import ConfigError, Params, load_params
     from mgral_workspace.pool import PoolState
-    from mgral_workspace.project import load_project_info
+    from mgral_workspace.project_info import load_project_info
 
     if not project.is_dir():
         _fail(f"{project}: not an MGRAL project (no such folder); create one with `mgral init`")

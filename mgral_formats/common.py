@@ -293,6 +293,8 @@ def leaves_folder(name: str) -> bool:
 def _check_boxes(file: str, boxes: np.ndarray, classes: np.ndarray, width: int, height: int,
                  num_classes: int, report: ImportReport, where: Sequence[str]) -> np.ndarray | None:
     """Validated boxes (clipped within tolerance), or None after reporting the first problem."""
+    if not len(boxes) and not len(classes):  # an unlabeled or empty image: nothing to check
+        return np.zeros((0, 4), np.float32)
     boxes = boxes.astype(np.float64).reshape(-1, 4)
     for i, (box, cls) in enumerate(zip(boxes, classes)):
         if not (0 <= cls < num_classes):
@@ -354,17 +356,30 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def link_target_outside(path: str | Path, root: str | Path) -> str | None:
+def link_target_outside(path: str | Path, root: str | Path, real_folders: dict[str, str] | None = None) -> str | None:
     """Where a symbolic link takes `path` when `path` lies inside `root` as written but its real
     location (every link followed) is outside `root`'s real location; None otherwise.
 
     A path outside `root` as written (an absolute path in a YOLO list file) is the user's own
     configuration and not a link out of the dataset: None.
+
+    `real_folders`, a dict a caller keeps for one pass over a dataset, remembers the real location of
+    each folder (and of `root`): a file that is not itself a link then costs one lstat, not one per
+    folder of its path.
     """
-    if not _within(os.path.abspath(path), os.path.abspath(root)):
+    absolute, base = os.path.abspath(path), os.path.abspath(root)
+    if not _within(absolute, base):
         return None
-    real = os.path.realpath(path)
-    return None if _within(real, os.path.realpath(root)) else real
+    if real_folders is None:
+        real, real_root = os.path.realpath(path), os.path.realpath(root)
+    else:
+        folder, name = os.path.split(absolute)
+        for known in (folder, base):
+            if known not in real_folders:
+                real_folders[known] = os.path.realpath(known)
+        real = os.path.realpath(absolute) if os.path.islink(absolute) else os.path.join(real_folders[folder], name)
+        real_root = real_folders[base]
+    return None if _within(real, real_root) else real
 
 
 def report_outside_link(report: ImportReport, path: str | Path, target: str, root: str | Path) -> None:
@@ -391,7 +406,7 @@ def dataset_files(folder: Path, suffixes: set[str], report: ImportReport, root: 
         report.add(folder, "link leaves the dataset", f"symbolic link to the folder {target}, outside the dataset "
                    f"folder {root}; not followed, none of its files imported", quarantine=False)
         return []
-    files, walked = [], set()
+    files, walked, real_folders = [], set(), {}
     for directory, subdirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(directory)
         if real in walked:  # a link back to a folder already walked
@@ -412,7 +427,7 @@ def dataset_files(folder: Path, suffixes: set[str], report: ImportReport, root: 
             path = Path(directory) / name
             if path.suffix.lower() not in suffixes:
                 continue
-            target = link_target_outside(path, root)
+            target = link_target_outside(path, root, real_folders)
             if target is not None:
                 report_outside_link(report, path, target, root)
             elif path.is_file():

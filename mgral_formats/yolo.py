@@ -71,6 +71,8 @@ def read_yolo_label(path: str | Path, width: int, height: int) -> tuple[np.ndarr
 
 def format_yolo_label(boxes_xyxy: np.ndarray, classes: np.ndarray, width: int, height: int) -> str:
     """The text of a label file for pixel boxes; empty for no boxes."""
+    if not len(classes):
+        return ""
     lines = []
     for (x1, y1, x2, y2), cls in zip(np.asarray(boxes_xyxy, float), np.asarray(classes)):
         cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
@@ -102,7 +104,7 @@ def load_yolo(root: Path) -> tuple[ImportedDataset, ImportReport]:
     if not isinstance(path_entry, str):
         raise YoloFormatError(f"{data_yaml}: 'path' must be one folder (a string), got {path_entry!r:.200}")
     base = (data_yaml.parent / path_entry).resolve()
-    dataset, seen = ImportedDataset(names, []), {}
+    dataset, seen, real_folders = ImportedDataset(names, []), {}, {}
     for split in ("train", "val", "test"):
         if not data.get(split):
             continue
@@ -118,7 +120,7 @@ def load_yolo(root: Path) -> tuple[ImportedDataset, ImportReport]:
             if path.stem in seen:
                 report.add(path, "duplicate name", f"image name {path.stem!r} also used by {seen[path.stem]}")
                 continue
-            target = link_target_outside(label, base)
+            target = link_target_outside(label, base, real_folders)
             if target is not None:
                 report.add(path, "link leaves the dataset", f"its label file {label} is a symbolic link to "
                            f"{target}, outside the dataset folder {base}; not read")

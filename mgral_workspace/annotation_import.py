@@ -26,7 +26,7 @@ import pandas as pd
 from mgral_formats import read_annotations
 from mgral_formats.common import UPLOAD_PREFIX, AnnotationEntry, FormatError, strip_upload_prefix
 from mgral_formats.yolo import format_yolo_label, read_yolo_label
-from mgral_workspace.atomic import write_text_atomic
+from mgral_workspace.atomic import write_texts_atomic
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 
@@ -62,20 +62,28 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
+def _name_and_stem(path: str) -> tuple[str, str]:
+    """`PurePosixPath(path).name` and `.stem` from the string itself (built for every image of a project:
+    the path objects cost more than the whole rest of the index)."""
+    name = next((part for part in reversed(path.split("/")) if part and part != "."), "")
+    dot = name.rfind(".")
+    return name, name[:dot] if 0 < dot < len(name) - 1 else name
+
+
 class _ImageIndex:
     """The project's images by every name an export may use: id, project file, original path and file name."""
 
     def __init__(self, table: pd.DataFrame):
-        self.ids = set(table.index)
-        self.by_file = {f: i for i, f in zip(table.index, table["file"])}
-        self.original = {i: o for i, o in zip(table.index, table["original_name"]) if o}
+        ids = table.index.to_numpy(dtype=object)
+        self.ids = set(ids)
+        self.by_file = dict(zip(table["file"].to_numpy(dtype=object), ids))
+        self.original = {i: o for i, o in zip(ids, table["original_name"].to_numpy(dtype=object)) if o}
         self.names: dict[str, dict[str, str]] = defaultdict(dict)  # a file name or stem -> {id: how}
         for file, image_id in self.by_file.items():
-            self.names[PurePosixPath(file).name][image_id] = "its project file name"
+            self.names[_name_and_stem(file)[0]][image_id] = "its project file name"
             self.names[image_id].setdefault(image_id, "its id")
         for image_id, original in self.original.items():
-            base = PurePosixPath(original)
-            for key in (original, base.name, base.stem):
+            for key in (original, *_name_and_stem(original)):
                 self.names[key].setdefault(image_id, f"its original name {original!r}")
 
     def find(self, entry: AnnotationEntry) -> tuple[str | None, str | None, str]:
@@ -141,6 +149,10 @@ def import_annotations(project_dir: str | Path, source: str | Path, *, replace: 
     pool = PoolState.load(project)
     table = pool.table.set_index("image_id")
     index = _ImageIndex(table)
+    ids = table.index.to_numpy(dtype=object)
+    size = dict(zip(ids, zip(table["width"].to_numpy().tolist(), table["height"].to_numpy().tolist())))
+    label_file = {i: f for i, f, labeled in zip(ids, table["label_file"].to_numpy(dtype=object), table["labeled"].to_numpy())
+                  if labeled}  # the labeled images' label files
     pending = set(pool.pending_ids())
     problems, accepted, replaced, unchanged, seen = [], {}, {}, [], {}
     notes: list[str] = []
@@ -175,7 +187,7 @@ def import_annotations(project_dir: str | Path, source: str | Path, *, replace: 
         seen[image_id] = entry.where
         if how not in ("id", "project file"):
             matched[how].append(f"{entry.where} -> {image_id}")
-        width, height = int(table.loc[image_id, "width"]), int(table.loc[image_id, "height"])
+        width, height = size[image_id]
         size_problem = _size_problem(entry, image_id, width, height)
         if size_problem:
             problems.append(f"{entry.where}: {size_problem}")
@@ -183,8 +195,8 @@ def import_annotations(project_dir: str | Path, source: str | Path, *, replace: 
         converted = _convert(entry, info.class_names, width, height, problems)
         if converted is None:
             continue
-        if bool(table.loc[image_id, "labeled"]):
-            current = _current_labels(project / table.loc[image_id, "label_file"], width, height)
+        if image_id in label_file:
+            current = _current_labels(project / label_file[image_id], width, height)
             if current is not None and _same(current, converted):
                 unchanged.append(image_id)
             elif replace:
@@ -213,18 +225,17 @@ def import_annotations(project_dir: str | Path, source: str | Path, *, replace: 
     if replaced and keep_replaced is not None:
         keep_replaced.mkdir(parents=True, exist_ok=True)
         for image_id in replaced:
-            old = project / table.loc[image_id, "label_file"]
+            old = project / label_file[image_id]
             if old.is_file():
                 shutil.copyfile(old, keep_replaced / f"{image_id}.txt")
         notes.append(f"the {len(replaced)} replaced label file(s) were kept in {keep_replaced}")
-    for image_id, (boxes, classes) in replaced.items():
-        width, height = int(table.loc[image_id, "width"]), int(table.loc[image_id, "height"])
-        write_text_atomic(project / table.loc[image_id, "label_file"], format_yolo_label(boxes, classes, width, height))
+    texts = {project / label_file[image_id]: format_yolo_label(boxes, classes, *size[image_id])
+             for image_id, (boxes, classes) in replaced.items()}
     label_files = {}
     for image_id, (boxes, classes) in accepted.items():
-        width, height = int(table.loc[image_id, "width"]), int(table.loc[image_id, "height"])
-        write_text_atomic(info.labels_dir / f"{image_id}.txt", format_yolo_label(boxes, classes, width, height))
+        texts[info.labels_dir / f"{image_id}.txt"] = format_yolo_label(boxes, classes, *size[image_id])
         label_files[image_id] = f"labels/{image_id}.txt"
+    write_texts_atomic(texts)
     if label_files:
         updated = pool
         cycles = table.loc[list(label_files), "selected_cycle"]

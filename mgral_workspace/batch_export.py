@@ -26,27 +26,28 @@ def export_batch(project_dir: str | Path, cycle: int, ids: Sequence[str], detect
     are marked as such: `splits.csv`, `mgral_split` in the COCO images, and the README.
     """
     project = Path(project_dir).resolve()
-    pool = PoolState.load(project)
-    table = pool.table.set_index("image_id")
+    table = PoolState.load(project).table
+    rows = dict(zip(table["image_id"].to_numpy(dtype=object),  # id -> (file, width, height, split), once
+                    zip(table["file"].to_numpy(dtype=object), table["width"].to_numpy().tolist(),
+                        table["height"].to_numpy().tolist(), table["split"].to_numpy(dtype=object))))
     out = project / "exports" / f"cycle_{cycle:03d}"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(f".{out.name}.", out.parent)
     try:
         images, sheet = [], []
         for image_id in ids:
-            det, row = detections[image_id], table.loc[image_id]
+            det, (file, width, height, split) = detections[image_id], rows[image_id]
             keep = det.scores >= prelabel_conf
             kept = Detections(det.boxes_xyxy[keep], det.scores[keep], det.classes[keep])
-            images.append(BatchImage(image_id, row["file"], int(row["width"]), int(row["height"]), kept,
-                                     row["split"]))
-            sheet.append((project / row["file"], kept.boxes_xyxy, kept.classes, image_id))
+            images.append(BatchImage(image_id, file, width, height, kept, split))
+            sheet.append((project / file, kept.boxes_xyxy, kept.classes, image_id))
         batch = ExportBatch(images, class_names, model_version)
         for write in EXPORTERS.values():
             write(batch, tmp)
-        (tmp / "images.txt").write_text("".join(f"{project / table.loc[i, 'file']}\n" for i in ids))
-        (tmp / "splits.csv").write_text("image_id,split\n" + "".join(f"{i},{table.loc[i, 'split']}\n" for i in ids))
+        (tmp / "images.txt").write_text("".join(f"{project / rows[i][0]}\n" for i in ids))
+        (tmp / "splits.csv").write_text("image_id,split\n" + "".join(f"{i},{rows[i][3]}\n" for i in ids))
         render_grid(sheet, class_names, tmp / "contact_sheet.png", cols=10, tile=160)
-        evaluation = {split: sum(table.loc[i, "split"] == split for i in ids) for split in ("val", "test")}
+        evaluation = {split: sum(rows[i][3] == split for i in ids) for split in ("val", "test")}
         (tmp / "README.txt").write_text(_instructions(project, cycle, len(ids), evaluation))
         if out.exists():
             shutil.rmtree(out)

@@ -27,6 +27,14 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 _MAX_SHOWN = 200  # characters of a bad value shown in an error message
 
+# The names mgral_core.strategies registers, in its order, so that a params file is checked without importing
+# the strategies (they import torch, SciPy and POT: seconds before `mgral status` could answer).
+# tests/core/test_config.py checks both against the registry; a new strategy goes in both places.
+MODEL_STRATEGY_NAMES = ("mgral", "oracle_best_of_n")
+BASELINE_STRATEGY_NAMES = ("random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset",
+                           "cdal", "ebal", "typiclust")
+STRATEGY_NAMES = (*MODEL_STRATEGY_NAMES, *BASELINE_STRATEGY_NAMES)
+
 
 def _shown(value: Any) -> str:
     text = repr(value)
@@ -126,8 +134,6 @@ class SelectionParams(_Section):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
-        from mgral_core.strategies import STRATEGY_NAMES
-
         if value not in STRATEGY_NAMES:
             raise ValueError(f"unknown strategy {value!r}; known strategies: {', '.join(STRATEGY_NAMES)}")
         return value
@@ -220,13 +226,11 @@ class LookupTableParams(_Section):
 
 def _known_baselines(value: list[str] | None) -> list[str] | None:
     """A list of distinct registered baseline names (or None), else a ValueError naming the bad ones."""
-    from mgral_core.strategies import BASELINE_STRATEGIES
-
     if value is None:
         return value
-    unknown = [name for name in value if name not in BASELINE_STRATEGIES]
+    unknown = [name for name in value if name not in BASELINE_STRATEGY_NAMES]
     if unknown:
-        raise ValueError(f"unknown baselines {unknown}; proposals must be among {', '.join(BASELINE_STRATEGIES)}")
+        raise ValueError(f"unknown baselines {unknown}; proposals must be among {', '.join(BASELINE_STRATEGY_NAMES)}")
     if len(set(value)) != len(value):
         raise ValueError(f"proposals must be distinct, got {value}")
     return value
@@ -317,9 +321,7 @@ class OracleParams(_Section):
 
     @model_validator(mode="after")
     def _check_counts(self) -> "OracleParams":
-        from mgral_core.strategies import BASELINE_STRATEGIES
-
-        proposals = len(BASELINE_STRATEGIES) if self.proposals is None else len(self.proposals)
+        proposals = len(BASELINE_STRATEGY_NAMES) if self.proposals is None else len(self.proposals)
         if self.candidates < proposals:
             which = "every baseline, as proposals is null" if self.proposals is None else "oracle.proposals"
             raise ValueError(f"candidates ({self.candidates}) must be at least the number of proposals ({proposals}: "

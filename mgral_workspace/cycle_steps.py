@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,8 +26,10 @@ from mgral_workspace.inference_cache import InferenceResult, load_inference, sav
 from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState, PoolStateError
 from mgral_workspace.project import load_project_info
-from mgral_core.strategies.base import PoolView
 from mgral_workspace.visualize import render_grid
+
+if TYPE_CHECKING:  # mgral_core.strategies imports torch, SciPy and POT: not at every `mgral status`
+    from mgral_core.strategies.base import PoolView
 
 
 def cycle_dir(project_dir: str | Path, cycle: int) -> Path:
@@ -156,6 +159,8 @@ def serving_model(project_dir: str | Path, params: Params, weights: Path, out_di
 
 def pool_view(project_dir: str | Path, inference_path: Path) -> PoolView:
     """What a strategy may see: candidates (unlabeled, not pending) and labeled images, no labels."""
+    from mgral_core.strategies.base import PoolView
+
     pool = PoolState.load(project_dir)
     info = load_project_info(project_dir)
     inference = load_inference(inference_path)
@@ -201,7 +206,8 @@ def oracle_annotate(project_dir: str | Path, ids: Sequence[str], cycle: int) -> 
         shutil.copyfile(source, target)
         label_files[image_id] = str(target.relative_to(project))
     if todo:
-        pool = pool.mark_selected([i for i in todo if i in set(pool.unlabeled_pool_ids)], cycle)
+        unlabeled = set(pool.unlabeled_pool_ids)
+        pool = pool.mark_selected([i for i in todo if i in unlabeled], cycle)
         pool = pool.mark_labeled(label_files, cycle)
         pool.save(project)
     return pool
@@ -233,26 +239,12 @@ def selected_grid(project_dir: str | Path, cycle: int, ids: Sequence[str], max_i
 def open_batch_progress(project_dir: str | Path) -> tuple[int, int, int]:
     """(cycle, labeled, handed out) of the most recent batch, val/test images that went out with it
     included; (0, 0, 0) when none is open."""
-    pool = PoolState.load(project_dir)
-    t = pool.table
-    selected = t[t["selected_cycle"] > 0]
-    if selected.empty:
-        return 0, 0, 0
-    cycle = int(selected["selected_cycle"].max())
-    batch = selected[selected["selected_cycle"] == cycle]
-    return cycle, int(batch["labeled"].sum()), len(batch)
+    return PoolState.load(project_dir).open_batch()
 
 
 def training_gaps(pool: PoolState) -> list[str]:
     """What is missing before a detector can be trained, validated and tested; empty when nothing is."""
-    gaps = []
-    if len(pool.labeled_pool_ids) == 0:
-        gaps.append("no labeled pool image to train on")
-    for split in ("val", "test"):
-        total, labeled = len(pool.ids(split)), len(pool.eval_ids(split))
-        if labeled == 0:
-            gaps.append(f"no labeled {split} image ({total} to label)" if total else f"no {split} image")
-    return gaps
+    return pool.training_gaps()
 
 
 def labeling_wait(project_dir: str | Path, min_labeled_fraction: float) -> str | None:
@@ -266,7 +258,8 @@ def labeling_wait(project_dir: str | Path, min_labeled_fraction: float) -> str |
     batch_cycle, done, total = open_batch_progress(project_dir)
     gaps = training_gaps(pool)
     pending = pool.pending_ids()
-    eval_out = [i for i in pool.eval_to_label_ids() if i in set(pending)]
+    handed_out = set(pending)
+    eval_out = [i for i in pool.eval_to_label_ids() if i in handed_out]
     detail = (f"; before a detector can train: {'; '.join(gaps)}" if gaps else "")
     if eval_out:
         detail += f"; {len(eval_out)} val/test images still to label (they measure the detector, never train it)"
@@ -293,7 +286,7 @@ def hand_out_batch(project_dir: str | Path, ids: Sequence[str], cycle: int, infe
                    model_version: str, prelabel_conf: float) -> Path:
     """Real use: export the batch for annotators, then mark it selected (pending) in the pool."""
     info = load_project_info(project_dir)
-    inference = load_inference(inference_path).subset(ids)
+    inference = load_inference(inference_path, ids)
     out = export_batch(project_dir, cycle, ids, inference.detections_by_id(), info.class_names, model_version,
                        prelabel_conf)
     PoolState.load(project_dir).mark_selected(ids, cycle).save(project_dir)

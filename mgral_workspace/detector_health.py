@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mgral_workspace.inference_cache import load_inference
+from mgral_workspace.inference_cache import count_boxes
 
 NEAR_ZERO_MAP = 0.005  # val mAP50-95 below this is "about zero": a few lucky boxes at most
 
@@ -29,9 +29,8 @@ def detector_warnings(val_map50_95: float, inference_path: str | Path | None = N
         warnings.append(f"the detector finds nothing: validation mAP50-95 {val_map50_95:.4f} is below "
                         f"{NEAR_ZERO_MAP}, so every strategy's selection is as good as random (or worse); {ADVICE}")
     if inference_path is not None:
-        inference = load_inference(inference_path)
-        boxes = sum(len(d) for d in inference.detections)
-        if boxes == 0 and len(inference.ids):
-            warnings.append(f"the detector predicts nothing on the pool: no box on any of its {len(inference.ids)} "
+        images, boxes = count_boxes(inference_path)
+        if boxes == 0 and images:
+            warnings.append(f"the detector predicts nothing on the pool: no box on any of its {images} "
                             f"images, so every strategy's selection is meaningless; {ADVICE}")
     return warnings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +68,12 @@ def save_inference(path: str | Path, result: InferenceResult) -> Path:
     return path
 
 
-def load_inference(path: str | Path) -> InferenceResult:
+def load_inference(path: str | Path, ids: Sequence[str] | None = None) -> InferenceResult:
+    """The stored result, or only the rows of `ids` in that order (the same as `.subset(ids)`, without
+    building every other image's detections); KeyError naming an id that has no result."""
     with np.load(Path(path), allow_pickle=False) as data:
-        offsets = data["offsets"]
+        offsets, all_ids = data["offsets"], data["ids"].astype(str)
+        rows = np.arange(len(all_ids)) if ids is None else _rows_of(all_ids, ids)
         boxes, scores, classes, probs = data["boxes"], data["scores"], data["classes"], data["probs"]
         has_probs = probs.ndim == 2 and probs.shape[1] > 0
         detections = [
@@ -77,6 +81,22 @@ def load_inference(path: str | Path) -> InferenceResult:
                 boxes[a:b], scores[a:b], classes[a:b],
                 probs[a:b] if has_probs else None,
             )
-            for a, b in zip(offsets[:-1], offsets[1:])
+            for a, b in zip(offsets[rows], offsets[rows + 1])
         ]
-        return InferenceResult(data["ids"].astype(str), data["embeddings"], detections)
+        embeddings = data["embeddings"] if ids is None else data["embeddings"][rows]
+        return InferenceResult(all_ids if ids is None else np.asarray(ids, dtype=str), embeddings, detections)
+
+
+def count_boxes(path: str | Path) -> tuple[int, int]:
+    """(images, detected boxes) of a stored result, from its offsets alone (no detection is built)."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        offsets = data["offsets"]
+        return len(offsets) - 1, int(offsets[-1])
+
+
+def _rows_of(all_ids: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+    index = {image_id: i for i, image_id in enumerate(all_ids.tolist())}
+    missing = next((image_id for image_id in ids if image_id not in index), None)
+    if missing is not None:
+        raise KeyError(f"no inference result for image id {missing!r}")
+    return np.array([index[image_id] for image_id in ids], dtype=np.int64)

@@ -7,6 +7,10 @@ in the dataset it came from, to match annotation exports by). It never holds lab
 
 from __future__ import annotations
 
+import hashlib
+import io
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +68,42 @@ class PoolStateError(ValueError):
     """The pool table is malformed or an update would make it inconsistent."""
 
 
+class _ParsedTables:
+    """The last few pool tables this process read or wrote, keyed by the file and a digest of its bytes.
+
+    A cycle reads pool.csv in every step (each step stands alone, so a cycle resumes anywhere); at
+    100,000 images parsing and checking it costs about a second, hashing its bytes about 10 ms. A
+    table is reused only for the very bytes it was parsed from, so any change on disk, by this
+    process or another, is read afresh; a table written by `save` is parsed when next read, as in
+    any other process. Callers get a copy.
+    """
+
+    def __init__(self, size: int = 4):
+        self.size, self.tables, self.guard = size, OrderedDict(), threading.Lock()
+
+    @staticmethod
+    def digest(data: bytes) -> bytes:
+        return hashlib.blake2b(data, digest_size=16).digest()
+
+    def get(self, path: Path, digest: bytes) -> pd.DataFrame | None:
+        with self.guard:
+            found = self.tables.get(str(path.absolute()))
+            if found is None or found[0] != digest:
+                return None
+            self.tables.move_to_end(str(path.absolute()))
+            return found[1].copy()
+
+    def put(self, path: Path, digest: bytes, table: pd.DataFrame) -> None:
+        with self.guard:
+            self.tables[str(path.absolute())] = (digest, table.copy())
+            self.tables.move_to_end(str(path.absolute()))
+            while len(self.tables) > self.size:
+                self.tables.popitem(last=False)
+
+
+_PARSED = _ParsedTables()
+
+
 @dataclass
 class PoolState:
     """The pool table (a pandas DataFrame indexed by nothing, one row per image)."""
@@ -79,7 +119,7 @@ class PoolState:
         dup = self.table["image_id"][self.table["image_id"].duplicated()]
         if len(dup):
             raise PoolStateError(f"duplicate image ids in pool table: {sorted(dup)[:5]}")
-        bad_split = set(self.table["split"]) - set(SPLITS)
+        bad_split = set(self.table["split"].unique()) - set(SPLITS)
         if bad_split:
             raise PoolStateError(f"unknown split values {sorted(bad_split)}; allowed {SPLITS}")
 
@@ -91,18 +131,34 @@ class PoolState:
 
     @classmethod
     def load(cls, project_dir: str | Path) -> "PoolState":
+        """The project's pool.csv, every cell checked; the same bytes read before in this process are not
+        parsed again (`_ParsedTables`)."""
         path = Path(project_dir) / POOL_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path}: no pool table; run `mgral init` first")
         try:
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            data = path.read_bytes()
+            digest = _PARSED.digest(data)
+            known = _PARSED.get(path, digest)
+            if known is not None:
+                return cls._checked(known)
+            table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
             raise PoolStateError(f"{path}: not a readable pool table ({type(err).__name__}: {str(err)[:200]}); "
                                  "restore it from the pool's history (git checkout pool.csv && dvc checkout)") from None
         try:
-            return cls(_parse_strictly(table))
+            state = cls(_parse_strictly(table))
         except (PoolStateError, ValueError) as err:
             raise PoolStateError(f"{path}: {err}") from err
+        _PARSED.put(path, digest, state.table)
+        return state
+
+    @classmethod
+    def _checked(cls, table: pd.DataFrame) -> "PoolState":
+        """A state of a table that has passed `__post_init__` before (not checked again)."""
+        state = cls.__new__(cls)
+        state.table = table
+        return state
 
     def save(self, project_dir: str | Path) -> Path:
         """Write the table atomically (temp file + fsync + rename)."""
@@ -148,7 +204,8 @@ class PoolState:
         return t.loc[rows, "image_id"].to_numpy(dtype=str)
 
     def files(self, ids) -> list[str]:
-        lookup = self.table.set_index("image_id")["file"]
+        """The image file (relative to the project) of each of `ids`; KeyError for an id not in the table."""
+        lookup = dict(zip(self.table["image_id"].to_numpy(dtype=object), self.table["file"].to_numpy(dtype=object)))
         return [lookup[i] for i in ids]
 
     @property
@@ -177,18 +234,38 @@ class PoolState:
     def mark_labeled(self, label_files: dict[str, str], cycle: int) -> "PoolState":
         """Return a new state where each id in `label_files` is labeled with that label file."""
         t = self.table.copy()
-        index = {image_id: i for i, image_id in enumerate(t["image_id"])}
-        unknown = [i for i in label_files if i not in index]
+        rows = t["image_id"].isin(list(label_files))
+        found = set(t.loc[rows, "image_id"])
+        unknown = [i for i in label_files if i not in found]
         if unknown:
             raise PoolStateError(f"cannot label unknown image ids {unknown[:5]}")
-        for image_id, label_file in label_files.items():
-            i = index[image_id]
-            t.at[i, "labeled"] = True
-            t.at[i, "labeled_cycle"] = cycle
-            t.at[i, "label_file"] = label_file
-            if t.at[i, "selected_cycle"] == NOT_YET:
-                t.at[i, "selected_cycle"] = cycle
+        t.loc[rows, "labeled"] = True
+        t.loc[rows, "labeled_cycle"] = cycle
+        t.loc[rows, "label_file"] = t.loc[rows, "image_id"].map(label_files)
+        t.loc[rows & (t["selected_cycle"] == NOT_YET), "selected_cycle"] = cycle
         return PoolState(t)
+
+    def open_batch(self) -> tuple[int, int, int]:
+        """(cycle, labeled, handed out) of the most recent batch, val/test images that went out with it
+        included; (0, 0, 0) when none is open."""
+        t = self.table
+        selected = t[t["selected_cycle"] > 0]
+        if selected.empty:
+            return 0, 0, 0
+        cycle = int(selected["selected_cycle"].max())
+        batch = selected[selected["selected_cycle"] == cycle]
+        return cycle, int(batch["labeled"].sum()), len(batch)
+
+    def training_gaps(self) -> list[str]:
+        """What is missing before a detector can be trained, validated and tested; empty when nothing is."""
+        gaps = []
+        if len(self.labeled_pool_ids) == 0:
+            gaps.append("no labeled pool image to train on")
+        for split in ("val", "test"):
+            total, labeled = len(self.ids(split)), len(self.eval_ids(split))
+            if labeled == 0:
+                gaps.append(f"no labeled {split} image ({total} to label)" if total else f"no {split} image")
+        return gaps
 
     def counts(self) -> dict[str, int]:
         t = self.table

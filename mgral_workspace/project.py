@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,61 +27,8 @@ from mgral_formats.common import ImportedDataset, ImportReport, exif_orientation
 from mgral_formats.yolo import format_yolo_label, load_yolo
 from mgral_workspace.atomic import write_directory_atomically
 from mgral_workspace.pool import PoolState
+from mgral_workspace.project_info import ProjectFileError, ProjectInfo, load_project_info  # noqa: F401 (here too)
 from mgral_workspace.synthetic import SyntheticSpec, generate_dataset
-
-
-@dataclass(frozen=True)
-class ProjectInfo:
-    root: Path
-    class_names: tuple[str, ...]
-    simulate: bool
-
-    @property
-    def images_dir(self) -> Path:
-        return self.root / "images"
-
-    @property
-    def labels_dir(self) -> Path:
-        return self.root / "labels"
-
-    @property
-    def oracle_dir(self) -> Path:
-        return self.root / "oracle" / "labels"
-
-    @property
-    def cycles_dir(self) -> Path:
-        return self.root / "cycles"
-
-
-class ProjectFileError(ValueError):
-    """project.yaml is unreadable or lacks what a project needs; the message names the file and the key."""
-
-
-def load_project_info(project_dir: str | Path) -> ProjectInfo:
-    """project.yaml's class names and simulate flag.
-
-    Raises:
-        FileNotFoundError: no project.yaml (not a project).
-        ProjectFileError: project.yaml is not a readable YAML mapping with `class_names` (a list of
-            text) and `simulate` (true or false).
-    """
-    path = Path(project_dir) / "project.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not an MGRAL project; create one with `mgral init`")
-    restore = "restore it from the project's history (git checkout project.yaml)"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ProjectFileError(f"{path}: cannot be read ({type(err).__name__}: {str(err)[:200]}); {restore}") from None
-    if not isinstance(data, dict):
-        raise ProjectFileError(f"{path}: expected a mapping with class_names and simulate; {restore}")
-    names, simulate = data.get("class_names"), data.get("simulate")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-        raise ProjectFileError(f"{path}: 'class_names' must be a non-empty list of names, got {names!r:.200}; "
-                               f"{restore}")
-    if not isinstance(simulate, bool):
-        raise ProjectFileError(f"{path}: 'simulate' must be true or false, got {simulate!r:.100}; {restore}")
-    return ProjectInfo(Path(project_dir), tuple(names), simulate)
 
 
 def _safe_id(name: str, taken: set[str]) -> str:
@@ -260,7 +206,7 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
     for sub in ("images", "labels", "oracle/labels", "quarantine"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
-    rows, id_of_name = [], {}
+    rows, id_of_name, original_name = [], {}, _OriginalNames(dataset.root)
     for i, (record, split) in enumerate(zip(dataset.images, splits)):
         image_id = _safe_id(record.name, taken)
         id_of_name[record.name] = image_id
@@ -277,7 +223,7 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
                      "labeled": labeled, "selected_cycle": 0 if labeled and split == "pool" else -1,
                      "labeled_cycle": 0 if labeled and split == "pool" else -1, "label_file": label_file,
                      "width": record.width, "height": record.height,
-                     "original_name": record.original_name or _original_name(record.source_path, dataset.root)})
+                     "original_name": record.original_name or original_name(record.source_path)})
     PoolState.new(rows).save(root)
     if metadata is not None:
         meta = metadata[metadata["image_id"].isin(id_of_name)].copy()
@@ -294,15 +240,25 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
     (root / "project.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
 
 
-def _original_name(source: Path, root: Path | None) -> str:
-    """The image's path relative to its dataset folder (POSIX), else its file name: what exports may call it."""
-    source = Path(source)
-    if root is not None:  # as given, then with links in the folders resolved (a reader may resolve its paths)
-        for base, path in ((Path(root).absolute(), source.absolute()),
-                           (Path(root).resolve(), source.absolute().parent.resolve() / source.name)):
-            if base in path.parents:
-                return path.relative_to(base).as_posix()
-    return source.name
+class _OriginalNames:
+    """What exports may call each image: its path relative to the dataset folder `root` (POSIX), else its
+    file name. Relative to `root` as given, else with links in the folders resolved (a reader may resolve
+    its paths); `root` is resolved once, an image's folder only when the first way fails."""
+
+    def __init__(self, root: Path | None):
+        self.bases = None if root is None else (Path(root).absolute(), Path(root).resolve())
+
+    def __call__(self, source: Path) -> str:
+        source = Path(source)
+        if self.bases is not None:
+            given, real = self.bases
+            path = source.absolute()
+            if path != given and path.is_relative_to(given):
+                return path.relative_to(given).as_posix()
+            path = path.parent.resolve() / source.name
+            if path != real and path.is_relative_to(real):
+                return path.relative_to(real).as_posix()
+        return source.name
 
 
 def init_from_synthetic(project_dir: str | Path, spec: SyntheticSpec, initial_labeled: int, seed: int = 0) -> Path:
