@@ -227,8 +227,16 @@ EXIF_ORIENTATION = 0x0112
 _TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF Orientation tag (1 = upright, also when absent or unreadable)."""
+def exif_orientation(image: Image.Image, file_bytes: bytes | None = None) -> int:
+    """The EXIF Orientation tag (1 = upright, also when absent or unreadable).
+
+    Given the file's bytes, a PNG in which no chunk can hold an orientation (no eXIf chunk, no text
+    keyed 'exif', 'Raw profile type exif' or XMP) is upright without more: Pillow would decode the
+    whole image to look for an eXIf chunk after the pixels.
+    """
+    if file_bytes is not None and image.format == "PNG" and not any(
+            key in file_bytes for key in (b"eXIf", b"exif", b"xmp")):
+        return 1
     try:
         value = image.getexif().get(EXIF_ORIENTATION, 1)
     except (OSError, SyntaxError, ValueError):
@@ -432,7 +440,7 @@ def dataset_files(folder: Path, suffixes: set[str], report: ImportReport, root: 
                 report_outside_link(report, path, target, root)
             elif path.is_file():
                 files.append(path)
-    return sorted(files)
+    return sorted(files, key=lambda path: path.parts)  # the order of sorted(files), without Path comparisons
 
 
 def image_files(folder: Path, report: ImportReport, root: Path | None = None) -> list[Path]:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -43,15 +44,18 @@ def _safe_id(name: str, taken: set[str]) -> str:
 
 def _copy_image(source: Path, target_stem: Path) -> Path:
     """Copy an upright 8-bit RGB image as is; store anything else (gray, RGBA, 16-bit, palette, or an EXIF
-    orientation other than upright) as an upright RGB PNG, so every box lives in the frame annotators see."""
-    with Image.open(source) as image:
-        if exif_orientation(image) != 1:
+    orientation other than upright) as an upright RGB PNG, so every box lives in the frame annotators see.
+
+    The file is read once, for the check and the copy."""
+    data = source.read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        if exif_orientation(image, data) != 1:
             target = target_stem.with_suffix(".png")
             ImageOps.exif_transpose(image).convert("RGB").save(target)
             return target
         if image.mode == "RGB" and source.suffix.lower() in (".png", ".jpg", ".jpeg"):
             target = target_stem.with_suffix(source.suffix.lower())
-            shutil.copyfile(source, target)
+            target.write_bytes(data)
             return target
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             array = np.asarray(image, dtype=np.float64)
@@ -219,7 +223,7 @@ def _write_project(root: Path, dataset: ImportedDataset, splits: list[str], visi
             label_file = f"labels/{image_id}.txt"
         elif record.labeled and simulate:
             (root / "oracle" / "labels" / f"{image_id}.txt").write_text(text)
-        rows.append({"image_id": image_id, "file": str(image_file.relative_to(root)), "split": split,
+        rows.append({"image_id": image_id, "file": f"images/{image_file.name}", "split": split,
                      "labeled": labeled, "selected_cycle": 0 if labeled and split == "pool" else -1,
                      "labeled_cycle": 0 if labeled and split == "pool" else -1, "label_file": label_file,
                      "width": record.width, "height": record.height,
@@ -253,12 +257,19 @@ class _OriginalNames:
         if self.bases is not None:
             given, real = self.bases
             path = source.absolute()
-            if path != given and path.is_relative_to(given):
-                return path.relative_to(given).as_posix()
-            path = path.parent.resolve() / source.name
-            if path != real and path.is_relative_to(real):
-                return path.relative_to(real).as_posix()
+            inside = _below(path, given) or _below(path.parent.resolve() / source.name, real)
+            if inside:
+                return inside
         return source.name
+
+
+def _below(path: Path, base: Path) -> str | None:
+    """`path` relative to `base` (POSIX) when it lies below it, else None."""
+    try:
+        inside = path.relative_to(base)
+    except ValueError:
+        return None
+    return inside.as_posix() if inside.parts else None
 
 
 def init_from_synthetic(project_dir: str | Path, spec: SyntheticSpec, initial_labeled: int, seed: int = 0) -> Path:

@@ -231,3 +231,32 @@ def test_boxes_are_counted_from_the_offsets_as_from_the_detections(tmp_path):
 
     path = _inference(tmp_path)
     assert count_boxes(path) == (30, sum(len(d) for d in load_inference(path).detections)) == (30, 30)
+
+
+def _png_with(path: Path, how: str) -> Path:
+    """A 40x20 RGB PNG turned by EXIF Orientation 6 as `how` says: an eXIf chunk, a legacy 'Raw profile type
+    exif' text, XMP in an iTXt chunk (compressed), or not at all ('plain')."""
+    from PIL import Image, PngImagePlugin
+
+    image, info, exif = Image.new("RGB", (40, 20), (10, 200, 30)), PngImagePlugin.PngInfo(), Image.Exif()
+    exif[0x0112] = 6
+    if how == "raw text":
+        raw = exif.tobytes()
+        info.add_text("Raw profile type exif", f"\nexif\n{len(raw)}\n{raw.hex()}")
+    elif how == "xmp":
+        info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>', zip=True)
+    image.save(path, pnginfo=info, **({"exif": exif} if how == "eXIf chunk" else {}))
+    return path
+
+
+@pytest.mark.parametrize("how", ["eXIf chunk", "raw text", "xmp", "plain"])
+def test_a_png_is_copied_as_is_only_when_no_chunk_can_turn_it(tmp_path, how):
+    from PIL import Image
+
+    from mgral_workspace.project import _copy_image
+
+    source = _png_with(tmp_path / "in.png", how)
+    stored = _copy_image(source, tmp_path / "out")
+    with Image.open(stored) as image:
+        assert image.size == ((40, 20) if how == "plain" else (20, 40))
+    assert (stored.read_bytes() == source.read_bytes()) == (how == "plain")
