@@ -22,15 +22,27 @@ leave-one-out formulas are exact for the matrix actually used. numpy only (and t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 MIN_NOISE_RATIO = 1e-6  # jitter: the smallest noise variance, as a share of the signal variance
 LENGTHSCALE_FACTORS = 2.0 ** np.arange(-6, 6.5, 0.5)  # coarse grid: l = factor x median record distance
 NOISE_RATIOS = 10.0 ** np.arange(-6, 2.01, 0.25)  # coarse grid of lam = noise variance / signal variance
 MIN_FIT_RECORDS = 3  # below this, leave-one-out cannot choose hyperparameters: the defaults are used
 DEFAULT_NOISE_RATIO = 0.1
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    """The process's BLAS libraries, found once (a scan costs about 30 ms)."""
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """Context manager holding numpy's BLAS to one thread."""
+    return _blas().limit(limits=1, user_api="blas")
 
 
 @dataclass(frozen=True)
@@ -111,21 +123,17 @@ def _solve(eigenvalues: np.ndarray, eigenvectors: np.ndarray, noise_ratio: float
 
 def _loo_score(eigenvalues: np.ndarray, eigenvectors: np.ndarray, values: np.ndarray,
                noise_ratios: np.ndarray) -> np.ndarray:
-    """(len(noise_ratios),) LOO log predictive probability (s2 profiled out) for one kernel matrix, O(R^2) each."""
+    """(L,) LOO log predictive probability (s2 profiled out) of one kernel matrix at L noise ratios, O(R^2 L)."""
     n = len(values)
     z_y, z_1 = eigenvectors.T @ values, eigenvectors.T @ np.ones(n)  # (R,)
-    squared = eigenvectors ** 2  # (R, R)
-    scores = np.empty(len(noise_ratios))
-    for j, lam in enumerate(noise_ratios):
-        g = 1.0 / (eigenvalues + lam)
-        inv_y, inv_1 = eigenvectors @ (g * z_y), eigenvectors @ (g * z_1)  # (R,)
-        one_inv_one = float(z_1 @ (g * z_1))
-        py = inv_y - inv_1 * float(z_1 @ (g * z_y)) / one_inv_one  # (R,) P y
-        p_diag = np.maximum(squared @ g - inv_1 ** 2 / one_inv_one, 1e-300)  # (R,) P_ii
-        signal = float(np.mean(py ** 2 / p_diag))  # s2 maximising the LOO likelihood
-        scores[j] = (-np.inf if signal <= 0 else
-                     -0.5 * n * np.log(signal) + 0.5 * float(np.log(p_diag).sum()) - 0.5 * n)
-    return scores
+    g = 1.0 / (eigenvalues[:, None] + noise_ratios[None, :])  # (R, L)
+    inv_y, inv_1 = eigenvectors @ (g * z_y[:, None]), eigenvectors @ (g * z_1[:, None])  # (R, L)
+    one_inv_one, one_inv_y = (z_1 ** 2) @ g, (z_1 * z_y) @ g  # (L,)
+    py = inv_y - inv_1 * (one_inv_y / one_inv_one)  # (R, L) P y
+    p_diag = np.maximum((eigenvectors ** 2) @ g - inv_1 ** 2 / one_inv_one, 1e-300)  # (R, L) P_ii
+    signal = np.mean(py ** 2 / p_diag, axis=0)  # (L,) the s2 maximising the LOO likelihood
+    with np.errstate(divide="ignore"):
+        return np.where(signal > 0, -0.5 * n * np.log(signal) + 0.5 * np.log(p_diag).sum(axis=0) - 0.5 * n, -np.inf)
 
 
 def fit_hyperparameters(pairwise: np.ndarray, values: np.ndarray) -> GPHyperparameters:
@@ -139,7 +147,7 @@ def fit_hyperparameters(pairwise: np.ndarray, values: np.ndarray) -> GPHyperpara
     Deterministic: no random numbers. Runs numpy's BLAS on one thread: the matrices are small, and
     on a 2-core machine shared with other work a second BLAS thread made a 200-record fit 20x slower.
     """
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         return _fit(*_check(pairwise, values))
 
 
@@ -254,7 +262,8 @@ def nested_leave_one_out(pairwise: np.ndarray, values: np.ndarray) -> np.ndarray
     """
     pairwise, values = _check(pairwise, values)
     out = np.full(len(values), np.nan)
-    for i in range(len(values) if len(values) > 1 else 0):
-        keep = np.arange(len(values)) != i
-        out[i] = GPValueModel(pairwise[np.ix_(keep, keep)], values[keep]).predict(pairwise[i, keep]).mean
+    with one_blas_thread():
+        for i in range(len(values) if len(values) > 1 else 0):
+            keep = np.arange(len(values)) != i
+            out[i] = GPValueModel(pairwise[np.ix_(keep, keep)], values[keep]).predict(pairwise[i, keep]).mean
     return out
