@@ -14,7 +14,9 @@ Modes (what `mgral_core.agent.config_for_pool` does is "auto"):
   auto    the configured default: pieces of 128 steps + bfloat16 products above agent.large_pool
           (5,000) candidates on a CPU with native bfloat16, else `paper`.
 Threads: torch intra-op threads in the agent, by default params.yaml's agent.threads (0 = one per
-core, so 2 here); `--threads 1` for one core.
+core, so 2 here); `--threads 1` for one core. `--estimator gp` values batches with the Gaussian-process
+value model (reward.estimator gp) instead of the nearest records; its fit on the 200 records is part
+of the set-up time reported.
 
 Scales: voc (pool 16,551, budget 1,000, 200 records), coco (117,266, 2,345, 150) and 1m
 (1,000,000, 10,000: inference only; training a 1M-step sequence needs ~20 KB a row, so at that size
@@ -22,6 +24,7 @@ the agent is trained on a shortlist, see bench/hierarchical.py).
 
   python bench/agent_scale.py                       # every scale and mode (~8 min)
   python bench/agent_scale.py --scales voc --modes auto
+  python bench/agent_scale.py --scales voc --modes auto --estimator gp
   python bench/agent_scale.py --fidelity            # selections of each path vs the straightforward loop
 """
 
@@ -76,11 +79,12 @@ def agent_config(mode: str, pool: int, seed: int = 0, iterations: int = 1, threa
 
 
 def measure_training(embeddings: np.ndarray, labels: np.ndarray, k: int, records: int, config: AgentConfig,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, estimator_kind: str = "knn") -> dict:
     """Train `config.iterations` iterations on the whole of `embeddings`; per-iteration wall times."""
     start = time.perf_counter()
     table = synthetic_table(embeddings, labels, k, records, seed)
-    estimator = RewardEstimator(table, seed=seed)  # sliced, default settings, fallback threshold computed
+    # sliced, default settings; knn computes its fallback threshold, gp fits its hyperparameters
+    estimator = RewardEstimator(table, seed=seed, estimator=estimator_kind)
     setup = time.perf_counter() - start
     ids = np.arange(len(embeddings)).astype(str)
     reward_times: list[float] = []
@@ -103,8 +107,8 @@ def measure_training(embeddings: np.ndarray, labels: np.ndarray, k: int, records
 def child_train(args: argparse.Namespace) -> dict:
     embeddings, labels = detector_like_embeddings(args.pool, DIM, args.seed)
     config = agent_config(args.mode, args.pool, args.seed, args.iterations, args.threads)
-    out = measure_training(embeddings, labels, args.budget, args.records, config, args.seed)
-    return {**out, "config": asdict(config), "peak_rss_gib": peak_rss_gib()}
+    out = measure_training(embeddings, labels, args.budget, args.records, config, args.seed, args.estimator)
+    return {**out, "config": asdict(config), "estimator": args.estimator, "peak_rss_gib": peak_rss_gib()}
 
 
 def child_infer(args: argparse.Namespace) -> dict:
@@ -120,7 +124,7 @@ def child_infer(args: argparse.Namespace) -> dict:
             "peak_rss_before_scoring_gib": rss_before}
 
 
-def run_scales(scales: list[str], modes: list[str], seed: int, threads: int = 1) -> list[dict]:
+def run_scales(scales: list[str], modes: list[str], seed: int, threads: int = 1, estimator: str = "knn") -> list[dict]:
     rows = []
     for scale in scales:
         pool, budget, records = SCALES[scale]
@@ -138,13 +142,15 @@ def run_scales(scales: list[str], modes: list[str], seed: int, threads: int = 1)
             iterations = ITERATIONS[(scale, mode)]
             res = run_child([__file__, "--child", "train", "--pool", str(pool), "--budget", str(budget),
                              "--records", str(records), "--mode", mode, "--iterations", str(iterations),
-                             "--seed", str(seed), "--threads", str(threads)])
+                             "--seed", str(seed), "--threads", str(threads), "--estimator", estimator])
             it = res["iteration_s"]
             label = (f"[{scale} {mode}, chunks {res['config']['chunks']}, {res['config']['precision']}, "
-                     f"{threads} thread{'s' if threads > 1 else ''}]")
+                     f"{threads} thread{'s' if threads > 1 else ''}{', gp' if estimator == 'gp' else ''}]")
             figures = [figure(f"{label} iteration (median of {res['iterations_timed']})", it, "s",
                               "<= 0.25 s" if scale == "voc" else "<= 1 s", it <= (0.25 if scale == "voc" else 1.0)),
-                       figure(f"{label} of which reward", res["reward_s"], "s", "-", None)]
+                       figure(f"{label} of which reward", res["reward_s"], "s", "-", None),
+                       figure(f"{label} table + estimator set-up (once per cycle)", res["table_and_estimator_setup_s"],
+                              "s", "-", None)]
             if scale == "voc":
                 figures.append(figure(f"{label} 2,200 iterations (extrapolated)", it * 2200 / 60, "min", "<= 10 min",
                                       it * 2200 <= 600))
@@ -212,6 +218,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["auto", "pieces", "paper"], choices=["auto", "pieces", "paper"])
     parser.add_argument("--seed", type=int, default=0)
     add_threads_argument(parser)
+    parser.add_argument("--estimator", choices=["knn", "gp"], default="knn", help="the reward estimator (reward.estimator)")
     parser.add_argument("--fidelity", action="store_true", help="compare selections with the straightforward loop")
     parser.add_argument("--fidelity-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=None, help="result name under bench/results (default per run kind)")
@@ -233,7 +240,7 @@ def main() -> None:
         write_result(args.out or "agent_fidelity", {"command": command, "machine": info,
                                                     **fidelity(args.fidelity_seeds)})
         return
-    rows = run_scales(args.scales, args.modes, args.seed, args.threads)
+    rows = run_scales(args.scales, args.modes, args.seed, args.threads, args.estimator)
     write_result(args.out or "agent_scale", {"command": command, "machine": info, "load_after": machine()["loadavg"],
                                              "large_pool": LARGE_POOL, "runs": rows})
 

@@ -14,8 +14,15 @@ uniform random batches, as the pipeline draws them, with mixed queries.
 
 Targets (issue #6; medians over queries): exact/fast time ratio >= 300, Spearman >= 0.9.
 
+The value models on the same sliced distances (`--estimators`, default both): knn (the 3 nearest
+records, the default) and gp (the Gaussian-process value model of reward.estimator gp). Per
+estimator: the set-up a cycle pays once (sliced index; pairwise record distances; for gp the
+leave-one-out hyperparameter fit) and the time per query (distances + estimate, and for gp its
+predictive std). `--no-exact` skips the exact EMD part (minutes) to time only the estimators.
+
   python bench/reward_speed.py                            # VOC scale, 5 queries per table (~6 min)
   python bench/reward_speed.py --records 20 --queries 2   # quick check
+  python bench/reward_speed.py --no-exact --queries 20    # knn vs gp only (~1 min)
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from scipy.stats import spearmanr
 from scale_common import detector_like_embeddings, figure, machine, mixed_batch, synthetic_table, write_result
 
 from mgral_core.reward import RewardEstimator, inverse_distance_estimate
+from mgral_core.value_model import GPValueModel
 
 TARGET_RATIO, TARGET_SPEARMAN = 300.0, 0.9
 
@@ -42,8 +50,45 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return float(np.median(times)), out
 
 
+def time_estimators(name: str, table, embeddings: np.ndarray, labels: np.ndarray, args: argparse.Namespace) -> list:
+    """Set-up and per-query time of each value model on the sliced distances (the agent's fast path)."""
+    figures, per_query = [], {}
+    for kind in args.estimators:
+        start = time.perf_counter()
+        estimator = RewardEstimator(table, method="sliced", estimator=kind, seed=args.seed)  # threshold / fit included
+        setup = time.perf_counter() - start
+        rng = np.random.default_rng([args.seed, 99])
+        batches = [embeddings[mixed_batch(rng, labels, args.budget)] for _ in range(args.queries)]  # (k, D) each
+        times = [timed(lambda: estimator(np.arange(args.budget).astype(str), batch), args.fast_repeats)[0]
+                 for batch in batches]
+        estimator.queries = 0
+        per_query[kind] = float(np.median(times))
+        extra = "" if kind == "knn" else (f", l = {estimator.value_model.hyperparameters.lengthscale:.3g}, "
+                                          f"noise ratio {estimator.value_model.hyperparameters.noise_ratio:.3g}")
+        if kind == "gp":
+            fit_s, _ = timed(lambda: GPValueModel(estimator.pairwise_distances(), table.values), 3)
+            d = estimator.distances(batches[0])  # (R,)
+            predict_s, _ = timed(lambda: [estimator.value_model.predict(d) for _ in range(100)], 10)
+        print(f"  [{name}] {kind}: set-up {setup:.2f} s, median query {per_query[kind] * 1e3:.2f} ms{extra}", flush=True)
+        figures += [figure(f"{kind}: set-up per cycle (index, pairwise{', GP fit' if kind == 'gp' else ''})", setup,
+                           "s", "-", None),
+                    figure(f"{kind}: median time per query ({args.queries} queries)", per_query[kind] * 1e3, "ms",
+                           "-", None)]
+        if kind == "gp":
+            figures += [figure("gp: of the set-up, the hyperparameter fit alone (median of 3)", fit_s, "s", "-", None),
+                        figure("gp: of a query, the GP prediction alone (mean + std)", predict_s / 100 * 1e6, "us",
+                               "-", None)]
+    if {"knn", "gp"} <= set(per_query):
+        figures.append(figure("gp / knn time per query", per_query["gp"] / per_query["knn"], "x", "-", None))
+    return figures
+
+
 def run_table(name: str, embeddings: np.ndarray, labels: np.ndarray, args: argparse.Namespace) -> dict:
     table = synthetic_table(embeddings, labels, args.budget, args.records, seed=args.seed, mixed=name == "mixed")
+    print(f"{name} table ({args.records} records x {args.budget} rows, {embeddings.shape[1]}-d):")
+    estimator_figures = time_estimators(name, table, embeddings, labels, args)
+    if args.no_exact:
+        return {"table": name, "queries": [], "figures": estimator_figures}
     fast = RewardEstimator(table, method="sliced", fallback_rule="never", seed=args.seed)
     exact = RewardEstimator(table, method="exact", fallback_rule="never")
     rng = np.random.default_rng([args.seed, 99])
@@ -64,9 +109,8 @@ def run_table(name: str, embeddings: np.ndarray, labels: np.ndarray, args: argpa
     med = {key: float(np.median([r[key] for r in rows])) for key in ("fast_s", "exact_s", "spearman", "top3_shared")}
     spread = float(np.std(table.values))
     est_gap = float(np.median([abs(r["estimate_fast"] - r["estimate_exact"]) for r in rows]))
-    print(f"{name} table ({args.records} records x {args.budget} rows, {embeddings.shape[1]}-d, "
-          f"{args.queries} queries):")
-    figures = [
+    print(f"{name} table, fast vs exact ({args.queries} queries):")
+    figures = estimator_figures + [
         figure("fast estimator, median time per query", med["fast_s"] * 1e3, "ms", "-", None),
         figure("exact EMD (ot.emd2), median time per query", med["exact_s"], "s", "-", None),
         figure("speed ratio exact / fast", med["exact_s"] / med["fast_s"], "x", f">= {TARGET_RATIO:.0f}",
@@ -90,6 +134,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--fast-repeats", type=int, default=20)
     parser.add_argument("--tables", nargs="+", default=["mixed", "random"], choices=["mixed", "random"])
+    parser.add_argument("--estimators", nargs="+", default=["knn", "gp"], choices=["knn", "gp"])
+    parser.add_argument("--no-exact", action="store_true", help="skip exact EMD: time only the value models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="reward_speed")
     args = parser.parse_args()
@@ -98,7 +144,8 @@ def main() -> None:
     embeddings, labels = detector_like_embeddings(args.pool, args.dim, args.seed)
     results = [run_table(name, embeddings, labels, args) for name in args.tables]
     write_result(args.out, {"command": "python bench/reward_speed.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("tables", "out")),
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+        if k not in ("tables", "out", "estimators", "no_exact")) + (" --no-exact" if args.no_exact else ""),
         "settings": {k: v for k, v in vars(args).items()}, "machine": info,
         "load_after": machine()["loadavg"], "tables": results})
 

@@ -1,21 +1,30 @@
 """Reward estimator: a batch's value predicted from the lookup table by Wasserstein matching (paper III-F).
 
-Estimated value = inverse-distance weighted mean of the n nearest records' values. When even the
-nearest record is farther than a threshold, the batch is valued for real through an injected
-`direct_value` callable (which trains a detector; not this module's business) and becomes a new
-record, at most `max_fallbacks` times per estimator (one estimator per cycle).
+Two estimates over the same distances: `knn` (the paper's; the default) is the inverse-distance
+weighted mean of the n nearest records' values; `gp` is a Gaussian-process regression over every
+record (`mgral_core.value_model`). A batch the table does not cover (knn: even the nearest record
+is farther than a distance threshold; gp: the predictive standard deviation is above a share of
+the prior's) is valued for real through an injected `direct_value` callable (which trains a
+detector; not this module's business) and becomes a new record, at most `max_fallbacks` times per
+estimator (one estimator per cycle). The distances see the records' embeddings, or any other
+per-image representation handed in as `features_of` (e.g. task-aware descriptors).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from mgral_core.lookup_table import LookupRecord, LookupTable
+from mgral_core.value_model import GPValueModel
 from mgral_core.wasserstein import DistanceMethod, build_index, distances_to_records
+
+EstimatorKind = Literal["knn", "gp"]
+ESTIMATORS: tuple[str, ...] = ("knn", "gp")
 
 
 def inverse_distance_estimate(distances: np.ndarray, values: np.ndarray, n_neighbors: int,
@@ -74,38 +83,57 @@ class RewardEstimator:
         embeddings_of: batch ids (k,) -> embeddings (k, D); needed only when `__call__` is given ids
             without their embeddings.
         method: "sliced" (default, fast) or "exact" Wasserstein distance; see mgral_core.wasserstein.
-        n_neighbors: how many nearest records the estimate averages.
+        estimator: "knn" (inverse-distance mean of the nearest records, the paper's) or "gp" (GP
+            regression over every record, `mgral_core.value_model`; hyperparameters fitted by
+            leave-one-out when the estimator is built and again after each fallback).
+        n_neighbors: knn only: how many nearest records the estimate averages.
         n_projections, n_quantiles: sliced-distance resolution.
         seed: seeds the sliced projections; use one per cycle.
-        fallback_rule: see `fallback_threshold`.
+        fallback_rule: knn only: the distance threshold, see `fallback_threshold`.
+        gp_fallback_std: gp only: fall back when the predictive standard deviation of the batch's value
+            exceeds this share of the prior standard deviation (about 1 = nothing known; > 1 never).
         max_fallbacks: at most this many direct trainings over the estimator's life.
         direct_value: batch ids (k,) -> the value measured by really training; None disables fallback.
-        epsilon: distances at or below it are exact matches.
+        epsilon: knn only: distances at or below it are exact matches.
+        features_of: batch ids (k,) -> (k, F) the per-image representation the distances compare
+            (records and queries alike); None compares the embeddings themselves.
     """
 
     def __init__(self, table: LookupTable, embeddings_of: Callable[[np.ndarray], np.ndarray] | None = None, *,
-                 method: DistanceMethod = "sliced", n_neighbors: int = 3, n_projections: int = 128,
-                 n_quantiles: int = 128, seed: int = 0, fallback_rule: str = "mean_minus_std",
-                 max_fallbacks: int = 0, direct_value: Callable[[np.ndarray], float] | None = None,
-                 epsilon: float = 1e-9):
+                 method: DistanceMethod = "sliced", estimator: EstimatorKind = "knn", n_neighbors: int = 3,
+                 n_projections: int = 128, n_quantiles: int = 128, seed: int = 0,
+                 fallback_rule: str = "mean_minus_std", gp_fallback_std: float = 0.8, max_fallbacks: int = 0,
+                 direct_value: Callable[[np.ndarray], float] | None = None, epsilon: float = 1e-9,
+                 features_of: Callable[[np.ndarray], np.ndarray] | None = None):
         if len(table) == 0:
             raise ValueError("the reward estimator needs at least one lookup-table record")
         if n_neighbors < 1 or max_fallbacks < 0:
             raise ValueError(f"need n_neighbors >= 1 and max_fallbacks >= 0, got {n_neighbors}, {max_fallbacks}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
+        if not gp_fallback_std > 0:
+            raise ValueError(f"gp_fallback_std must be > 0, got {gp_fallback_std}")
         self.table = table
-        self.embeddings_of = embeddings_of
-        self.method, self.n_neighbors, self.epsilon = method, n_neighbors, epsilon
+        self.embeddings_of, self.features_of = embeddings_of, features_of
+        self.method, self.estimator, self.n_neighbors, self.epsilon = method, estimator, n_neighbors, epsilon
+        self.gp_fallback_std = gp_fallback_std
         self.max_fallbacks, self.direct_value = max_fallbacks, direct_value
-        self.index = build_index([r.embeddings for r in table], method, n_projections=n_projections,
-                                 n_quantiles=n_quantiles, seed=seed)
+        self.index = build_index([self._represent(r.batch_ids, r.embeddings) for r in table], method,
+                                 n_projections=n_projections, n_quantiles=n_quantiles, seed=seed)
         self._values = table.values  # (R,)
         self._pairwise: np.ndarray | None = None
         self.fallback_rule = fallback_rule
-        self.threshold = (float("inf") if fallback_rule == "never"
+        self.threshold = (float("inf") if fallback_rule == "never" or estimator == "gp"
                           else fallback_threshold(self.pairwise_distances(), fallback_rule))
+        self.value_model = GPValueModel(self.pairwise_distances(), self._values) if estimator == "gp" else None
         self.queries = 0
-        self.far_queries = 0  # queries whose nearest record was beyond the threshold
+        self.far_queries = 0  # queries the table did not cover (beyond the threshold, or too uncertain)
         self.fallbacks = 0  # of those, how many were trained directly
+
+    def _represent(self, batch_ids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        """(k, F) float32, what the distances compare for a batch: its features, or its embeddings."""
+        chosen = embeddings if self.features_of is None else self.features_of(np.asarray(batch_ids))
+        return np.asarray(chosen, dtype=np.float32)
 
     @property
     def records(self) -> list[LookupRecord]:
@@ -130,20 +158,29 @@ class RewardEstimator:
             self._pairwise = self.index.pairwise()
         return self._pairwise
 
-    def distances(self, embeddings: np.ndarray) -> np.ndarray:
-        """(R,) distance from a batch's embeddings (k, D) to every record.
+    def distances(self, representation: np.ndarray) -> np.ndarray:
+        """(R,) distance from a batch's representation (k, F) to every record: its embeddings (k, D), or
+        with `features_of` its features.
 
-        Embeddings are rounded to float32 first, as records store them, so a batch equal to a
-        record is an exact match whatever precision it arrives in.
+        Rounded to float32 first, as records store embeddings, so a batch equal to a record is an
+        exact match whatever precision it arrives in.
         """
-        return distances_to_records(np.asarray(embeddings, dtype=np.float32), self.index)
+        return distances_to_records(np.asarray(representation, dtype=np.float32), self.index)
 
-    def estimate_embeddings(self, embeddings: np.ndarray) -> float:
-        """Estimated value of the batch with these embeddings (k, D); never falls back."""
-        return inverse_distance_estimate(self.distances(embeddings), self._values, self.n_neighbors, self.epsilon)
+    def _estimate(self, distances: np.ndarray) -> tuple[float, bool]:
+        """The estimate from (R,) distances, and whether the table covers the batch (no fallback needed)."""
+        if self.value_model is not None:
+            prediction = self.value_model.predict(distances)
+            return prediction.mean, prediction.std_ratio <= self.gp_fallback_std
+        estimate = inverse_distance_estimate(distances, self._values, self.n_neighbors, self.epsilon)
+        return estimate, bool(distances.min() <= self.threshold)
+
+    def estimate_embeddings(self, representation: np.ndarray) -> float:
+        """Estimated value of the batch with this representation (k, F) (see `distances`); never falls back."""
+        return self._estimate(self.distances(representation))[0]
 
     def __call__(self, batch_ids: np.ndarray, embeddings: np.ndarray | None = None) -> float:
-        """Estimated value of L ∪ batch; trains directly (fallback) when the batch is far from every record.
+        """Estimated value of L ∪ batch; trains directly (fallback) when the table does not cover the batch.
 
         Args:
             batch_ids: (k,) image ids of the batch.
@@ -154,27 +191,39 @@ class RewardEstimator:
             if self.embeddings_of is None:
                 raise ValueError("pass the batch's embeddings or give the estimator an embeddings_of")
             embeddings = self.embeddings_of(batch_ids)
-        d = self.distances(embeddings)  # (R,)
+        d = self.distances(self._represent(batch_ids, embeddings))  # (R,)
         self.queries += 1
-        if d.min() > self.threshold:
+        estimate, covered = self._estimate(d)
+        if not covered:
             self.far_queries += 1
             if self.direct_value is not None and self.fallbacks < self.max_fallbacks:
-                return self._fall_back(batch_ids, embeddings)
-        return inverse_distance_estimate(d, self._values, self.n_neighbors, self.epsilon)
+                return self._fall_back(batch_ids, embeddings, d)
+        return estimate
 
-    def _fall_back(self, batch_ids: np.ndarray, embeddings: np.ndarray) -> float:
+    def _fall_back(self, batch_ids: np.ndarray, embeddings: np.ndarray, distances: np.ndarray) -> float:
         self.fallbacks += 1
         value = float(self.direct_value(batch_ids))
         record = LookupRecord(fallback_record_id(batch_ids), batch_ids, embeddings, value,
                               {"fallback": True, "fallback_index": self.fallbacks})
         self.table.add(record)
-        self.index = self.index.add(record.embeddings)
+        self.index = self.index.add(self._represent(record.batch_ids, record.embeddings))
         self._values = np.append(self._values, value)
-        self._pairwise = None
+        if self._pairwise is not None:  # the new record's distances to the others are the query's
+            r = len(distances)
+            grown = np.zeros((r + 1, r + 1))
+            grown[:r, :r], grown[r, :r], grown[:r, r] = self._pairwise, distances, distances
+            self._pairwise = grown
+        if self.value_model is not None:
+            self.value_model = GPValueModel(self.pairwise_distances(), self._values)
         return value
 
     def leave_one_out_estimates(self) -> np.ndarray:
-        """(R,) each record's value estimated from all the other records (no fallback)."""
+        """(R,) each record's value estimated from all the other records (no fallback).
+
+        gp: the closed-form leave-one-out means under the hyperparameters fitted on every record.
+        """
+        if self.value_model is not None:
+            return self.value_model.leave_one_out()[0]
         pairwise = self.pairwise_distances()
         keep = ~np.eye(len(pairwise), dtype=bool)
         return np.array([inverse_distance_estimate(pairwise[i][keep[i]], self._values[keep[i]], self.n_neighbors,
@@ -182,9 +231,14 @@ class RewardEstimator:
 
     def diagnostics(self) -> dict[str, float]:
         """Numbers worth logging once per cycle."""
-        return {"records": float(len(self.records)), "reference_value": self.reference_value,
-                "threshold": self.threshold, "queries": float(self.queries), "far_queries": float(self.far_queries),
-                "fallbacks": float(self.fallbacks), "loo_spearman": leave_one_out_spearman(self)}
+        out = {"records": float(len(self.records)), "reference_value": self.reference_value,
+               "threshold": self.threshold, "queries": float(self.queries), "far_queries": float(self.far_queries),
+               "fallbacks": float(self.fallbacks), "loo_spearman": leave_one_out_spearman(self)}
+        if self.value_model is not None:
+            h = self.value_model.hyperparameters
+            out.update({"gp_lengthscale": h.lengthscale, "gp_noise_ratio": h.noise_ratio,
+                        "gp_prior_std": self.value_model.prior_std, "gp_fallback_std": self.gp_fallback_std})
+        return out
 
 
 def leave_one_out_spearman(source: LookupTable | RewardEstimator, **estimator_kwargs) -> float:

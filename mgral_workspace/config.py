@@ -240,16 +240,27 @@ class RewardParams(_Section):
     """Reward estimator: Wasserstein matching of a candidate batch to lookup-table records."""
 
     method: Literal["sliced", "exact"] = "sliced"
+    estimator: Literal["knn", "gp"] = Field(
+        "knn", description="'knn': inverse-distance mean of the n_neighbors nearest records (the paper); 'gp': "
+        "Gaussian-process regression over every record, hyperparameters by leave-one-out (docs/method.md)")
     n_projections: int = Field(128, ge=1)
     n_quantiles: int = Field(128, ge=2, description="quantiles per projection in the sliced index")
-    n_neighbors: int = Field(3, ge=1)
-    fallback_rule: str = Field("mean_minus_std", description="'mean_minus_std', 'quantile:Q' or 'never'")
+    n_neighbors: int = Field(3, ge=1, description="knn only")
+    fallback_rule: str = Field("mean_minus_std", description="knn only: 'mean_minus_std', 'quantile:Q' or 'never'")
+    gp_fallback_std: float = Field(0.8, gt=0, description="gp only: train a batch directly when the predicted "
+                                   "std of its value exceeds this share of the prior std (> ~1.2 = never)")
     max_fallbacks: int = Field(2, ge=0)
+    representation: Literal["embedding", "task_aware"] = Field(
+        "embedding", description="what batch distances compare per image: 'embedding' (the detector's 256-d, the "
+        "paper) or 'task_aware' (class-probability mass per class, detection entropy, PCA of the embedding)")
+    task_aware_pca_dims: int = Field(8, ge=0, le=256, description="task_aware only: principal components kept")
 
     def estimator_options(self) -> dict[str, Any]:
-        """Keyword arguments of `mgral_core.reward.RewardEstimator` from this section."""
-        return {"method": self.method, "n_neighbors": self.n_neighbors, "n_projections": self.n_projections,
-                "n_quantiles": self.n_quantiles, "fallback_rule": self.fallback_rule,
+        """Keyword arguments of `mgral_core.reward.RewardEstimator` from this section (the representation is
+        the caller's: it builds the estimator's `features_of`)."""
+        return {"method": self.method, "estimator": self.estimator, "n_neighbors": self.n_neighbors,
+                "n_projections": self.n_projections, "n_quantiles": self.n_quantiles,
+                "fallback_rule": self.fallback_rule, "gp_fallback_std": self.gp_fallback_std,
                 "max_fallbacks": self.max_fallbacks}
 
     @model_validator(mode="after")

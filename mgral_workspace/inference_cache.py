@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from mgral_workspace.atomic import atomic_open
 from mgral_core.detections import Detections
+from mgral_core.image_descriptors import task_aware_descriptors
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,24 @@ class InferenceResult:
 
     def detections_by_id(self) -> dict[str, Detections]:
         return dict(zip(self.ids.tolist(), self.detections))
+
+    def task_aware_features(self, num_classes: int, pca_dims: int) -> Callable[[np.ndarray], np.ndarray]:
+        """ids (k,) -> (k, F) task-aware descriptors (`mgral_core.image_descriptors`) of those images.
+
+        The descriptors of every image here are computed once, standardised over all of them (the
+        cycle's whole pool), so every batch is described on one scale; the function raises KeyError
+        naming an id this inference does not hold.
+        """
+        features = task_aware_descriptors(self.embeddings, self.detections, num_classes, pca_dims)  # (N, F)
+        row = {image_id: i for i, image_id in enumerate(self.ids.tolist())}
+
+        def features_of(ids: np.ndarray) -> np.ndarray:
+            try:
+                return features[[row[i] for i in np.asarray(ids).tolist()]]
+            except KeyError as err:
+                raise KeyError(f"no inference result for image id {err.args[0]!r}") from None
+
+        return features_of
 
 
 def save_inference(path: str | Path, result: InferenceResult) -> Path:

@@ -71,9 +71,13 @@ class LookupEstimatorFactory:
 
     def __call__(self, pool: PoolView, k: int) -> RewardEstimator:
         inference = load_inference(self.inference_path)
+        reward = self.params.reward
+        features_of = (inference.task_aware_features(pool.num_classes, reward.task_aware_pca_dims)
+                       if reward.representation == "task_aware" else None)
         estimator = RewardEstimator(load_table(self.table_dir), lambda ids: inference.subset(ids).embeddings,
                                     seed=seed_for(self.params.selection.seed, self.cycle, "estimator"),
-                                    direct_value=self.direct_value, **self.params.reward.estimator_options())
+                                    direct_value=self.direct_value, features_of=features_of,
+                                    **reward.estimator_options())
         self.loo_spearman = leave_one_out_spearman(estimator)
         return estimator
 
@@ -193,6 +197,10 @@ def save_mgral_outputs(project_dir: str | Path, cycle: int, strategy: MgralStrat
                "agent_final_reward": float(np.mean(history.rewards[-20:])),
                "agent_candidates_read": shortlist_size(candidates, shortlist),
                "agent_chunks": strategy.last_checkpoint["config"]["chunks"]}
+    if estimator.value_model is not None:  # reward.estimator gp: the fitted model after any fallback
+        h = estimator.value_model.hyperparameters
+        metrics.update({"lookup_gp_lengthscale": h.lengthscale, "lookup_gp_noise_ratio": h.noise_ratio,
+                        "lookup_gp_prior_std": estimator.value_model.prior_std})
     write_json_atomic(out / "mgral_summary.json", metrics)  # the same figures, for reports without MLflow
     artifacts = [out / "agent.pt", out / "lookup_table.csv", png, *([diagnostics_file] if diagnostics else [])]
     return {"metrics": metrics, "series": {"agent_reward": history.rewards, "agent_baseline": history.baselines},

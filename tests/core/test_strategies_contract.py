@@ -18,7 +18,7 @@ EXPECTED_NAMES = {"random", "entropy_mean", "entropy_sum", "entropy_max", "least
                   "typiclust"}
 
 
-def fake_estimator(pool: PoolView, k: int) -> RewardEstimator:
+def fake_estimator(pool: PoolView, k: int, estimator: str = "knn") -> RewardEstimator:
     """A reward estimator over a table of random batches of this pool, valued by their mean first embedding
     coordinate: what the cycle's lookup table gives MGRAL, without training anything."""
     rng = np.random.default_rng(99)
@@ -29,7 +29,7 @@ def fake_estimator(pool: PoolView, k: int) -> RewardEstimator:
         rows = rng.choice(n, size, replace=False)
         records.append(LookupRecord(f"record_{r:03d}", pool.unlabeled_ids[rows], pool.unlabeled_embeddings[rows],
                                     float(pool.unlabeled_embeddings[rows, 0].mean())))
-    return RewardEstimator(LookupTable(records), fallback_rule="never")
+    return RewardEstimator(LookupTable(records), fallback_rule="never", estimator=estimator)
 
 
 def fake_oracle_scorer(batches):
@@ -39,6 +39,8 @@ def fake_oracle_scorer(batches):
 
 FAKE_CONTEXT = SelectionContext(estimator_factory=fake_estimator, agent=AgentSettings(AgentConfig(iterations=3)),
                                 oracle_scorer=fake_oracle_scorer)
+GP_CONTEXT = SelectionContext(estimator_factory=lambda pool, k: fake_estimator(pool, k, "gp"),
+                              agent=AgentSettings(AgentConfig(iterations=3)))
 
 
 def random_detections(rng, n, num_classes):
@@ -75,10 +77,12 @@ def tempting_labeled_pool():
                     pool.labeled_embeddings * 100, detections, pool.num_classes)
 
 
-@pytest.fixture(params=sorted(STRATEGY_NAMES))
+@pytest.fixture(params=[*sorted(STRATEGY_NAMES), "mgral:gp"])
 def strategy(request):
     """Every registered strategy, built the way the cycle builds it (MGRAL with a fake estimator, the oracle
-    ceiling with a fake true-label scorer)."""
+    ceiling with a fake true-label scorer), and MGRAL once more with the GP value model (reward.estimator gp)."""
+    if request.param == "mgral:gp":
+        return get_strategy("mgral", GP_CONTEXT)
     return get_strategy(request.param, FAKE_CONTEXT)
 
 

@@ -1,17 +1,20 @@
 """The one selection path: the cycle's select step gives the same batch as before the house was rebuilt,
 caps the budget, and is the path MGRAL takes too (built from the cycle's lookup table)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from mgral_core.detections import Detections
 from mgral_core.lookup_table import LookupRecord
 from mgral_core.seeding import PURPOSES, rng_for, seed_for
+from mgral_workspace import cycle_steps as steps
 from mgral_workspace.config import load_params
-from mgral_workspace.inference_cache import InferenceResult, save_inference
+from mgral_workspace.inference_cache import InferenceResult, load_inference, save_inference
 from mgral_workspace.lookup_store import save_record
 from mgral_workspace.pool import PoolState
-from mgral_workspace.selection import lookup_dir, select_batch
+from mgral_workspace.selection import LookupEstimatorFactory, lookup_dir, select_batch
 
 # random's first-cycle batch on the tiny built-in project (seed 0, 60 pool images, 20 labeled), computed
 # with the code before the core was split (commit b4e21b6): selection.seed 0, cycle 1.
@@ -71,3 +74,39 @@ def test_seed_recipe_streams_are_distinct_and_repeatable():
     assert seed_for(3, 2, "detector") != seed_for(3, 3, "detector")
     with pytest.raises(ValueError, match="unknown random-stream purpose 'agent'"):
         rng_for(0, 1, "agent")
+
+
+def test_mgral_with_the_gp_value_model_on_task_aware_features(tiny_project):
+    """reward.estimator gp + reward.representation task_aware: the factory builds the estimator on descriptors of
+    the cycle's inference (8 classes + 2 entropy columns + 3 components) and the cycle logs the GP's fit."""
+    ids = PoolState.load(tiny_project).ids("pool")
+    rng = np.random.default_rng(5)
+    embeddings = rng.normal(size=(len(ids), 8)).astype(np.float32)
+    detections = []
+    for _ in ids:
+        probs = rng.dirichlet(np.full(8, 0.3), int(rng.integers(0, 3))).astype(np.float32)  # (n, 8)
+        detections.append(Detections(np.tile(np.array([[0, 0, 9, 9]], np.float32), (len(probs), 1)),
+                                     probs.max(1), probs.argmax(1).astype(np.int64), probs))
+    path = tiny_project / "cycles" / "cycle_001" / "pool_inference.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inference = str(save_inference(path, InferenceResult(ids, embeddings, detections)))
+    params = load_params(tiny_project / "params.yaml", {"agent.iterations": 4, "reward.estimator": "gp",
+                                                        "reward.representation": "task_aware",
+                                                        "reward.task_aware_pca_dims": 3, "reward.max_fallbacks": 0})
+    unlabeled = PoolState.load(tiny_project).unlabeled_pool_ids
+    row = {image_id: i for i, image_id in enumerate(ids)}
+    for r in range(5):
+        batch = rng.choice(unlabeled, 8, replace=False)
+        save_record(lookup_dir(tiny_project, 1), LookupRecord(f"record_{r:03d}", batch,
+                                                              embeddings[[row[i] for i in batch]], 0.1 + r / 100))
+    view = steps.pool_view(tiny_project, Path(inference))
+    estimator = LookupEstimatorFactory(tiny_project, params, 1, "unused", inference)(view, 8)
+    assert estimator.value_model is not None and estimator.index.directions.shape[1] == 8 + 2 + 3
+    features_of = load_inference(inference).task_aware_features(8, 3)
+    np.testing.assert_allclose(estimator.distances(features_of(np.array(batch))), estimator.pairwise_distances()[4],
+                               atol=1e-5)
+    with pytest.raises(KeyError, match="no inference result for image id 'nope'"):
+        features_of(np.array(["nope"]))
+    chosen, outputs = select_batch(tiny_project, params, inference, 1, "mgral", 8, weights="unused")
+    assert len(set(chosen)) == 8 and set(chosen) <= set(unlabeled.tolist())
+    assert outputs["metrics"]["lookup_gp_lengthscale"] > 0 and outputs["metrics"]["lookup_fallbacks"] == 0
