@@ -28,6 +28,7 @@ largest sum over the phase's process tree (the Python process and its git/dvc ch
   python bench/pool_scale.py --sizes 10000
   python bench/pool_scale.py --sizes 10000,100000 --cache /work/poolscale-cache
   python bench/pool_scale.py --sizes 10000 --profile /tmp/pool_prof   # cProfile of each phase (slower)
+  python bench/pool_scale.py --sizes 100000 --dvc-cache-type hardlink --out pool_scale_hardlink
 """
 
 from __future__ import annotations
@@ -205,8 +206,9 @@ class Timers:
                 "calls": self.calls, **extra}
 
 
-def _time_versioning_commands(timers: Timers) -> None:
-    """Each git/dvc command of tasks.versioning timed as 'git add', 'dvc add images oracle', ..."""
+def _time_versioning_commands(timers: Timers, cache_type: str | None = None) -> None:
+    """Each git/dvc command of tasks.versioning timed as 'git add', 'dvc add images oracle', ...; with
+    `cache_type`, `dvc config cache.type CACHE_TYPE` right after `dvc init` (the layout measured)."""
     import tasks.versioning as versioning
 
     original = versioning._run
@@ -218,6 +220,8 @@ def _time_versioning_commands(timers: Timers) -> None:
         finally:
             words = [Path(args[0]).name, *[a for a in args[1:] if not a.startswith("-")][:3]]
             timers.add("  " + " ".join(words)[:60], start)
+            if cache_type and words[:2] == ["dvc", "init"]:
+                run([args[0], "config", "cache.type", cache_type], cwd)
 
     versioning._run = run
 
@@ -249,7 +253,7 @@ def child_init(args: dict) -> dict:
     timers.wrap(project_module, "init_project", "write the project (init_project)")
     timers.wrap(cli, "_write_project_params", "write params.yaml")
     timers.wrap(versioning, "ensure_versioned", "version: git + DVC (ensure_versioned)")
-    _time_versioning_commands(timers)
+    _time_versioning_commands(timers, args.get("cache_type"))
     timers.wrap(cli, "_status", "status at the end")
     start = _clock()
     cli.init(Path(args["project"]), Path(args["dataset"]), "auto", False, False, None, Path(args["params"]),
@@ -429,8 +433,8 @@ def run_size(images: int, args: argparse.Namespace, env: dict) -> dict:
         profile.mkdir(parents=True, exist_ok=True)
     phases: dict[str, dict] = {}
 
-    phases["init"] = run_phase("init", {"project": str(project), "dataset": str(dataset), "params": str(params)},
-                               logs, "init", env, profile)
+    phases["init"] = run_phase("init", {"project": str(project), "dataset": str(dataset), "params": str(params),
+                                        "cache_type": args.dvc_cache_type}, logs, "init", env, profile)
     print(f"  init (in-process CLI command) {phases['init']['seconds']:.1f} s ({phases['init']['cpu_s']:.1f} s CPU)",
           flush=True)
     if args.init_cli:
@@ -463,6 +467,7 @@ def run_size(images: int, args: argparse.Namespace, env: dict) -> dict:
     if not args.keep:
         shutil.rmtree(work)
     return {"images": images, "splits": split_sizes(images), "budget": args.budget, "dataset": str(dataset),
+            "dvc_cache_type": args.dvc_cache_type or "DVC's default (reflink, else copy)",
             "generated_s": generated, "project_mib": int(disk), "phases": phases}
 
 
@@ -533,6 +538,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-cli", action="store_true", help="also time `mgral init` as a subprocess")
+    parser.add_argument("--dvc-cache-type", default=None, choices=["hardlink", "symlink", "copy"],
+                        help="set the project's DVC cache.type right after `dvc init` (default: DVC's own)")
     parser.add_argument("--profile", default=None, help="cProfile every phase into this folder (figures not kept)")
     parser.add_argument("--keep", action="store_true", help="keep the projects and logs")
     parser.add_argument("--out", default="pool_scale", help="bench/results/<out>.json (runs of other sizes are kept)")
