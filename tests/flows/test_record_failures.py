@@ -29,7 +29,7 @@ def test_diverging_record_fails_alone_transient_failure_is_retried(tiny_project,
             raise OSError("stale file handle (transient)")
         return real(project_dir, params, table_dir, record_id, *args, **kwargs)
 
-    monkeypatch.setattr("tasks.mgral_tasks.record_value", diverging_for_record_2)
+    monkeypatch.setattr(record_values, "record_value", diverging_for_record_2)  # lookup_record calls it there
     results = build_lookup_table.with_options(task_runner=lookup_task_runner(params))(
         str(tiny_project), params, 1, batches, str(detector.weights), str(inference))
     assert results[2] is None and all(r is not None for i, r in enumerate(results) if i != 2)
