@@ -95,7 +95,9 @@ def test_fallback_rules():
             fallback_threshold(pairwise, bad)
 
 
-def test_fallback_triggers_on_far_batches_and_is_bounded(tmp_path):
+def far_batch_setup(tmp_path):
+    """A 10-record table persisted under tmp_path, an embedder placing batch ids 1000*i.. at 100 * (i + 1) from the
+    records and from each other, and a direct trainer that returns 0.5 and lists what it trained."""
     emb, labels = embeddings(4)
     table = LookupTable(composition_records(emb, labels, np.random.default_rng(1), 10), on_add=lambda r: save_record(tmp_path, r))
     trained = []
@@ -108,6 +110,11 @@ def test_fallback_triggers_on_far_batches_and_is_bounded(tmp_path):
         trained.append(ids)
         return 0.5
 
+    return table, far, direct_value, trained
+
+
+def test_fallback_triggers_on_far_batches_and_is_bounded(tmp_path):
+    table, far, direct_value, trained = far_batch_setup(tmp_path)
     estimator = RewardEstimator(table, far, max_fallbacks=2, direct_value=direct_value)
     near = table.records[0]
     assert estimator(near.batch_ids, near.embeddings) == pytest.approx(near.value)  # near: no fallback

@@ -16,7 +16,7 @@ from mgral_core.value_model import (
 )
 from mgral_core.wasserstein import build_index
 from mgral_workspace.lookup_store import finished_record_ids, save_record
-from tests.core.test_reward import composition_records, embeddings
+from tests.core.test_reward import composition_records, embeddings, far_batch_setup
 
 
 def euclidean(points):
@@ -93,19 +93,7 @@ def test_std_grows_away_from_the_records():
 
 
 def test_gp_fallback_trains_uncertain_batches_refits_and_is_bounded(tmp_path):
-    emb, labels = embeddings(4)
-    table = LookupTable(composition_records(emb, labels, np.random.default_rng(1), 10),
-                        on_add=lambda r: save_record(tmp_path, r))
-    trained = []
-
-    def far(ids):  # batch i sits 100 * (i + 1) away from the records and from the other far batches
-        ids = np.asarray(ids).astype(int)
-        return emb[ids % 1000] + 100.0 * (ids[0] // 1000 + 1)
-
-    def direct_value(ids):
-        trained.append(ids)
-        return 0.5
-
+    table, far, direct_value, trained = far_batch_setup(tmp_path)
     estimator = RewardEstimator(table, far, estimator="gp", max_fallbacks=2, direct_value=direct_value)
     near = table.records[0]
     assert estimator.value_model.predict(estimator.distances(near.embeddings)).std_ratio < 0.8
