@@ -287,6 +287,12 @@ class AgentParams(_Section):
     chunks: int = Field(1, ge=1, description="1 = the pool as one sequence (paper); B > 1 = B pieces side by side")
     decoder_hidden: int = Field(64, ge=1, description="hidden width of the 2-layer decoder MLP")
     entropy_weight: float = Field(0.0, ge=0, description="entropy bonus on the policy (0 = off)")
+    advantage: Literal["baseline", "normalized", "rank"] = Field(
+        "baseline", description="'baseline': R - mAP_ref (paper); 'normalized': that over the spread of the last "
+        "advantage_window rewards; 'rank': R's centred rank among them (docs/method.md)")
+    advantage_window: int = Field(20, ge=2, le=10000, description="previous rewards 'normalized'/'rank' use")
+    imitation_steps: int = Field(0, ge=0, le=10000, description="steps imitating the lookup table's best record "
+                                 "before policy gradient (0 = off; ALIL-style start, docs/method.md)")
     large_pool: int = Field(5000, ge=0, description="above this many candidates the agent runs in pieces of 128 "
                             "steps with bfloat16 products where the CPU has them (0 = never; docs/PERFORMANCE.md)")
     shortlist: int = Field(0, ge=0, description="0 = the agent reads every candidate; N = only N of them, "
@@ -304,7 +310,9 @@ class AgentParams(_Section):
 
         config = AgentConfig(iterations=self.iterations, lr=self.lr, baseline_decay=self.baseline_decay,
                              chunks=self.chunks, decoder_hidden=self.decoder_hidden,
-                             entropy_weight=self.entropy_weight, threads=resolve_threads(self.threads))
+                             entropy_weight=self.entropy_weight, advantage=self.advantage,
+                             advantage_window=self.advantage_window, imitation_steps=self.imitation_steps,
+                             threads=resolve_threads(self.threads))
         return AgentSettings(config=config, shortlist=self.shortlist, shortlist_method=self.shortlist_method,
                              large_pool=self.large_pool)
 

@@ -8,6 +8,7 @@ from mgral_core.agent.runtime import bfloat16_matmul_is_fast
 
 LARGE_POOL_PIECE_STEPS = 128  # steps per piece on the large-pool path (`config_for_pool`)
 PRECISIONS = ("float32", "bfloat16")
+ADVANTAGES = ("baseline", "normalized", "rank")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,17 @@ class AgentConfig:
             loss) stays in the parameters' dtype. About 4x faster products on CPUs with AVX512-BF16 or
             AMX; scores differ from float32 by a few thousandths of their spread, so near-tied selections
             can differ (tests/core/test_agent_scale_paths.py).
+        advantage: what multiplies the log-probability of a sampled batch. "baseline" (the paper, default):
+            R - mAP_ref. "normalized": that difference divided by the standard deviation of the previous
+            `advantage_window` rewards (its sign alone while fewer than two are known or they are all equal).
+            "rank": the share of the previous `advantage_window` rewards that R beats (ties count half),
+            minus 0.5, so in [-0.5, 0.5] (its sign times 0.5 on the first iteration). Both alternatives
+            ignore the rewards' scale, which the estimated rewards' tiny spread (about 0.001) makes matter
+            for a fixed learning rate; "rank" also ignores any monotone change of the reward.
+        advantage_window: previous rewards "normalized" and "rank" compare with (>= 2).
+        imitation_steps: Adam steps, before REINFORCE, that raise the Plackett-Luce log-probability of
+            the batch handed to `train_agent` as `imitate` (e.g. the lookup table's best record; ALIL,
+            Liu et al. 2018, starts its policy by imitation too). 0 (off) by default.
         seed: seeds parameter initialisation, the sequence order and batch sampling (separate streams).
         threads: torch intra-op threads while the agent trains and scores (restored afterwards). 1 by
             default: the step loop issues many small ops, and a second thread made it over 30x slower
@@ -43,6 +55,9 @@ class AgentConfig:
     chunks: int = 1
     entropy_weight: float = 0.0
     precision: str = "float32"
+    advantage: str = "baseline"
+    advantage_window: int = 20
+    imitation_steps: int = 0
     seed: int = 0
     threads: int = 1
 
@@ -51,6 +66,8 @@ class AgentConfig:
                   "baseline_decay": 0 <= self.baseline_decay <= 1,
                   "decoder_hidden": self.decoder_hidden >= 1, "chunks": self.chunks >= 1,
                   "entropy_weight": self.entropy_weight >= 0, "precision": self.precision in PRECISIONS,
+                  "advantage": self.advantage in ADVANTAGES, "advantage_window": self.advantage_window >= 2,
+                  "imitation_steps": self.imitation_steps >= 0,
                   "seed": self.seed >= 0, "threads": self.threads >= 1}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

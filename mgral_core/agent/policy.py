@@ -188,14 +188,17 @@ class TrainingHistory:
 
 
 def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], float], config: AgentConfig,
-                initial_baseline: float, progress: Callable[[int, float], None] | None = None
-                ) -> tuple[SamplingAgent, TrainingHistory]:
+                initial_baseline: float, progress: Callable[[int, float], None] | None = None,
+                imitate: np.ndarray | None = None) -> tuple[SamplingAgent, TrainingHistory]:
     """Train a fresh agent by REINFORCE on one pool.
 
     Each iteration scores the pool, samples an ordered batch of k rows (Gumbel-top-k), gets
-    R = reward(rows), and steps Adam on -(R - mAP_ref) * log p(batch) - entropy_weight * H; then
+    R = reward(rows), and steps Adam on -A * log p(batch) - entropy_weight * H, where the advantage A is
+    R - mAP_ref by default (config.advantage; see AgentConfig for the scale-free alternatives); then
     mAP_ref <- beta * mAP_ref + (1 - beta) * R (paper eq. 3-4; the advantage uses the baseline from
-    before this iteration's reward, which keeps the gradient estimate unbiased).
+    before this iteration's reward, which keeps the gradient estimate unbiased). With
+    config.imitation_steps > 0 and `imitate` given, that many steps first raise the probability of
+    drawing the rows `imitate` (in the order the agent then scores them).
 
     Args:
         embeddings: (U, D) pool embeddings; the agent reads them in `sequence_order(U, config.seed)`.
@@ -205,6 +208,8 @@ def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], f
         config: see AgentConfig; its seed fixes everything random here.
         initial_baseline: mAP_ref before the first iteration (e.g. the random-batch reference value).
         progress: called with (iteration, reward) after each iteration.
+        imitate: rows of `embeddings` (distinct, at most U) to imitate first; used only when
+            config.imitation_steps > 0.
     """
     x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)  # (U, D)
     if x.ndim != 2 or not 1 <= k <= len(x):
@@ -212,23 +217,60 @@ def train_agent(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], f
     order = sequence_order(len(x), config.seed)  # (U,) sequence position -> row
     x_seq = x[torch.as_tensor(order)]  # (U, D) in reading order
     agent = SamplingAgent(x.shape[1], config)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.lr)
     # numpy's BLAS (the reward) on one thread: its idle threads would spin on the cores torch's threads use
     with intra_op_threads(config.threads), threadpool_limits(1, user_api="blas"), retained_heap():
-        history = _reinforce(agent, x_seq, order, k, reward, config, float(initial_baseline), progress)
+        if config.imitation_steps > 0 and imitate is not None and len(imitate):
+            _imitate(agent, x_seq, order, np.asarray(imitate), config.imitation_steps, optimizer)
+        history = _reinforce(agent, optimizer, x_seq, order, k, reward, config, float(initial_baseline), progress)
     agent._piece_cache = None  # training's pieces are not kept alive with the agent
     return agent, history
 
 
-def _reinforce(agent: SamplingAgent, x_seq: Tensor, order: np.ndarray, k: int, reward: Callable[[np.ndarray], float],
-               config: AgentConfig, baseline: float, progress: Callable[[int, float], None] | None) -> TrainingHistory:
-    optimizer = torch.optim.Adam(agent.parameters(), lr=config.lr)
+def _imitate(agent: SamplingAgent, x_seq: Tensor, order: np.ndarray, rows: np.ndarray, steps: int,
+             optimizer: torch.optim.Optimizer) -> None:
+    """`steps` Adam steps on -log p(draw `rows` first), the rows ordered by the agent's current scores."""
+    position = np.empty(len(order), np.int64)
+    position[order] = np.arange(len(order))  # row -> sequence position
+    if len(np.unique(rows)) != len(rows) or rows.min() < 0 or rows.max() >= len(order):
+        raise ValueError(f"imitate: need distinct rows in [0, {len(order)}), got {len(rows)} rows")
+    target = torch.as_tensor(position[rows])  # (m,) sequence positions
+    for _ in range(steps):
+        scores = agent(x_seq)
+        ordered = target[torch.argsort(scores.detach()[target], descending=True, stable=True)]
+        loss = -plackett_luce_log_prob(scores, ordered)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def advantage(value: float, baseline: float, previous: list[float], kind: str) -> float:
+    """The advantage of a reward `value` (AgentConfig.advantage): value - baseline, that divided by the spread
+    of the `previous` rewards, or value's centred rank among them."""
+    if kind == "baseline":
+        return value - baseline
+    if kind == "normalized":
+        spread = float(np.std(previous)) if len(previous) >= 2 else 0.0
+        return (value - baseline) / spread if spread > 0 else float(np.sign(value - baseline))
+    if kind == "rank":
+        if not previous:
+            return 0.5 * float(np.sign(value - baseline))
+        before = np.asarray(previous)
+        return float(((before < value).sum() + 0.5 * (before == value).sum()) / len(before) - 0.5)
+    raise ValueError(f"unknown advantage {kind!r}")
+
+
+def _reinforce(agent: SamplingAgent, optimizer: torch.optim.Optimizer, x_seq: Tensor, order: np.ndarray, k: int,
+               reward: Callable[[np.ndarray], float], config: AgentConfig, baseline: float,
+               progress: Callable[[int, float], None] | None) -> TrainingHistory:
     generator = torch.Generator().manual_seed(stream_seed(config.seed, _SAMPLING_STREAM))
     history = TrainingHistory()
     for iteration in range(config.iterations):
         scores = agent(x_seq)  # (U,) in reading order
         picked = gumbel_top_k(scores, k, generator)  # (k,) sequence positions, in draw order
         value = float(reward(order[picked.numpy()]))
-        loss = -(value - baseline) * plackett_luce_log_prob(scores, picked)
+        weight = advantage(value, baseline, history.rewards[-config.advantage_window:], config.advantage)
+        loss = -weight * plackett_luce_log_prob(scores, picked)
         if config.entropy_weight > 0:
             loss = loss - config.entropy_weight * softmax_entropy(scores)
         optimizer.zero_grad(set_to_none=True)

@@ -37,8 +37,8 @@ class AgentSettings:
 
 def train_and_select(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], float], config: AgentConfig,
                      initial_baseline: float, *, shortlist: int = 0, shortlist_method: str = "kmeans",
-                     large_pool: int = 0, progress: Callable[[int, float], None] | None = None
-                     ) -> tuple[np.ndarray, SamplingAgent, TrainingHistory]:
+                     large_pool: int = 0, progress: Callable[[int, float], None] | None = None,
+                     imitate: np.ndarray | None = None) -> tuple[np.ndarray, SamplingAgent, TrainingHistory]:
     """The agent's part of one MGRAL selection: optional shortlist, training, top-k.
 
     With `shortlist` = S > 0 the agent is trained on and scores only the S rows of
@@ -54,6 +54,8 @@ def train_and_select(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarra
         initial_baseline: mAP_ref before the first iteration.
         shortlist, shortlist_method, large_pool: see AgentParams (0 = off for both).
         progress: passed to `train_agent`.
+        imitate: pool rows of a batch the agent imitates first (config.imitation_steps); rows outside the
+            shortlist are left out.
 
     Returns:
         The chosen pool rows (k,) best first, the trained agent and its history.
@@ -62,9 +64,20 @@ def train_and_select(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarra
     rows = shortlist_rows(embeddings, k, shortlist, config.seed, shortlist_method)  # (S,) pool rows
     candidates = embeddings if len(rows) == len(embeddings) else embeddings[rows]  # (S, D)
     config = config_for_pool(config, len(rows), large_pool)
+    if imitate is not None:  # pool rows -> positions among the candidates
+        imitate = np.flatnonzero(np.isin(rows, np.asarray(imitate)))
     agent, history = train_agent(candidates, k, lambda picked: reward(rows[picked]), config, initial_baseline,
-                                 progress)
+                                 progress, imitate)
     return rows[select_top_k(agent, candidates, k)], agent, history
+
+
+def best_record_rows(estimator: RewardEstimator, ids: np.ndarray) -> np.ndarray | None:
+    """Rows of `ids` holding the batch of the estimator's highest-valued record (its images still in `ids`),
+    or None without records. The imitation start of AgentConfig.imitation_steps."""
+    if not estimator.records:
+        return None
+    best = max(estimator.records, key=lambda record: record.value)
+    return np.flatnonzero(np.isin(ids, best.batch_ids))
 
 
 class MgralStrategy:
@@ -127,6 +140,7 @@ class MgralStrategy:
 
         chosen, agent, history = train_and_select(
             embeddings, k, reward, config, estimator.reference_value, shortlist=self.shortlist,
-            shortlist_method=self.shortlist_method, large_pool=self.large_pool, progress=self.progress)
+            shortlist_method=self.shortlist_method, large_pool=self.large_pool, progress=self.progress,
+            imitate=best_record_rows(estimator, ids) if config.imitation_steps > 0 else None)
         self.last_history, self.last_checkpoint, self.last_estimator = history, checkpoint(agent), estimator
         return [str(ids[i]) for i in chosen]

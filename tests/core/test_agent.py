@@ -163,3 +163,64 @@ def test_mgral_strategy_selects_what_the_lookup_table_rewards():
     assert (labels[chosen] == TARGET).mean() > (labels == TARGET).mean() + 0.4
     assert np.mean(strategy.last_history.rewards[-10:]) > estimator.reference_value + 0.1
     assert estimator.queries == 60
+
+
+def test_scale_free_advantages_ignore_the_rewards_scale():
+    """'normalized' and 'rank' train the same agent when every reward and the baseline are scaled and shifted
+    alike ('rank' for any increasing map); 'baseline' (the paper's) does not."""
+    emb, labels = clustered(4, n=90)
+
+    def run(kind, scale, shift):
+        def reward(rows):
+            return scale * float((labels[rows] == TARGET).mean()) + shift
+
+        config = AgentConfig(iterations=12, lr=3e-3, seed=2, advantage=kind, advantage_window=5)
+        agent, history = train_agent(emb, 8, reward, config, scale * 0.25 + shift)
+        return agent.score(torch.as_tensor(emb)).numpy(), history
+
+    for kind in ("normalized", "rank"):
+        (scores, history), (scaled, scaled_history) = run(kind, 1.0, 0.0), run(kind, 0.001, 0.03)
+        np.testing.assert_allclose(scaled_history.rewards, 0.001 * np.asarray(history.rewards) + 0.03, atol=1e-12)
+        np.testing.assert_allclose(scaled, scores, rtol=1e-4, atol=1e-5)
+    plain, small = run("baseline", 1.0, 0.0)[0], run("baseline", 0.001, 0.03)[0]
+    assert not np.allclose(plain, small, rtol=1e-4, atol=1e-5)
+
+
+def test_advantage_values():
+    from mgral_core.agent.policy import advantage
+
+    assert advantage(0.3, 0.2, [0.1], "baseline") == pytest.approx(0.1)
+    assert advantage(0.3, 0.2, [0.1, 0.3], "normalized") == pytest.approx(0.1 / 0.1)  # std of [0.1, 0.3]
+    assert advantage(0.3, 0.2, [0.5], "normalized") == 1.0  # one previous reward: the sign
+    assert advantage(0.3, 0.2, [0.1, 0.2, 0.3, 0.4], "rank") == pytest.approx((2 + 0.5) / 4 - 0.5)
+    assert advantage(0.1, 0.2, [], "rank") == -0.5
+    with pytest.raises(ValueError, match="advantage"):
+        AgentConfig(advantage="ranks")
+    with pytest.raises(ValueError, match="advantage_window"):
+        AgentConfig(advantage_window=1)
+
+
+def test_imitation_start_puts_the_imitated_batch_on_top():
+    emb, _ = clustered(5, n=80)
+    target = np.random.default_rng(0).choice(80, 10, replace=False)
+    config = AgentConfig(iterations=0, lr=1e-2, seed=1, imitation_steps=60)
+    agent, history = train_agent(emb, 10, lambda rows: 0.0, config, 0.0, imitate=target)
+    assert history.rewards == []
+    assert len(set(select_top_k(agent, emb, 10).tolist()) & set(target.tolist())) >= 8
+    untrained, _ = train_agent(emb, 10, lambda rows: 0.0, AgentConfig(iterations=0, seed=1), 0.0, imitate=target)
+    assert len(set(select_top_k(untrained, emb, 10).tolist()) & set(target.tolist())) <= 4  # steps 0: no imitation
+    with pytest.raises(ValueError, match="distinct rows"):
+        train_agent(emb, 10, lambda rows: 0.0, config, 0.0, imitate=np.array([1, 1, 2]))
+
+
+def test_mgral_imitation_starts_from_the_best_record():
+    from mgral_core.strategies.mgral import best_record_rows
+
+    pool, _, table = composition_pool(seed=2)
+    estimator = RewardEstimator(table, fallback_rule="never")
+    best = max(table.records, key=lambda record: record.value)
+    rows = best_record_rows(estimator, pool.unlabeled_ids)
+    assert sorted(pool.unlabeled_ids[rows].tolist()) == sorted(best.batch_ids.tolist())
+    strategy = MgralStrategy(estimator, agent_config=AgentConfig(iterations=0, lr=1e-2, imitation_steps=60))
+    ids = strategy(pool, 10, np.random.default_rng(0))
+    assert len(set(ids) & set(best.batch_ids.tolist())) >= 8
