@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,3 +44,30 @@ class Detections:
     def empty(cls, num_classes: int | None = None) -> "Detections":
         probs = None if num_classes is None else np.zeros((0, num_classes), np.float32)
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), probs)
+
+
+def sampled_labels(detections: Detections, image_id: str, draw: int, seed: int, floor: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One draw of labels from a detector's predictive distribution (an EMOC-style proxy, Freytag et al. 2014).
+
+    Each detection scoring at least `floor` is kept with probability equal to its score; its class is
+    drawn from its class probabilities (normalised) where the detections carry them, else it keeps the
+    predicted class. The random numbers depend only on (seed, draw, image_id), never on the batch, so
+    an image gets the same labels in every record of a cycle (common random numbers).
+
+    Returns:
+        (boxes_xyxy (M, 4) float32, classes (M,) int64), M <= len(detections).
+    """
+    digest = int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "little")
+    rng = np.random.default_rng([seed, draw, digest])
+    n = len(detections)
+    keep_draw, class_draw = rng.random(n), rng.random(n)  # both drawn for every box: a box's fate is its own
+    keep = (detections.scores >= floor) & (keep_draw < detections.scores)
+    classes = detections.classes.copy()
+    if detections.class_probs is not None and n:
+        probs = np.clip(detections.class_probs.astype(np.float64), 0, None)
+        totals = probs.sum(1, keepdims=True)
+        cumulative = np.cumsum(np.where(totals > 0, probs / np.where(totals > 0, totals, 1), 0), 1)
+        drawn = (cumulative < class_draw[:, None]).sum(1)
+        classes = np.where(totals[:, 0] > 0, np.minimum(drawn, probs.shape[1] - 1), classes)
+    return detections.boxes_xyxy[keep].astype(np.float32), classes[keep].astype(np.int64)

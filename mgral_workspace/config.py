@@ -169,6 +169,11 @@ class LookupTableParams(_Section):
     design_swap_fractions: list[float] = Field([0.25, 0.5, 0.75], min_length=1, description="designed batches: "
                                                "shares of a proposal a perturbation replaces, used in turn")
     pseudo_conf: float = Field(0.5, gt=0, lt=1, description="confidence threshold for pseudo-labels")
+    pseudo_labels: Literal["threshold", "sampled"] = Field(
+        "threshold", description="B's pseudo-labels: 'threshold' = detections >= pseudo_conf (paper); 'sampled' = "
+        "pseudo_draws draws from the detector's predictive distribution, each record the mean over draws "
+        "(head proxy only; docs/method.md)")
+    pseudo_draws: int = Field(3, ge=1, le=64, description="sampled pseudo-labels: draws averaged per record")
     pseudo_ignore: float = Field(0.05, ge=0, lt=1, description="head proxy: B's unassigned anchors with a "
                                  "detector score >= this are left out of the class loss (0 = off)")
     head_trainable: Literal["last", "head"] = Field("last", description="head proxy: 'last' = final 1x1 "
@@ -192,6 +197,9 @@ class LookupTableParams(_Section):
     def _check_seeds(self) -> "LookupTableParams":
         if len(set(self.head_seeds)) != len(self.head_seeds):
             raise ValueError(f"head_seeds must be distinct, got {self.head_seeds}")
+        if self.pseudo_labels == "sampled" and self.proxy != "head":
+            raise ValueError("pseudo_labels: sampled needs proxy: head (the full proxy trains on thresholded "
+                             "pseudo-labels only)")
         return self
 
     @field_validator("design_proposals")
@@ -461,7 +469,7 @@ def split_strategy_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 class BenchmarkParams(_Section):
-    """Profiles of `mgral benchmark` (quick: fits in about 45 minutes here; full: see docs/RESULTS.md).
+    """Profiles of `mgral benchmark` (durations and the power calculation behind them: docs/RESULTS.md).
 
     A strategy may carry parameter overrides after '@' (`mgral@lookup_table.records=4`): the
     ablation profile is the paper's Table III analog (MGRAL with lookup tables of 4, 16 and 48
@@ -469,7 +477,8 @@ class BenchmarkParams(_Section):
     and plain MGRAL.
     """
 
-    quick: BenchmarkProfile = BenchmarkProfile(finetune_epochs=6)  # 10 took 51 min here (target 45)
+    # 5 paired seeds at one cycle: more seeds at fewer cycles, for power (docs/RESULTS.md)
+    quick: BenchmarkProfile = BenchmarkProfile(finetune_epochs=6, seeds=[0, 1, 2, 3, 4], cycles=1)
     ablation: BenchmarkProfile = BenchmarkProfile(
         strategies=["random", "mgral", "mgral@lookup_table.records=4", "mgral@lookup_table.records=48",
                     "mgral@agent.shortlist=400", "mgral@lookup_table.batch_sampling=mixed"], seeds=[0, 1],

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mgral_core.batch_design import designed_batches
+from mgral_core.detections import sampled_labels
 from mgral_core.lookup_table import LookupRecord, mixed_batches, random_batches
 from mgral_core.seeding import rng_for, seed_for
 from mgral_workspace.config import Params
@@ -38,6 +39,7 @@ from mgral_backends.ultralytics.proxy_training import (
     HeadProxy,
     cache_head_features,
     HeadTuneConfig,
+    RecordScore,
     load_head_features,
     pseudo_targets,
     save_head_features,
@@ -115,8 +117,19 @@ def record_value(project_dir: str | Path, params: Params, table_dir: Path, recor
     start = time.time()
     proxy = cycle_proxy(project_dir, params, weights, table_dir)
     detections = load_inference(inference_path).detections_by_id()
-    score = proxy.record(pseudo_targets(detections, batch_ids, params.lookup_table.pseudo_conf), seeds=seeds)
-    return _summary(score, time.time() - start)
+    draws = [proxy.record(targets, seeds=seeds) for targets in record_pseudo_targets(params, detections, batch_ids)]
+    return _summary(draws[0] if len(draws) == 1 else RecordScore.mean(draws), time.time() - start)
+
+
+def record_pseudo_targets(params: Params, detections: dict, batch_ids: Sequence[str]) -> list[dict]:
+    """B's pseudo-labels for one record: one set (`pseudo_labels: threshold`, the detections >= pseudo_conf) or
+    `pseudo_draws` sets drawn from the detector's predictive distribution (`sampled`; common random numbers:
+    an image's draw d is the same in every record)."""
+    t = params.lookup_table
+    if t.pseudo_labels == "threshold":
+        return [pseudo_targets(detections, batch_ids, t.pseudo_conf)]
+    return [{i: sampled_labels(detections[i], str(i), draw, seed_for(t.seed, 0, "pseudo_labels"), t.pseudo_ignore)
+             for i in batch_ids} for draw in range(t.pseudo_draws)]
 
 
 def true_label_record(project_dir: str | Path, params: Params, table_dir: Path, weights: str | Path,

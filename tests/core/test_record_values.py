@@ -53,6 +53,32 @@ def test_records_reuse_cached_features_and_are_reproducible(cycle_inputs):
     assert seeds_b["weights_digest"] != a["weights_digest"]
 
 
+def test_sampled_pseudo_labels_average_their_draws(cycle_inputs):
+    """pseudo_labels: sampled values a record as the mean of pseudo_draws records, one per draw, each on the
+    draw's labels; the draws are fixed per image, so the record repeats."""
+    from mgral_workspace.record_values import cycle_proxy, record_pseudo_targets
+    from mgral_workspace.inference_cache import load_inference
+
+    project, params, weights, inference, table = cycle_inputs
+    sampled = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(
+        update={"pseudo_labels": "sampled", "pseudo_draws": 2, "head_seeds": [0]})})
+    cache_cycle_features(project, sampled, weights, table)
+    batch = PoolState.load(project).unlabeled_pool_ids.tolist()[:8]
+    value = record_value(project, sampled, table, "record_000", weights, batch, inference)
+    assert value == {**record_value(project, sampled, table, "record_000", weights, batch, inference),
+                     "seconds": value["seconds"]}
+    detections = load_inference(inference).detections_by_id()
+    draws = record_pseudo_targets(sampled, detections, batch)
+    assert len(draws) == 2 and set(draws[0]) == set(batch)
+    proxy = cycle_proxy(project, sampled, weights, table)
+    each = [proxy.record(targets).map50_95 for targets in draws]
+    assert value["value"] == pytest.approx(np.mean(each), abs=1e-12)
+    threshold = record_pseudo_targets(params, detections, batch)
+    assert len(threshold) == 1
+    with pytest.raises(ValueError, match="needs proxy: head"):
+        load_params(project / "params.yaml", {"lookup_table.pseudo_labels": "sampled", "lookup_table.proxy": "full"})
+
+
 def test_stale_feature_cache_is_recomputed(cycle_inputs):
     project, params, weights, _, table = cycle_inputs
     table.mkdir()
