@@ -392,9 +392,9 @@ def cycle(project: Path = typer.Argument(..., help="project directory"),
           budget: Optional[int] = typer.Option(None, help="images to select (default: params)"),
           ) -> None:
     """Run one active-learning cycle (the `mgral` Prefect flow)."""
+    _check_project(project, _overrides(strategy=strategy, budget=budget))  # before the flow's heavy imports
     from flows.cycle import mgral_cycle
 
-    _check_project(project, _overrides(strategy=strategy, budget=budget))
     result = _run_flow(mgral_cycle, project_dir=str(project), strategy=strategy, budget=budget)
     if result["status"] == "waiting":
         console.print(result["message"], markup=False, highlight=False)
@@ -426,14 +426,13 @@ def campaign(project: Path = typer.Argument(..., help="project directory (simula
              reports: Optional[Path] = typer.Option(None, help="where metrics.json and plots go"),
              ) -> None:
     """Run a simulated campaign of several cycles (the `mgral-campaign` Prefect flow)."""
-    from flows.campaign import mgral_campaign
-
     from mgral_workspace.project import load_project_info
 
     _check_project(project, _overrides(strategy=strategy, budget=budget, cycles=cycles))
     if not load_project_info(project).simulate:
         _fail(f"{project}: a campaign runs simulated cycles (an oracle labels each batch), but this project is "
               "labeled by people; run `mgral cycle` once per batch instead")
+    from flows.campaign import mgral_campaign  # after the checks: the flow's imports take seconds
     result = _run_flow(mgral_campaign, project_dir=str(project), cycles=cycles, strategy=strategy,
                        budget=budget, reports_dir=str(reports) if reports else None)
     _print_campaign(project, result)
@@ -553,9 +552,9 @@ def serve(project: Path = typer.Argument(..., help="project directory the deploy
           budget: Optional[int] = typer.Option(None, help="default budget parameter"),
           ) -> None:
     """Serve the `mgral/cycle` Prefect deployment (needs PREFECT_API_URL to reach a server)."""
+    _check_project(project, _overrides(strategy=strategy, budget=budget))  # before the flow's heavy imports
     from deployments.serve import serve_cycle
 
-    _check_project(project, _overrides(strategy=strategy, budget=budget))
     serve_cycle(str(project), cron, strategy, budget)
 
 
