@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up, run a benchmark profile and regenerate the figures and tables docs/RESULTS.md shows (docs/results/PROFILE).
-#   bash scripts/benchmark.sh              # quick profile (42 minutes on the 2-core CPU machine)
+#   bash scripts/benchmark.sh              # quick profile (all 10 strategies: about 2.4 h on a 2-core AMD EPYC; docs/RESULTS.md)
 #   bash scripts/benchmark.sh ablation     # table sizes 4/16/48 (Table III analog), a shortlist, mixed batches (~1 h)
 set -euo pipefail
 cd "$(dirname "$0")/.."
