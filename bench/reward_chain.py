@@ -12,8 +12,14 @@ against its target:
 The diverse set (the oracle ceiling's candidates: every baseline's batch, mixtures, random batches) is the
 same for every table kind, and scored once. Results: bench/results/reward_chain.json (per table kind).
 
-Usage: python bench/reward_chain.py [--tables random,designed] [--records 24] [--diverse 24] [--epochs 60]
-           [--n-pool 1000] [--image-size 128] [--initial 100] [--budget 100] [--work /tmp/mgral_chain]
+A variant is a table kind with levers joined by '+': `designed+sampled` (sampled pseudo-labels),
+`+gp` (the GP value model), `+task_aware` (task-aware batch representation), `+normalized` / `+rank`
+(the agent's advantage), `+imitate` (imitation start, 20 steps). Variants with the same table kind and
+pseudo-labels share their records (trained once): only the selection and the chain run again. Each
+variant's result is written as soon as it is done, and a run started again reuses everything finished.
+
+Usage: python bench/reward_chain.py [--tables random,designed,designed+gp] [--records 24] [--diverse 24]
+           [--epochs 60] [--n-pool 1000] [--image-size 128] [--initial 100] [--budget 100] [--work /tmp/mgral_chain]
 """
 
 from __future__ import annotations
@@ -54,6 +60,49 @@ def build_table(project: Path, params, weights: str, inference: str, budget: int
     summary = table_diagnostics(records, checks)
     write_json_atomic(table / "diagnostics.json", summary)
     return summary
+
+
+LEVERS = {"sampled": ("lookup_table", {"pseudo_labels": "sampled"}),
+          "gp": ("reward", {"estimator": "gp"}),
+          "task_aware": ("reward", {"representation": "task_aware"}),
+          "normalized": ("agent", {"advantage": "normalized"}),
+          "rank": ("agent", {"advantage": "rank"}),
+          "imitate": ("agent", {"imitation_steps": 20})}
+
+
+def variant_params(params, variant: str):
+    """`params` with the variant's table kind (`lookup_table.batch_sampling`) and levers applied."""
+    kind, *levers = variant.split("+")
+    updates = {"lookup_table": {"batch_sampling": kind}}
+    for lever in levers:
+        if lever not in LEVERS:
+            raise SystemExit(f"--tables: unknown lever {lever!r} in {variant!r}; known: {', '.join(LEVERS)}")
+        section, values = LEVERS[lever]
+        updates.setdefault(section, {}).update(values)
+    return params.model_copy(update={name: getattr(params, name).model_copy(update=values)
+                                     for name, values in updates.items()})
+
+
+def table_key(params) -> tuple:
+    """What a record's value depends on, beyond the cycle: variants with the same key share records."""
+    t = params.lookup_table
+    return t.batch_sampling, t.pseudo_labels, t.pseudo_draws if t.pseudo_labels == "sampled" else None
+
+
+def share_records(source: Path, target: Path) -> None:
+    """Copy the finished records of table `source` (and their diagnostics) into table `target`."""
+    (target / "diagnostics").mkdir(parents=True, exist_ok=True)
+    for path in source.glob("record_*"):
+        shutil.copy2(path, target / path.name)
+    for path in (source / "diagnostics").glob("record_*.json"):
+        shutil.copy2(path, target / "diagnostics" / path.name)
+
+
+def share_values(source: Path, target: Path) -> None:
+    """Copy the chain's cached batch values (keyed by batch and proxy, so any variant may read them)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.glob("*.json"):
+        shutil.copy2(path, target / path.name)
 
 
 def main() -> None:
@@ -103,22 +152,34 @@ def main() -> None:
     results = {"machine": {"cpu": cpu_model(), "nproc": os.cpu_count()}, "command": " ".join(["python", *sys.argv]),
                "settings": {k: v for k, v in vars(args).items() if k not in ("work", "out")},
                "detector_val_map50_95": detector.val_map50_95, "tables": {}}
-    shared_values = None
+    out = Path(args.out)
+    if out.exists():  # a run started again: keep the variants already finished under the same settings
+        earlier = json.loads(out.read_text())
+        same = {k: v for k, v in earlier.get("settings", {}).items() if k != "tables"} == {
+            k: v for k, v in results["settings"].items() if k != "tables"}
+        if same and earlier.get("work") == str(work):
+            results["tables"] = earlier.get("tables", {})
+    results["work"] = str(work)
+    built: dict[tuple, Path] = {}
     for kind in args.tables.split(","):
-        kind_started, load = time.time(), os.getloadavg()[0]
+        kind_params = variant_params(params, kind)
         project = work / kind
         if not project.exists():
             shutil.copytree(base, project, symlinks=True)
-        if shared_values is not None and not (chain_dir(project, 1) / "values").exists():
-            shutil.copytree(shared_values, chain_dir(project, 1) / "values")  # the diverse set, scored once
-        kind_params = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(
-            update={"batch_sampling": kind})})
+        for other, other_project in built.items():
+            if other == table_key(kind_params):
+                share_records(lookup_dir(other_project, 1), lookup_dir(project, 1))
+            share_values(chain_dir(other_project, 1) / "values", chain_dir(project, 1) / "values")
+        built.setdefault(table_key(kind_params), project)
+        if kind in results["tables"]:
+            print(f"\n== {kind}: finished in an earlier run (kept) ==")
+            continue
+        kind_started, load = time.time(), os.getloadavg()[0]
         inference_path = str(project / Path(inference).relative_to(base))
         summary = build_table(project, kind_params, weights, inference_path, args.budget, args.workers)
         table_seconds = time.time() - kind_started
         select_batch(project, kind_params, inference_path, 1, "mgral", args.budget, weights)
         outputs = reward_chain(project, kind_params, 1, args.budget, weights, inference_path)
-        shared_values = shared_values or chain_dir(project, 1) / "values"
         figures = json.loads((project / "cycles" / "cycle_001" / "reward_chain.json").read_text())
         rows = chain_rows(figures)
         results["tables"][kind] = {"figures": figures, "rows": rows, "table_diagnostics": summary,
@@ -126,7 +187,6 @@ def main() -> None:
                                    "seconds": round(time.time() - kind_started, 1),
                                    "table_seconds": round(table_seconds, 1), "load_average_at_start": round(load, 2)}
         print_chain(kind, figures, rows, time.time() - kind_started, load)
-        out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, {**results, "total_seconds": round(time.time() - started, 1)})
     print_comparison(results["tables"])

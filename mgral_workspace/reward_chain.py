@@ -30,9 +30,11 @@ from mgral_core.strategies import BASELINE_STRATEGIES
 from mgral_workspace import cycle_steps as steps
 from mgral_workspace.atomic import write_json_atomic, write_text_atomic
 from mgral_workspace.config import Params
+from mgral_workspace.inference_cache import load_inference
 from mgral_workspace.lookup_store import load_table
 from mgral_workspace.project import load_project_info
 from mgral_workspace.record_values import labeled_only_record, record_value, true_label_record
+from mgral_workspace.selection import batch_representation
 
 
 def chain_dir(project_dir: str | Path, cycle: int) -> Path:
@@ -75,7 +77,7 @@ class ChainValues:
         if known is not None:
             return float(known)
         key = hashlib.sha256("\n".join(sorted(map(str, batch))).encode()).hexdigest()[:20]
-        path = self.values_dir / f"{key}_{which}.json"
+        path = self.values_dir / f"{key}_{which}{self._proxy_tag() if which == 'pseudo' else ''}.json"
         if path.exists():
             return float(json.loads(path.read_text())["value"])
         if which == "pseudo":
@@ -85,6 +87,12 @@ class ChainValues:
             result = true_label_record(self.project_dir, self.params, self.table_dir, self.weights, list(batch))
         write_json_atomic(path, {**result, "which": which, "batch_ids": sorted(map(str, batch))})
         return float(result["value"])
+
+    def _proxy_tag(self) -> str:
+        """'' for the threshold pseudo-labels, '-sampledN' for N sampled draws: a pseudo value is cached per proxy,
+        so a cycle measured again with `lookup_table.pseudo_labels` changed does not read the other proxy's value."""
+        t = self.params.lookup_table
+        return "" if t.pseudo_labels == "threshold" else f"-{t.pseudo_labels}{t.pseudo_draws}"
 
     def base(self) -> float:
         """The record of L alone (cached as values/labeled_only.json)."""
@@ -137,7 +145,10 @@ def reward_chain(project_dir: str | Path, params: Params, cycle: int, budget: in
     if len(table) == 0:
         raise ValueError(f"{out_dir / 'lookup_table'}: no lookup-table record; the chain measures the table")
     options = {**params.reward.estimator_options(), "fallback_rule": "never", "max_fallbacks": 0}
-    estimator = RewardEstimator(table, seed=seed_for(params.selection.seed, cycle, "estimator"), **options)
+    features_of = batch_representation(params, load_inference(inference_path),  # as the selection's estimator
+                                       steps.pool_view(project_dir, Path(inference_path)).num_classes)
+    estimator = RewardEstimator(table, seed=seed_for(params.selection.seed, cycle, "estimator"),
+                                features_of=features_of, **options)
     summary_file = out_dir / "mgral_summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
 

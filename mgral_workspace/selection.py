@@ -50,6 +50,16 @@ def lookup_dir(project_dir: str | Path, cycle: int) -> Path:
     return steps.cycle_dir(project_dir, cycle) / "lookup_table"
 
 
+def batch_representation(params: Params, inference, num_classes: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What the reward estimator compares batches by, beyond the records' embeddings: None for the paper's
+    256-d embedding (`reward.representation: embedding`), else the task-aware descriptors of the cycle's
+    inference. Shared by the selection's estimator and the reward chain's, so both measure the same model."""
+    reward = params.reward
+    if reward.representation != "task_aware":
+        return None
+    return inference.task_aware_features(num_classes, reward.task_aware_pca_dims)
+
+
 class LookupEstimatorFactory:
     """Builds MGRAL's reward estimator over the cycle's lookup table; a far batch is trained directly.
 
@@ -72,8 +82,7 @@ class LookupEstimatorFactory:
     def __call__(self, pool: PoolView, k: int) -> RewardEstimator:
         inference = load_inference(self.inference_path)
         reward = self.params.reward
-        features_of = (inference.task_aware_features(pool.num_classes, reward.task_aware_pca_dims)
-                       if reward.representation == "task_aware" else None)
+        features_of = batch_representation(params=self.params, inference=inference, num_classes=pool.num_classes)
         estimator = RewardEstimator(load_table(self.table_dir), lambda ids: inference.subset(ids).embeddings,
                                     seed=seed_for(self.params.selection.seed, self.cycle, "estimator"),
                                     direct_value=self.direct_value, features_of=features_of,

@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . pytest==9.2.0 iniconfig==2.3.1 pluggy==1.7.0
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . pytest==9.2.0 iniconfig==2.3.1 pluggy==1.7.0 pytest-xdist==3.8.0 execnet==2.1.2
 rm -f .venv/.mgral-setup-*
 touch "$stamp"
 echo "setup: .venv ready ($(.venv/bin/python --version))"

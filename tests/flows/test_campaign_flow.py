@@ -1,6 +1,10 @@
-"""A simulated campaign of 3 cycles runs through the Prefect flows for every strategy and lands in MLflow."""
+"""A simulated campaign of 3 cycles runs through the Prefect flows and lands in MLflow (random, MGRAL, the
+ceiling); every other baseline selects through the same cycle flow from one shared cycle-1 detector."""
 
 import json
+import shutil
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,14 +12,18 @@ from mlflow.tracking import MlflowClient
 
 from flows.campaign import mgral_campaign
 from flows.cycle import mgral_cycle
+from mgral_workspace.config import load_params
+from mgral_workspace.cycle_steps import infer_pool, train_cycle_detector
 from mgral_workspace.pool import PoolState
 from mgral_core.strategies import BASELINE_STRATEGIES
 from tests.conftest import write_params
 
 pytestmark = pytest.mark.slow
 
+CAMPAIGN_STRATEGIES = ["random", "mgral", "oracle_best_of_n"]
 
-@pytest.mark.parametrize("strategy", sorted(BASELINE_STRATEGIES) + ["mgral", "oracle_best_of_n"])
+
+@pytest.mark.parametrize("strategy", CAMPAIGN_STRATEGIES)
 def test_three_cycle_campaign_is_tracked(strategy, tiny_project, prefect_harness):
     if strategy == "mgral":  # hierarchical selection on: the agent reads a shortlist of 24 of the 40 candidates
         write_params(tiny_project / "params.yaml", agent__shortlist=24)
@@ -58,6 +66,39 @@ def test_three_cycle_campaign_is_tracked(strategy, tiny_project, prefect_harness
         scored = json.loads((tiny_project / "cycles" / "cycle_001" / "oracle_ceiling" / "candidates.json").read_text())
         assert len(scored["candidates"]) == 10 and first.data.metrics["oracle_chosen_value"] == max(
             c["value"] for c in scored["candidates"])
+
+
+@pytest.fixture(scope="module")
+def trained_cycle_1(tiny_template, tmp_path_factory) -> Path:
+    """The tiny project with its cycle-1 detector trained and the pool inferred, once for the baselines below."""
+    project = tmp_path_factory.mktemp("trained_cycle_1") / "project"
+    shutil.copytree(tiny_template, project, symlinks=True)
+    params = load_params(project / "params.yaml")
+    detector = train_cycle_detector(project, params, 1)
+    infer_pool(project, detector.weights, params.detector, 1)
+    return project
+
+
+@pytest.mark.parametrize("strategy", sorted(set(BASELINE_STRATEGIES) - set(CAMPAIGN_STRATEGIES)))
+def test_every_baseline_selects_through_the_cycle_flow(strategy, trained_cycle_1, tmp_path, prefect_harness):
+    """Each baseline's cycle on the real detector: its batch is labeled by the oracle, recorded with the cycle and
+    tracked, as in the campaigns above (which cover the campaign's own bookkeeping)."""
+    project = tmp_path / "project"
+    shutil.copytree(trained_cycle_1, project, symlinks=True)
+    trained = project / "cycles" / "cycle_001" / "detector" / "trained.json"
+    trained.write_text(trained.read_text().replace(str(trained_cycle_1), str(project)))  # this copy's own weights
+    before = PoolState.load(project).table.set_index("image_id")
+    result = mgral_cycle(str(project), strategy=strategy)
+    assert json.loads(trained.read_text())["weights"].startswith(str(project))  # the shared detector, not retrained
+    ids = json.loads((project / "cycles" / "cycle_001" / "selection.json").read_text())["ids"]
+    assert result["selected"] == ids and len(set(ids)) == 8 and result["strategy"] == strategy
+    assert not before.loc[ids, "labeled"].any() and before.loc[ids, "split"].eq("pool").all()
+    rows = PoolState.load(project).table.set_index("image_id").loc[ids]
+    assert rows["labeled"].all() and (rows["labeled_cycle"] == 1).all()
+    run = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(result["run_id"])
+    assert run.data.tags["cycle"] == "1" and "test_map50_95" in run.data.metrics
+    artifacts = {a.path for a in MlflowClient(f"sqlite:///{project / 'mlflow.db'}").list_artifacts(run.info.run_id)}
+    assert {"detector", "selected_ids.json", "plots"} <= artifacts
 
 
 def test_selection_never_reads_the_oracle(tiny_project, tmp_path, prefect_harness):
