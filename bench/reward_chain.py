@@ -159,6 +159,7 @@ def main() -> None:
             k: v for k, v in results["settings"].items() if k != "tables"}
         if same and earlier.get("work") == str(work):
             results["tables"] = earlier.get("tables", {})
+            started -= earlier.get("total_seconds", 0)  # seconds in all, over every sitting
     results["work"] = str(work)
     built: dict[tuple, Path] = {}
     for kind in args.tables.split(","):

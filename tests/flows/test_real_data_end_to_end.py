@@ -207,8 +207,9 @@ def test_cold_start_with_a_pretrained_checkpoint_selects_by_k_center(tmp_path, f
     project = tmp_path / "project"
     _cli("init", project, "--unlabeled", folder, "--classes", "a", "--params", params)
     out = _cli("cycle", project)
-    assert ("cold start: 4 images by k-center greedy on the embeddings of the pretrained detector (detector.model "
-            f"{checkpoint}; no trained detector yet)") in out
+    expected = ("cold start: 4 images by k-center greedy on the embeddings of the pretrained detector (detector.model "
+                f"{checkpoint}; no trained detector yet)")
+    assert "".join(expected.split()) in "".join(out.split())  # a long path is wrapped even inside a word
     selection = json.loads((project / "cycles" / "cycle_001" / "selection.json").read_text())
     assert selection["strategy"] == "cold_start:k_center" and selection["checkpoint"] == str(checkpoint)
     # k-center greedy on the fake embeddings: the same as the core-set strategy on them
