@@ -407,6 +407,7 @@ def cycle(project: Path = typer.Argument(..., help="project directory"),
     else:
         console.print(f"cycle {result['cycle']}: test mAP50-95 {result['map50_95']:.4f} with {result['labeled']} "
                       f"labeled; selected {len(result['selected'])} images; MLflow run {result['run_id']}")
+    _print_runs_page(project, result["run_id"])
     if result.get("registered"):
         registered = result["registered"]
         console.print(f"detector registered as {registered['uri']} ({', '.join(registered['aliases'])}); "
@@ -651,11 +652,25 @@ def _run_flow(flow_fn, **kwargs):
         _fail(str(err))
 
 
-def _print_campaign(project: Path, result: dict) -> None:
-    from tasks.tracking import tracking_uri
+def _print_runs_page(project: Path, run_id: str) -> None:
+    """Where the cycle's run is in the MLflow UI (once `mlflow ui` serves the project's store)."""
+    from tasks.tracking import runs_page, tracking_uri
     from mgral_workspace.config import load_params
 
-    uri = tracking_uri(project, load_params(project / "params.yaml"))
+    params = load_params(project / "params.yaml")
+    uri = tracking_uri(project, params)
+    served = "" if uri.startswith(("http://", "https://")) else (
+        f" (after mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000)")
+    console.print(f"in the MLflow UI: {runs_page(project, params, run_id)}{served}", markup=False, highlight=False,
+                  soft_wrap=True)
+
+
+def _print_campaign(project: Path, result: dict) -> None:
+    from tasks.tracking import runs_page, tracking_uri
+    from mgral_workspace.config import load_params
+
+    params = load_params(project / "params.yaml")
+    uri = tracking_uri(project, params)
     table = Table(title=f"campaign: {result['strategy']}")
     for column in ("cycle", "labeled", "test mAP50-95", "test mAP50"):
         table.add_column(column, justify="right")
@@ -667,6 +682,8 @@ def _print_campaign(project: Path, result: dict) -> None:
     console.print(f"selected ids   : {project}/cycles/cycle_*/selection.json")
     console.print(f"MLflow         : parent run {result['mlflow_parent_run']} in {uri}")
     console.print(f"open the UI    : mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    console.print(f"then the runs  : {runs_page(project, params)} (group or compare them by the strategy tag)",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -31,15 +31,35 @@ def experiment_name(project_dir: str | Path, params: Params) -> str:
     return params.tracking.experiment or f"mgral-{Path(project_dir).resolve().name}"
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, evaluations) and hides
+# the runs behind a "Model training" switch; with it, the experiment opens on its runs table.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui --host 127.0.0.1 --port 5000` serves
+
+
 def client_for(project_dir: str | Path, params: Params) -> tuple[MlflowClient, str]:
-    """A client and the project's experiment id (created on first use, artifacts in the project)."""
+    """A client and the project's experiment id (created on first use, artifacts in the project, marked as a
+    model-training experiment; one made before that mark gets it on its next use)."""
     client = MlflowClient(tracking_uri(project_dir, params))
     name = experiment_name(project_dir, params)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return client, experiment.experiment_id
     artifacts = (Path(project_dir) / "mlruns").resolve().as_uri()
-    return client, client.create_experiment(name, artifact_location=artifacts)
+    return client, client.create_experiment(name, artifact_location=artifacts,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+
+def runs_page(project_dir: str | Path, params: Params, run_id: str | None = None) -> str:
+    """The MLflow UI address of the project's runs table (or of one run), for people to open: the tracking
+    server itself when the store is one, else `mlflow ui`'s default address. The table groups and compares
+    runs by their `strategy` tag."""
+    uri = tracking_uri(project_dir, params)
+    ui = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    experiment_id = client_for(project_dir, params)[1]
+    return f"{ui}/#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
 
 
 def start_run(project_dir: str | Path, params: Params, name: str, tags: Mapping[str, str] | None = None,

@@ -96,7 +96,8 @@ def test_every_baseline_selects_through_the_cycle_flow(strategy, trained_cycle_1
     rows = PoolState.load(project).table.set_index("image_id").loc[ids]
     assert rows["labeled"].all() and (rows["labeled_cycle"] == 1).all()
     run = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(result["run_id"])
-    assert run.data.tags["cycle"] == "1" and "test_map50_95" in run.data.metrics
+    assert run.data.tags["cycle"] == "1" and run.data.tags["strategy"] == strategy
+    assert "test_map50_95" in run.data.metrics
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{project / 'mlflow.db'}").list_artifacts(run.info.run_id)}
     assert {"detector", "selected_ids.json", "plots"} <= artifacts
 

@@ -189,6 +189,8 @@ def test_cold_start_from_a_folder_of_unlabeled_images_only(tmp_path, fake_backen
     assert PoolState.load(project).counts() == {"labeled": 6, "unlabeled": 15, "pending": 0, "val": 3, "test": 6}
     out = _cli("cycle", project)
     assert re.search(r"cycle 2: test mAP50-95 \d\.\d{4} with 6 labeled; selected 6 images", out)
+    runs_table = r"in the MLflow UI: http://127\.0\.0\.1:5000/#/experiments/\d+/runs/[0-9a-f]{32} "  # not GenAI's overview
+    assert re.search(runs_table + r"\(after mlflow ui --backend-store-uri sqlite:///\S+mlflow\.db", out)
     assert (project / "cycles" / "cycle_002" / "detector" / "best.pt").exists()
     status = _cli("status", project)
     assert _row(status, "pending") == "6" and "val/test to label" not in status
