@@ -119,6 +119,9 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--iterations", type=int, default=None, help="agent iterations (default agent.iterations)")
     parser.add_argument("--workers", type=int, default=2, help="records trained at once (one torch thread each)")
+    parser.add_argument("--maximize", type=int, default=0, metavar="STEPS",
+                        help="link d's control: a local search of STEPS swaps for the batch the variant's estimator "
+                             "rates highest, from the best record; its batch is then scored like MGRAL's (0 = off)")
     parser.add_argument("--work", default="/tmp/mgral_chain")
     parser.add_argument("--out", default="bench/results/reward_chain.json")
     args = parser.parse_args()
@@ -155,8 +158,9 @@ def main() -> None:
     out = Path(args.out)
     if out.exists():  # a run started again: keep the variants already finished under the same settings
         earlier = json.loads(out.read_text())
-        same = {k: v for k, v in earlier.get("settings", {}).items() if k != "tables"} == {
-            k: v for k, v in results["settings"].items() if k != "tables"}
+        free = ("tables", "maximize")  # what a later sitting may change
+        same = {k: v for k, v in earlier.get("settings", {}).items() if k not in free} == {
+            k: v for k, v in results["settings"].items() if k not in free}
         if same and earlier.get("work") == str(work):
             results["tables"] = earlier.get("tables", {})
             started -= earlier.get("total_seconds", 0)  # seconds in all, over every sitting
@@ -172,11 +176,15 @@ def main() -> None:
                 share_records(lookup_dir(other_project, 1), lookup_dir(project, 1))
             share_values(chain_dir(other_project, 1) / "values", chain_dir(project, 1) / "values")
         built.setdefault(table_key(kind_params), project)
+        inference_path = str(project / Path(inference).relative_to(base))
         if kind in results["tables"]:
             print(f"\n== {kind}: finished in an earlier run (kept) ==")
+            if args.maximize and "maximizer" not in results["tables"][kind]:
+                results["tables"][kind]["maximizer"] = maximizer_control(project, kind_params, weights, inference_path,
+                                                                         args.maximize, args.workers)
+                write_json_atomic(out, {**results, "total_seconds": round(time.time() - started, 1)})
             continue
         kind_started, load = time.time(), os.getloadavg()[0]
-        inference_path = str(project / Path(inference).relative_to(base))
         summary = build_table(project, kind_params, weights, inference_path, args.budget, args.workers)
         table_seconds = time.time() - kind_started
         select_batch(project, kind_params, inference_path, 1, "mgral", args.budget, weights)
@@ -188,11 +196,73 @@ def main() -> None:
                                    "seconds": round(time.time() - kind_started, 1),
                                    "table_seconds": round(table_seconds, 1), "load_average_at_start": round(load, 2)}
         print_chain(kind, figures, rows, time.time() - kind_started, load)
+        if args.maximize:
+            results["tables"][kind]["maximizer"] = maximizer_control(project, kind_params, weights, inference_path,
+                                                                     args.maximize, args.workers)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, {**results, "total_seconds": round(time.time() - started, 1)})
     print_comparison(results["tables"])
     print(f"\nmachine: {results['machine']['cpu']}, nproc {results['machine']['nproc']}; "
           f"{time.time() - started:.0f} s in all; results in {args.out}")
+
+
+def maximizer_control(project: Path, params, weights: str, inference_path: str, steps: int, workers: int) -> dict:
+    """Link d without the agent: from the best record's batch, `steps` proposals each swapping 1-5 of its images
+    for random candidates, kept when the chain's estimator (the variant's value model and representation, no
+    fallback) rates them higher. Its final batch is scored like MGRAL's (pseudo and true labels, cached).
+
+    If this batch beats the best record on the estimate but not on true labels, the estimator (links b, c) is
+    what breaks; if it beats it on both, the agent (link d) is.
+    """
+    import numpy as np
+
+    from mgral_core.lookup_table import LookupTable
+    from mgral_core.reward import RewardEstimator
+    from mgral_core.seeding import seed_for
+    from mgral_workspace.cycle_steps import pool_view
+    from mgral_workspace.inference_cache import load_inference
+    from mgral_workspace.lookup_store import load_table
+    from mgral_workspace.reward_chain import ChainValues
+    from mgral_workspace.selection import batch_representation
+
+    started = time.time()
+    table = LookupTable([r for r in load_table(lookup_dir(project, 1)) if not r.is_fallback])
+    inference, view = load_inference(inference_path), pool_view(project, Path(inference_path))
+    options = {**params.reward.estimator_options(), "fallback_rule": "never", "max_fallbacks": 0}
+    estimator = RewardEstimator(table, lambda ids: inference.subset(ids).embeddings,
+                                seed=seed_for(params.selection.seed, 1, "estimator"),
+                                features_of=batch_representation(params, inference, view.num_classes), **options)
+    best = max(table, key=lambda r: r.value)
+    batch = [str(i) for i in best.batch_ids]
+    start_estimate = current = float(estimator(np.asarray(batch)))
+    candidates = [str(i) for i in view.unlabeled_ids]
+    rng = np.random.default_rng(0)
+    accepted = 0
+    for _ in range(steps):
+        chosen = set(batch)
+        outside = [c for c in candidates if c not in chosen]
+        n_swap = int(rng.integers(1, 6))
+        proposal = list(batch)
+        for position, new in zip(rng.choice(len(batch), n_swap, replace=False),
+                                 rng.choice(len(outside), n_swap, replace=False)):
+            proposal[position] = outside[new]
+        value = float(estimator(np.asarray(proposal)))
+        if value > current:
+            batch, current, accepted = proposal, value, accepted + 1
+    values = ChainValues(project, params, 1, weights, inference_path)
+    pseudo, true = values.many([(batch, "pseudo"), (batch, "true")], workers)
+    figures = json.loads((project / "cycles" / "cycle_001" / "reward_chain.json").read_text())
+    result = {"steps": steps, "accepted": accepted, "best_record": best.record_id,
+              "start_estimate": start_estimate, "final_estimate": current, "best_record_value": best.value,
+              "final_proxy_value": pseudo, "final_true": true, "best_record_true": figures.get("best_record_true"),
+              "random_true_mean": figures.get("random_true_mean"), "mgral_true": figures.get("mgral_true"),
+              "overlap_with_best_record": len(set(batch) & {str(i) for i in best.batch_ids}),
+              "seconds": round(time.time() - started, 1)}
+    print(f"  d control ({steps} swaps, {accepted} kept): estimate {start_estimate:.4f} -> {current:.4f} "
+          f"(best record {best.value:.4f}); its batch: proxy {pseudo:.4f}, true {true:.4f} "
+          f"(best record true {_shown(result['best_record_true'])}, random batches {_shown(result['random_true_mean'])}, "
+          f"MGRAL {_shown(result['mgral_true'])}); {result['seconds']:.0f} s", flush=True)
+    return result
 
 
 def _shown(value) -> str:
