@@ -1,0 +1,30 @@
+"""bench/reward_chain.py's variants: levers joined to a table kind with '+', and which variants share records."""
+
+import importlib.util
+
+import pytest
+
+from mgral_workspace.config import load_params
+from tests.conftest import REPO
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("reward_chain_bench", REPO / "bench" / "reward_chain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variants_set_their_levers_and_share_records_only_under_the_same_proxy():
+    bench, params = _bench(), load_params(REPO / "params.yaml")
+    variant = bench.variant_params(params, "designed+gp+task_aware+rank+imitate")
+    assert variant.lookup_table.batch_sampling == "designed" and variant.reward.estimator == "gp"
+    assert variant.reward.representation == "task_aware" and variant.agent.advantage == "rank"
+    assert variant.agent.imitation_steps == 20 and params.agent.imitation_steps == 0  # the base is untouched
+    assert bench.variant_params(params, "random").lookup_table.batch_sampling == "random"
+    key = bench.table_key
+    assert key(bench.variant_params(params, "designed")) == key(variant)  # value model, agent: same records
+    assert key(bench.variant_params(params, "designed+sampled")) != key(variant)  # another proxy
+    assert key(bench.variant_params(params, "random")) != key(variant)
+    with pytest.raises(SystemExit, match="unknown lever 'gpp' in 'designed\\+gpp'"):
+        bench.variant_params(params, "designed+gpp")
