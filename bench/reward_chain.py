@@ -14,7 +14,8 @@ same for every table kind, and scored once. Results: bench/results/reward_chain.
 
 A variant is a table kind with levers joined by '+': `designed+sampled` (sampled pseudo-labels),
 `+gp` (the GP value model), `+task_aware` (task-aware batch representation), `+normalized` / `+rank`
-(the agent's advantage), `+imitate` (imitation start, 20 steps). Variants with the same table kind and
+(the agent's advantage), `+imitate` (imitation start, 20 steps), `+best_estimate` (the final batch: the estimator's
+best of the agent's top-k and the records). Variants with the same table kind and
 pseudo-labels share their records (trained once): only the selection and the chain run again. Each
 variant's result is written as soon as it is done, and a run started again reuses everything finished.
 
@@ -67,7 +68,8 @@ LEVERS = {"sampled": ("lookup_table", {"pseudo_labels": "sampled"}),
           "task_aware": ("reward", {"representation": "task_aware"}),
           "normalized": ("agent", {"advantage": "normalized"}),
           "rank": ("agent", {"advantage": "rank"}),
-          "imitate": ("agent", {"imitation_steps": 20})}
+          "imitate": ("agent", {"imitation_steps": 20}),
+          "best_estimate": ("agent", {"final_choice": "best_estimate"})}
 
 
 def variant_params(params, variant: str):

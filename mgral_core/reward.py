@@ -175,6 +175,10 @@ class RewardEstimator:
         estimate = inverse_distance_estimate(distances, self._values, self.n_neighbors, self.epsilon)
         return estimate, bool(distances.min() <= self.threshold)
 
+    def estimate_only(self, batch_ids: np.ndarray, embeddings: np.ndarray) -> float:
+        """Estimated value of L ∪ batch from the table alone: never trains, and not counted as a query."""
+        return self.estimate_embeddings(self._represent(np.asarray(batch_ids), embeddings))
+
     def estimate_embeddings(self, representation: np.ndarray) -> float:
         """Estimated value of the batch with this representation (k, F) (see `distances`); never falls back."""
         return self._estimate(self.distances(representation))[0]

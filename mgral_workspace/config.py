@@ -307,6 +307,9 @@ class AgentParams(_Section):
                            "shortlisted by shortlist_method (hierarchical selection for large pools; N >= budget)")
     shortlist_method: Literal["kmeans", "random"] = Field(
         "kmeans", description="'kmeans': cluster-stratified random sample; 'random': uniform random sample")
+    final_choice: Literal["top_k", "best_estimate"] = Field(
+        "top_k", description="'top_k': the trained agent's top-k (paper); 'best_estimate': the batch the reward "
+        "estimator rates highest of that top-k and the table's records (docs/method.md)")
     threads: int = Field(0, ge=0, le=256, description="torch threads for the agent on a large pool (above "
                          "large_pool; below it the agent runs on one thread); 0 = one per CPU core")
 
@@ -322,7 +325,7 @@ class AgentParams(_Section):
                              advantage_window=self.advantage_window, imitation_steps=self.imitation_steps,
                              threads=resolve_threads(self.threads))
         return AgentSettings(config=config, shortlist=self.shortlist, shortlist_method=self.shortlist_method,
-                             large_pool=self.large_pool)
+                             large_pool=self.large_pool, final_choice=self.final_choice)
 
 
 class OracleParams(_Section):

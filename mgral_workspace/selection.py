@@ -206,6 +206,11 @@ def save_mgral_outputs(project_dir: str | Path, cycle: int, strategy: MgralStrat
                "agent_final_reward": float(np.mean(history.rewards[-20:])),
                "agent_candidates_read": shortlist_size(candidates, shortlist),
                "agent_chunks": strategy.last_checkpoint["config"]["chunks"]}
+    if strategy.last_final_choice is not None:  # agent.final_choice best_estimate: what was compared
+        choice = strategy.last_final_choice
+        metrics.update({"final_choice_from_record": float(choice["source"] != "agent"),
+                        "final_choice_agent_estimate": choice["agent_estimate"],
+                        "final_choice_estimate": choice["chosen_estimate"]})
     if estimator.value_model is not None:  # reward.estimator gp: the fitted model after any fallback
         h = estimator.value_model.hyperparameters
         metrics.update({"lookup_gp_lengthscale": h.lengthscale, "lookup_gp_noise_ratio": h.noise_ratio,

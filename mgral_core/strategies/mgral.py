@@ -33,6 +33,33 @@ class AgentSettings:
     shortlist: int = 0
     shortlist_method: str = "kmeans"
     large_pool: int = 0
+    final_choice: str = "top_k"
+
+
+FINAL_CHOICES = ("top_k", "best_estimate")
+
+
+def best_estimated_batch(estimator: RewardEstimator, ids: np.ndarray, embeddings: np.ndarray,
+                         agent_rows: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The batch the estimator rates highest among the agent's top-k and the table's records of the same size
+    whose images are all still candidates (`final_choice: best_estimate`), as rows of `ids`, and what was
+    compared. Estimates come from the table alone (no fallback training).
+
+    Under the k-NN estimator a record's estimate is its own value, the peak of the reward around it, so
+    this picks the best record whenever the agent has not found a batch rated above it.
+    """
+    position = {str(image): row for row, image in enumerate(ids)}
+    agent_estimate = estimator.estimate_only(ids[agent_rows], embeddings[agent_rows])
+    best_rows, best_estimate, source = agent_rows, agent_estimate, "agent"
+    for record in estimator.records:
+        rows = [position.get(str(image)) for image in record.batch_ids]
+        if len(rows) != len(agent_rows) or any(row is None for row in rows):
+            continue
+        rows = np.asarray(rows)
+        value = estimator.estimate_only(ids[rows], embeddings[rows])
+        if value > best_estimate:
+            best_rows, best_estimate, source = rows, value, record.record_id
+    return best_rows, {"source": source, "agent_estimate": agent_estimate, "chosen_estimate": best_estimate}
 
 
 def train_and_select(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], float], config: AgentConfig,
@@ -112,13 +139,19 @@ class MgralStrategy:
                              "whose estimator_factory reads the cycle's table (the cycle flow does this)")
         agent = context.agent if context.agent is not None else AgentSettings()
         return cls(estimator_factory=context.estimator_factory, agent_config=agent.config, progress=context.progress,
-                   shortlist=agent.shortlist, shortlist_method=agent.shortlist_method, large_pool=agent.large_pool)
+                   shortlist=agent.shortlist, shortlist_method=agent.shortlist_method, large_pool=agent.large_pool,
+                   final_choice=agent.final_choice)
 
     def __init__(self, estimator: RewardEstimator | None = None, *, estimator_factory: EstimatorFactory | None = None,
                  agent_config: AgentConfig | None = None, progress: Callable[[int, float], None] | None = None,
-                 shortlist: int = 0, shortlist_method: str = "kmeans", large_pool: int = 0):
+                 shortlist: int = 0, shortlist_method: str = "kmeans", large_pool: int = 0,
+                 final_choice: str = "top_k"):
         if (estimator is None) == (estimator_factory is None):
             raise ValueError("give exactly one of estimator and estimator_factory")
+        if final_choice not in FINAL_CHOICES:
+            raise ValueError(f"unknown final_choice {final_choice!r}; use one of {', '.join(FINAL_CHOICES)}")
+        self.final_choice = final_choice
+        self.last_final_choice: dict | None = None
         self.estimator, self.estimator_factory = estimator, estimator_factory
         self.agent_config = agent_config if agent_config is not None else AgentConfig()
         self.progress = progress
@@ -143,4 +176,6 @@ class MgralStrategy:
             shortlist_method=self.shortlist_method, large_pool=self.large_pool, progress=self.progress,
             imitate=best_record_rows(estimator, ids) if config.imitation_steps > 0 else None)
         self.last_history, self.last_checkpoint, self.last_estimator = history, checkpoint(agent), estimator
+        if self.final_choice == "best_estimate":
+            chosen, self.last_final_choice = best_estimated_batch(estimator, ids, embeddings, chosen)
         return [str(ids[i]) for i in chosen]

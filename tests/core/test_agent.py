@@ -224,3 +224,30 @@ def test_mgral_imitation_starts_from_the_best_record():
     strategy = MgralStrategy(estimator, agent_config=AgentConfig(iterations=0, lr=1e-2, imitation_steps=60))
     ids = strategy(pool, 10, np.random.default_rng(0))
     assert len(set(ids) & set(best.batch_ids.tolist())) >= 8
+
+
+def test_best_estimate_final_choice_takes_a_record_the_agent_did_not_beat():
+    """final_choice 'best_estimate': an untrained agent's top-k loses to the best record, which is then the batch;
+    a record whose images are no longer all candidates is left out; 'top_k' keeps the agent's batch."""
+    pool, _, table = composition_pool(seed=2)
+    best = max(table.records, key=lambda record: record.value)
+    agent = AgentConfig(iterations=1, lr=1e-2)
+    plain = MgralStrategy(RewardEstimator(table, fallback_rule="never"), agent_config=agent)
+    chooser = MgralStrategy(RewardEstimator(table, fallback_rule="never"), agent_config=agent,
+                            final_choice="best_estimate")
+    plain_ids, chosen_ids = plain(pool, 10, np.random.default_rng(0)), chooser(pool, 10, np.random.default_rng(0))
+    assert plain.last_final_choice is None and set(plain_ids) != set(best.batch_ids.tolist())
+    assert sorted(chosen_ids) == sorted(best.batch_ids.tolist())
+    choice = chooser.last_final_choice
+    assert choice["source"] == best.record_id and choice["chosen_estimate"] == pytest.approx(best.value)
+    assert choice["agent_estimate"] < choice["chosen_estimate"]
+    gone = set(best.batch_ids[:1].tolist())  # one of the best record's images was labeled since
+    shrunk = PoolView(np.array([i for i in pool.unlabeled_ids if i not in gone]),
+                      pool.unlabeled_embeddings[[i not in gone for i in pool.unlabeled_ids]], pool.labeled_ids,
+                      pool.labeled_embeddings)
+    chooser = MgralStrategy(RewardEstimator(table, fallback_rule="never"), agent_config=agent,
+                            final_choice="best_estimate")
+    assert not set(chooser(shrunk, 10, np.random.default_rng(0))) & gone
+    assert chooser.last_final_choice["source"] != best.record_id
+    with pytest.raises(ValueError, match="unknown final_choice 'best'"):
+        MgralStrategy(RewardEstimator(table), final_choice="best")
