@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from mgral_formats.yolo import read_yolo_label
+from mgral_workspace.benchmark import run_dir
+from mgral_workspace.config import split_strategy_list
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 from mgral_workspace.visualize import render_grid
@@ -51,8 +53,8 @@ def main() -> None:
     bench = Path(args.bench)
     items, classes, domains, redundancy = [], {}, {}, {}
     names: list[str] = []
-    for strategy in args.strategies.split(","):
-        project = bench / "runs" / f"seed_{args.seed}" / strategy
+    for strategy in split_strategy_list(args.strategies):
+        project = run_dir(bench, strategy, args.seed)
         if not (project / "cycles" / "cycle_001" / "selection.json").exists():
             raise SystemExit(f"{project}: no first-cycle selection; run `mgral benchmark --out {bench}` first")
         ids, classes[strategy], domains[strategy], redundancy[strategy] = describe(project)

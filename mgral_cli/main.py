@@ -510,7 +510,7 @@ def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, r
                                                    "(default benchmark_results/PROFILE)"),
               profile: str = typer.Option("quick", help="quick | ablation | full (params.yaml: benchmark.*)"),
               params_file: Path = typer.Option(Path("params.yaml"), "--params", help="parameters"),
-              strategies: Optional[str] = typer.Option(None, help="comma-separated subset of strategies"),
+              strategies: Optional[str] = typer.Option(None, help="comma-separated subset of strategies; a spec's own overrides follow it: mgral@lookup_table.batch_sampling=designed,agent.final_choice=best_estimate"),
               seeds: Optional[str] = typer.Option(None, help="comma-separated seeds"),
               allow_code_change: bool = typer.Option(False, help="resume results made by another code version "
                                                      "(same settings; each result cell records its code version)"),
@@ -522,7 +522,7 @@ def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, r
     """
     from flows.benchmark import mgral_benchmark
     from mgral_workspace.benchmark import check_benchmark
-    from mgral_workspace.config import PROFILES
+    from mgral_workspace.config import PROFILES, split_strategy_list
     from mgral_workspace.project_lock import ProjectLockedError, project_lock
 
     if profile not in PROFILES:
@@ -533,7 +533,7 @@ def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, r
     if seeds and not all(s.strip().isdigit() for s in seeds.split(",")):
         _fail(f"--seeds takes comma-separated non-negative integers (0,1,2), got {seeds!r}")
     try:
-        strategy_list = strategies.split(",") if strategies else chosen.strategies
+        strategy_list = split_strategy_list(strategies) if strategies else chosen.strategies
         seed_list = [int(s) for s in seeds.split(",")] if seeds else chosen.seeds
         out.mkdir(parents=True, exist_ok=True)
         with project_lock(out, f"mgral benchmark --profile {profile}"):  # refuse early, without a traceback
@@ -544,6 +544,18 @@ def benchmark(out: Optional[Path] = typer.Option(None, help="output directory, r
     console.print((out / "auc.md").read_text(), markup=False, highlight=False)  # intervals look like [a, b]
     for key in ("results", "learning_curves", "auc"):
         console.print(f"{key:16s}: {summary[key]}")
+    _print_benchmark_runs(out.resolve(), chosen.apply(params, seed_list[0], out.resolve()))
+
+
+def _print_benchmark_runs(out: Path, run_params) -> None:
+    """Where the benchmark's campaign runs are in the MLflow UI, grouped by their strategy tag."""
+    from tasks.tracking import runs_page, tracking_uri
+
+    uri = tracking_uri(out, run_params)
+    console.print(f"{'open the UI':16s}: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{'then the runs':16s}: {runs_page(out, run_params)} (group them by the strategy tag)",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -464,6 +464,22 @@ class BenchmarkProfile(_Section):
         return DetectorParams._pretrained_value(value)
 
 
+def split_strategy_list(text: str) -> list[str]:
+    """'random,mgral@a.b=1,c.d=2,ebal' -> ['random', 'mgral@a.b=1,c.d=2', 'ebal']: a comma-separated list of
+    strategy specs, where a `key=value` after a spec's '@' belongs to that spec (ValueError if it has none)."""
+    specs: list[str] = []
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        if "=" in token and "@" not in token:
+            if not specs or "@" not in specs[-1]:
+                raise ValueError(f"strategy list {text!r}: override {token!r} follows no 'strategy@key=value' spec")
+            specs[-1] += f",{token}"
+        else:
+            specs.append(token)
+    return specs
+
+
 def split_strategy_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """'mgral@lookup_table.records=4' -> ('mgral', {'lookup_table.records': 4}) (values read as YAML)."""
     name, _, overrides = spec.partition("@")

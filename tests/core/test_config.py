@@ -58,6 +58,13 @@ def test_benchmark_strategy_variants_parse_and_bad_ones_are_named(tmp_path):
     assert split_strategy_spec("mgral@lookup_table.records=4,agent.lr=0.01") == (
         "mgral", {"lookup_table.records": 4, "agent.lr": 0.01})
     assert split_strategy_spec("random") == ("random", {})
+    from mgral_workspace.config import split_strategy_list
+
+    assert split_strategy_list("random, mgral@lookup_table.batch_sampling=designed,agent.final_choice=best_estimate,ebal"
+                               ) == ["random", "mgral@lookup_table.batch_sampling=designed,agent.final_choice=best_estimate",
+                                     "ebal"]
+    with pytest.raises(ValueError, match="agent.lr=0.1"):
+        split_strategy_list("random,agent.lr=0.1")
     bad = tmp_path / "params.yaml"
     bad.write_text("benchmark:\n  quick:\n    strategies: [mgral@records]\n")
     with pytest.raises(ConfigError, match=r"benchmark.quick.strategies[\s\S]*mgral@records"):

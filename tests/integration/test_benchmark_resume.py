@@ -2,6 +2,7 @@
 processes gives the same table as on local threads; both against one uninterrupted local run."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def test_kill_mid_benchmark_then_resume_retrains_nothing_finished(tmp_path, unin
     logs = done.stdout + done.stderr
     assert f"{len(cells)}/4 cells already done (reused, not retrained)" in logs
     assert "interrupted cycles restart: random seed 0 cycle 2" in logs
+    assert re.search(r"then the runs\s*: http://127\.0\.0\.1:5000/#/experiments/\d+/runs ", done.stdout), done.stdout[-2000:]
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was made again"
     assert logs.count("training detector on") == untrained  # only detectors never trained are trained
