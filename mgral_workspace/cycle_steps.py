@@ -60,7 +60,8 @@ def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
     done = out / "trained.json"
     if done.exists():
         info = json.loads(done.read_text())
-        return TrainedDetector(Path(info["weights"]), info["val_map50_95"], info["val_map50"], info["epochs"])
+        return TrainedDetector(_stored_weights(out, info["weights"]), info["val_map50_95"], info["val_map50"],
+                               info["epochs"])
     project = Path(project_dir)
     info = load_project_info(project)
     pool = PoolState.load(project)
@@ -75,8 +76,20 @@ def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
     trained = backend.train([project / f for f in pool.files(train_ids)], [project / f for f in pool.files(val_ids)],
                             info.class_names, out, epochs=epochs, init_weights=previous,
                             seed=seed_for(params.detector.seed, cycle, "detector"))
-    write_json_atomic(done, {**asdict(trained), "weights": str(trained.weights), "labeled": len(train_ids)})
+    weights = Path(trained.weights)
+    stored = weights.relative_to(out) if weights.is_relative_to(out) else weights  # the project may move
+    write_json_atomic(done, {**asdict(trained), "weights": str(stored), "labeled": len(train_ids)})
     return trained
+
+
+def _stored_weights(out: Path, stored: str) -> Path:
+    """The weights a finished training recorded: relative to its detector folder, or (older records, or weights
+    outside the project) absolute; an absolute path that no longer exists but whose file is in `out` (a project
+    copied or moved) is taken from `out`."""
+    path = Path(stored)
+    if not path.is_absolute():
+        return out / path
+    return out / path.name if not path.exists() and (out / path.name).exists() else path
 
 
 def _training_start(detector: DetectorParams, previous: Path | None) -> str:

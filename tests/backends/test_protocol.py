@@ -1,6 +1,8 @@
 """The detector seam: both backends satisfy `DetectorBackend`, and the cycle steps run on the fake one."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,3 +119,21 @@ def test_ultralytics_start_weights_are_the_pretrained_start_as_a_checkpoint(tmp_
     assert UltralyticsBackend(DetectorParams(model=str(own))).start_weights(tmp_path / "x") == own
     with pytest.raises(DetectorError, match="does not exist"):
         UltralyticsBackend(DetectorParams(model=str(tmp_path / "gone.pt"))).start_weights(tmp_path / "x")
+
+
+def test_a_finished_training_is_found_again_after_the_project_moves(tiny_project, monkeypatch):
+    fake = FakeDetectorBackend()
+    monkeypatch.setattr(cycle_steps, "get_backend", lambda detector: fake)
+    params = load_params(tiny_project / "params.yaml")
+    trained = cycle_steps.train_cycle_detector(tiny_project, params, 1, log=lambda _: None)
+    record = tiny_project / "cycles" / "cycle_001" / "detector" / "trained.json"
+    assert not Path(json.loads(record.read_text())["weights"]).is_absolute()  # stored inside the project
+    moved = tiny_project.parent / "moved"
+    shutil.move(tiny_project, moved)
+    again = cycle_steps.train_cycle_detector(moved, params, 1, log=lambda _: None)
+    assert fake.calls == ["train"]  # reused, not retrained
+    assert again.weights == moved / trained.weights.relative_to(tiny_project) and again.weights.exists()
+    # a record written before weights were stored relative (an absolute path to a folder that has moved)
+    record = moved / "cycles" / "cycle_001" / "detector" / "trained.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "weights": str(trained.weights)}))
+    assert cycle_steps.train_cycle_detector(moved, params, 1, log=lambda _: None).weights == again.weights
