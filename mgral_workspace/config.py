@@ -107,6 +107,9 @@ class DetectorParams(_Section):
                                  "(Ultralytics' own trainer loads in the training process there): faster with a "
                                  "core to spare, slower when other work fills the cores (docs/PERFORMANCE.md); off "
                                  "in benchmark runs and in daemonic processes such as Dask workers")
+    threads: int | None = Field(None, ge=0, le=256, description="torch threads while training on the CPU: null = "
+                                "Ultralytics' own choice (cores - 1, so 1 on a 2-core machine), 0 = one per core, "
+                                "n = n; null in benchmark runs, whose campaigns share the cores")
     device: str = Field("cpu", description="'cpu', or a CUDA index such as '0' where a GPU exists")
     cache: bool = Field(True, description="cache decoded images in RAM")
     seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
@@ -434,7 +437,7 @@ class BenchmarkProfile(_Section):
                                                            "pretrained": self.pretrained,
                                                            # campaigns run side by side (Dask): no core is free
                                                            # for loader workers, and a Dask worker may not fork
-                                                           "workers_on_cpu": False}),
+                                                           "workers_on_cpu": False, "threads": None}),
             "selection": params.selection.model_copy(update={"budget": self.budget, "seed": seed}),
             "simulation": params.simulation.model_copy(update={"seed": seed}),
             "campaign": params.campaign.model_copy(update={"cycles": self.cycles}),

@@ -23,7 +23,7 @@ from mgral_core.detections import Detections
 from mgral_backends.protocol import DetectorError, TrainedDetector, TrainingDiverged
 from mgral_backends.ultralytics.env import YOLO
 from mgral_backends.ultralytics.pretrained import load_pretrained, resolve_pretrained
-from mgral_backends.ultralytics.trainer import detection_trainer
+from mgral_backends.ultralytics.trainer import detection_trainer, keep_training_threads, training_threads
 
 from ultralytics.data.augment import LetterBox  # noqa: E402  (after ultralytics_env)
 from ultralytics.utils import nms, ops  # noqa: E402
@@ -118,12 +118,16 @@ def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, ep
         final.unlink(missing_ok=True)  # a failed run must not leave an older best.pt looking like its result
     model = _start_model(params, init_weights)
     _stop_on_divergence(model, run_dir)
+    threads = training_threads(params)
+    keep_training_threads(model, threads)
+    threads_before = torch.get_num_threads()  # with detector.threads set, put back after the training
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured):
             results = model.train(
                 trainer=detection_trainer(params), data=str(data_yaml), epochs=epochs, imgsz=params.imgsz,
-                batch=params.batch,                optimizer=params.optimizer, lr0=params.lr0, device=params.device, workers=params.workers,
+                batch=params.batch, optimizer=params.optimizer, lr0=params.lr0, device=params.device,
+                workers=params.workers,
                 cache="ram" if params.cache else False, seed=params.seed if seed is None else seed,
                 deterministic=True, plots=False, amp=False, verbose=False, exist_ok=True,
                 val=params.val_each_epoch, warmup_epochs=0.0 if init_weights is not None else 3.0,
@@ -138,6 +142,9 @@ def train_detector(data_yaml: Path, out_dir: Path, params: DetectorParams, *, ep
         shutil.rmtree(run_dir / "weights", ignore_errors=True)
         epoch = getattr(getattr(model, "trainer", None), "epoch", epochs - 1) + 1
         raise TrainingDiverged(run_dir, epoch, epochs, str(err)) from err
+    finally:
+        if threads is not None:
+            torch.set_num_threads(threads_before)
     best = run_dir / "weights" / "best.pt"
     if not best.exists():
         best = run_dir / "weights" / "last.pt"

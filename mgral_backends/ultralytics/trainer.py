@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from typing import Any
 
 from mgral_backends.ultralytics import env  # noqa: F401  (offline settings before ultralytics is imported)
 from mgral_workspace.config import DetectorParams
 
+import torch  # noqa: E402
 from ultralytics.cfg import DEFAULT_CFG, get_cfg  # noqa: E402
 from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
 
@@ -45,3 +47,28 @@ def detection_trainer(params: DetectorParams) -> type[DetectionTrainer] | None:
                     "DataLoader workers; loading in the training process instead")
         return None
     return WorkersOnCpuTrainer
+
+
+def training_threads(params: DetectorParams) -> int | None:
+    """The torch threads a training uses on the CPU (`detector.threads`): None = leave Ultralytics' choice."""
+    if params.threads is None or str(params.device) != "cpu":
+        return None
+    return params.threads or os.cpu_count() or 1
+
+
+def keep_training_threads(model, threads: int | None) -> None:
+    """Hold torch at `threads` threads through a YOLO training, its validations included.
+
+    Ultralytics' `select_device` sets `torch.set_num_threads(cores - 1)` whenever a trainer or a
+    stand-alone validator picks the CPU, so the count is set again at each point where that may have
+    happened: the trainer's start and each validation's start. The caller puts the process's count back
+    afterwards.
+    """
+    if threads is None:
+        return
+
+    def hold(_) -> None:
+        torch.set_num_threads(threads)
+
+    for event in ("on_pretrain_routine_start", "on_train_start", "on_val_start"):
+        model.add_callback(event, hold)

@@ -90,3 +90,5 @@ def test_benchmark_runs_load_in_the_training_process(tmp_path):
     assert Params().detector.workers_on_cpu  # the default elsewhere (docs/PERFORMANCE.md)
     run = BenchmarkProfile().apply(Params(), 0, tmp_path)
     assert run.detector.workers_on_cpu is False  # same loading on threads and on Dask workers, which may not fork
+    threaded = Params().model_copy(update={"detector": Params().detector.model_copy(update={"threads": 0})})
+    assert BenchmarkProfile().apply(threaded, 0, tmp_path).detector.threads is None  # campaigns share the cores
