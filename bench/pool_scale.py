@@ -331,7 +331,8 @@ def child_import(args: dict) -> dict:
 
 def child_status(args: dict) -> dict:
     """`mgral status` in-process: the command function, median of 3, after its modules are imported; each run
-    parses pool.csv afresh, as a new `mgral status` process does."""
+    reads pool.csv afresh, as a new `mgral status` process does (its summary while it matches pool.csv's bytes,
+    mgral_workspace.pool_summary, so `pool_loads_per_status` is 0 then)."""
     import mgral_cli.main as cli
     from mgral_workspace import pool
 

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-from mgral_backends.protocol import (
-    SERVING_COLUMNS,
-    DetectorBackend,
-    DetectorError,
-    ServingModel,
-    TrainedDetector,
-    TrainingDiverged,
-    serving_frame,
-)
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mgral_backends.protocol import DetectorBackend
     from mgral_workspace.config import DetectorParams
+
+# The protocol's names, imported on first use: the protocol needs numpy and pandas, and commands that only
+# check params.yaml's backend name against BACKENDS (`mgral status`) should start without them.
+_PROTOCOL = ("SERVING_COLUMNS", "DetectorBackend", "DetectorError", "ServingModel", "TrainedDetector",
+             "TrainingDiverged", "serving_frame")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PROTOCOL:
+        from mgral_backends import protocol
+
+        return getattr(protocol, name)
+    raise AttributeError(f"module 'mgral_backends' has no attribute {name!r}")
 
 DEFAULT_BACKEND = "ultralytics"
 

@@ -574,30 +574,40 @@ def serve(project: Path = typer.Argument(..., help="project directory the deploy
 @app.command()
 def status(project: Path = typer.Argument(..., help="project directory")) -> None:
     """Show the cycle, labeled / unlabeled / pending counts and the last results."""
-    _, pool = _open_project(project)
-    _status(project, pool)  # the pool read once: at 100k images a read is ~0.4 s (bench/pool_scale.py)
+    from mgral_workspace.pool_summary import read_summary
+
+    summary = read_summary(project)  # pool.csv unchanged since its last save: no need to parse it (or import pandas)
+    if summary is None:
+        _, pool = _open_project(project)
+        summary = pool.summary()
+    else:
+        _open_project(project, read_pool=False)  # project.yaml and params.yaml are still checked
+    _status(project, summary)
 
 
-def _status(project: Path, pool=None) -> None:
+def _status(project: Path, summary: dict | None = None) -> None:
+    """Print the project's status from its pool summary (`PoolState.summary`; read from pool.csv if not given)."""
     import json
 
     from mgral_workspace.cycle_report import latest_cycle_report
-    from mgral_workspace.pool import PoolState
+    from mgral_workspace.pool_summary import COUNTS
     from mgral_workspace.project_info import load_project_info
 
-    pool = PoolState.load(project) if pool is None else pool
+    if summary is None:
+        from mgral_workspace.pool import PoolState
+
+        summary = PoolState.load(project).summary()
     table = Table(title=f"MGRAL project {project}")
     table.add_column("item")
     table.add_column("value", justify="right")
-    table.add_row("cycle", str(pool.current_cycle))
-    for key, value in pool.counts().items():
-        table.add_row(key, str(value))
-    to_label = len(pool.eval_to_label_ids())
-    if to_label:
-        table.add_row("val/test to label", str(to_label))
-    batch_cycle, done, total = pool.open_batch()
-    if total:
-        table.add_row("last batch", f"batch {batch_cycle}: {done}/{total} labeled")
+    table.add_row("cycle", str(summary["cycle"]))
+    for key in COUNTS:
+        table.add_row(key, str(summary["counts"][key]))
+    if summary["eval_to_label"]:
+        table.add_row("val/test to label", str(summary["eval_to_label"]))
+    batch = summary["open_batch"]
+    if batch["total"]:
+        table.add_row("last batch", f"batch {batch['cycle']}: {batch['labeled']}/{batch['total']} labeled")
     report = latest_cycle_report(project)
     if report and report.get("selection"):
         table.add_row(f"cycle {report['cycle']} selection", escape(report["selection"]))
@@ -609,7 +619,7 @@ def _status(project: Path, pool=None) -> None:
     if exports:
         table.add_row("last export", str(exports[-1]))
     console.print(table)
-    gaps = pool.training_gaps()
+    gaps = summary["training_gaps"]
     if gaps and not load_project_info(project).simulate:
         console.print(f"before a detector can train: {'; '.join(gaps)}", markup=False, highlight=False)
     for warning in (report or {}).get("warnings", []):
@@ -623,10 +633,10 @@ def _check_project(project: Path, overrides: dict | None = None):
     return _open_project(project, overrides)[0]
 
 
-def _open_project(project: Path, overrides: dict | None = None):
-    """`_check_project`'s checks; returns the project's parameters and the pool state they loaded."""
+def _open_project(project: Path, overrides: dict | None = None, read_pool: bool = True):
+    """`_check_project`'s checks; returns the project's parameters and the pool state they loaded (None
+    without `read_pool`: then pool.csv must exist but is not parsed)."""
     from mgral_workspace.config import ConfigError, Params, load_params
-    from mgral_workspace.pool import PoolState
     from mgral_workspace.project_info import load_project_info
 
     if not project.is_dir():
@@ -635,7 +645,9 @@ def _open_project(project: Path, overrides: dict | None = None):
         _fail(f"{project}: not an MGRAL project (no pool.csv); create one with `mgral init`")
     try:
         load_project_info(project)
-        pool = PoolState.load(project)
+        if read_pool:
+            from mgral_workspace.pool import PoolState
+        pool = PoolState.load(project) if read_pool else None
         params_file = project / "params.yaml"
         return (load_params(params_file, overrides) if params_file.exists() or overrides else Params()), pool
     except (ConfigError, OSError, ValueError) as err:  # ProjectFileError, PoolStateError are ValueErrors

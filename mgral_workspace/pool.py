@@ -7,7 +7,6 @@ in the dataset it came from, to match annotation exports by). It never holds lab
 
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 from collections import OrderedDict
@@ -17,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mgral_workspace.atomic import atomic_open
+from mgral_workspace.atomic import atomic_open, write_json_atomic
+from mgral_workspace.pool_summary import POOL_FILE, SUMMARY_FILE, VERSION, pool_digest
 
-POOL_FILE = "pool.csv"
 SPLITS = ("pool", "val", "test")
 COLUMNS = {
     "image_id": str,
@@ -82,8 +81,8 @@ class _ParsedTables:
         self.size, self.tables, self.guard = size, OrderedDict(), threading.Lock()
 
     @staticmethod
-    def digest(data: bytes) -> bytes:
-        return hashlib.blake2b(data, digest_size=16).digest()
+    def digest(data: bytes) -> str:
+        return pool_digest(data)
 
     def get(self, path: Path, digest: bytes) -> pd.DataFrame | None:
         with self.guard:
@@ -161,11 +160,22 @@ class PoolState:
         return state
 
     def save(self, project_dir: str | Path) -> Path:
-        """Write the table atomically (temp file + fsync + rename)."""
+        """Write the table atomically (temp file + fsync + rename), then its summary for `mgral status`
+        (mgral_workspace.pool_summary: used only while pool.csv has exactly these bytes)."""
         path = Path(project_dir) / POOL_FILE
-        with atomic_open(path, "w") as handle:
-            self.table.to_csv(handle, index=False)
+        data = self.table.to_csv(index=False).encode()
+        with atomic_open(path, "wb") as handle:
+            handle.write(data)
+        write_json_atomic(Path(project_dir) / SUMMARY_FILE, {"version": VERSION, "digest": pool_digest(data),
+                                                              **self.summary()})
         return path
+
+    def summary(self) -> dict:
+        """What `mgral status` shows of the pool (mgral_workspace.pool_summary)."""
+        batch_cycle, done, total = self.open_batch()
+        return {"cycle": self.current_cycle, "counts": self.counts(), "eval_to_label": len(self.eval_to_label_ids()),
+                "open_batch": {"cycle": batch_cycle, "labeled": done, "total": total},
+                "training_gaps": self.training_gaps()}
 
     def ids(self, split: str, labeled: bool | None = None) -> np.ndarray:
         rows = self.table["split"] == split

@@ -17,10 +17,11 @@ from prefect import get_run_logger, task
 
 from mgral_workspace.config import Params
 
-# Never versioned: per-cycle work, tracking stores, and the writer lock (its content changes with
-# every holder, so versioning it would make `git checkout <earlier commit>` refuse to run).
+# Never versioned: per-cycle work, tracking stores, the writer lock (its content changes with every
+# holder, so versioning it would make `git checkout <earlier commit>` refuse to run) and the pool's
+# summary for `mgral status` (derived from pool.csv, and ignored whenever it does not match it).
 IGNORED = ["/cycles/", "/exports/", "/inbox/", "/reports/", "/mlruns/", "/mlflow.db", "/quarantine/", "/params.yaml.*",
-           "/.mgral.lock"]
+           "/.mgral.lock", "/.pool_summary.json"]
 
 
 class VersioningError(RuntimeError):
