@@ -1,0 +1,118 @@
+"""Does the head proxy rank batches as the real fine-tune does? (issue 15: the link before chain link b)
+
+Every yardstick of the reward chain (fidelity, link e, the oracle ceiling) is the head proxy's value of a
+batch with the oracle's true labels: the cycle detector's last layer retrained on cached features of
+L ∪ B, scored on val. The benchmark's outcome is something else: a warm-started fine-tune of the whole
+detector on L ∪ B, scored on test. This bench takes a finished `mgral benchmark --out` folder and, for
+every seed, scores each strategy's first batch with the head proxy, true labels and pseudo-labels,
+from that seed's shared first detector (`runs/seed_<s>/base`), and sets those values beside the test
+mAP50-95 the real fine-tune of the same batch reached (the strategy's cell of cycle 2).
+
+Strategies of one seed share everything but their batch, so the comparison is within seeds:
+* pair agreement: of all pairs of strategies within a seed, the share the proxy orders as the real
+  fine-tune does (0.5 = no information; ties in either count half);
+* Spearman of the seed-centred values, pooled over seeds.
+
+The real fine-tune's outcome is itself noisy (its training seed is one draw; docs/RESULTS.md), so
+an agreement below 1 is partly the fine-tune's noise, not the proxy's.
+
+  python bench/proxy_vs_finetune.py --bench /work/bench_out/reward [--work /tmp/proxy_vs_finetune]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from scale_common import machine, write_result
+
+from mgral_workspace.config import load_params
+from mgral_workspace.record_values import cache_cycle_features, record_value, true_label_record
+
+
+def seed_rows(bench: Path, seed_dir: Path, work: Path) -> list[dict]:
+    """One row per finished strategy of the seed: its batch's proxy values and its real fine-tune outcome."""
+    base = seed_dir / "base"
+    params = load_params(base / "params.yaml")
+    weights = base / "cycles" / "cycle_001" / "detector" / "best.pt"
+    inference = base / "cycles" / "cycle_001" / "pool_inference.npz"
+    table = work / seed_dir.name
+    cache_cycle_features(base, params, weights, table)
+    rows = []
+    for run in sorted(p for p in seed_dir.iterdir() if p.is_dir() and p.name != "base" and not p.name.startswith(".")):
+        cell, selection = run / "cells" / "cycle_002.json", run / "cycles" / "cycle_001" / "selection.json"
+        if not (cell.exists() and selection.exists()):
+            continue
+        batch = json.loads(selection.read_text())["ids"]
+        start = time.time()
+        truth = true_label_record(base, params, table, weights, batch)
+        pseudo = record_value(base, params, table, f"pvf_{run.name}", weights, batch, inference)
+        rows.append({"seed": int(seed_dir.name.split("_")[1]), "run": run.name,
+                     "finetune_test": json.loads(cell.read_text())["map50_95"],
+                     "start_test": json.loads((run / "cells" / "cycle_001.json").read_text())["map50_95"],
+                     "proxy_true": truth["value"], "proxy_pseudo": pseudo["value"],
+                     "seconds": round(time.time() - start, 1)})
+        print(f"  {seed_dir.name} {run.name:60s} fine-tune {rows[-1]['finetune_test']:.4f}  "
+              f"proxy true {truth['value']:.4f}  pseudo {pseudo['value']:.4f}", flush=True)
+    return rows
+
+
+def pair_agreement(frame: pd.DataFrame, column: str) -> tuple[float, int]:
+    """Share of within-seed pairs of strategies that `column` orders as the real fine-tune does."""
+    agree, pairs = 0.0, 0
+    for _, group in frame.groupby("seed"):
+        for a, b in itertools.combinations(group.to_dict("records"), 2):
+            real, proxy = np.sign(a["finetune_test"] - b["finetune_test"]), np.sign(a[column] - b[column])
+            agree += 0.5 if real == 0 or proxy == 0 else float(real == proxy)
+            pairs += 1
+    return (agree / pairs if pairs else float("nan")), pairs
+
+
+def centred_spearman(frame: pd.DataFrame, column: str) -> float:
+    centred = frame.assign(**{c: frame[c] - frame.groupby("seed")[c].transform("mean")
+                              for c in ("finetune_test", column)})
+    return float(spearmanr(centred["finetune_test"], centred[column]).statistic)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bench", required=True, help="a finished `mgral benchmark --out` folder")
+    parser.add_argument("--work", default="/tmp/proxy_vs_finetune", help="head features per seed (reused)")
+    parser.add_argument("--out", default="proxy_vs_finetune")
+    args = parser.parse_args()
+    bench, work = Path(args.bench).resolve(), Path(args.work)
+    info = machine()
+    print(f"{info['date']}  {info['cpu']}  {info['nproc']} cores  load {info['loadavg']}", flush=True)
+    rows = []
+    for seed_dir in sorted((bench / "runs").glob("seed_*"), key=lambda p: int(p.name.split("_")[1])):
+        if (seed_dir / "base" / "cycles" / "cycle_001" / "detector" / "best.pt").exists():
+            rows += seed_rows(bench, seed_dir, work)
+    if not rows:
+        sys.exit(f"{bench}: no finished seed with a first detector and cycle-2 cells")
+    frame = pd.DataFrame(rows)
+    figures = {}
+    for column in ("proxy_true", "proxy_pseudo"):
+        agreement, pairs = pair_agreement(frame, column)
+        figures[column] = {"pair_agreement": round(agreement, 3), "pairs": pairs,
+                           "centred_spearman": round(centred_spearman(frame, column), 3)}
+        print(f"{column:13s} vs the real fine-tune: pair agreement {agreement:.3f} over {pairs} within-seed pairs "
+              f"(0.5 = none); Spearman of seed-centred values {figures[column]['centred_spearman']:+.3f} "
+              f"over {len(frame)} batches", flush=True)
+    spread = frame.groupby("seed")[["finetune_test", "proxy_true"]].std().median()
+    print(f"median within-seed sd: fine-tune {spread['finetune_test']:.4f}, proxy (true labels) "
+          f"{spread['proxy_true']:.4f}")
+    write_result(args.out, {"command": "python bench/proxy_vs_finetune.py " + " ".join(sys.argv[1:]),
+                            "machine": info, "bench": str(bench), "rows": rows, "figures": figures,
+                            "median_within_seed_sd": spread.round(5).to_dict()})
+
+
+if __name__ == "__main__":
+    main()
