@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from mgral_workspace.pool import NOT_YET, PoolState, PoolStateError
+from mgral_workspace.pool_summary import read_summary
 
 
 def _pool():
@@ -60,7 +61,8 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         pool.mark_labeled({"img1": "labels/img1.txt"}, 1).save(tmp_path)
     assert (tmp_path / "pool.csv").read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["pool.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pool_summary.json", "pool.csv"]  # no temp file left
+    assert read_summary(tmp_path)["counts"] == pool.counts()  # and the summary still the old pool's
 
 
 def test_load_rejects_duplicate_ids_naming_the_file(tmp_path):

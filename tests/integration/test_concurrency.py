@@ -21,7 +21,7 @@ import sys, time
 from mgral_workspace.project_lock import project_lock
 with project_lock(sys.argv[1], "test holder"):
     print("locked", flush=True)
-    time.sleep(60)
+    time.sleep(900)  # killed by the test; long enough for both refusals on loaded cores
 """
 
 
