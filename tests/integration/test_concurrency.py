@@ -21,13 +21,14 @@ import sys, time
 from mgral_workspace.project_lock import project_lock
 with project_lock(sys.argv[1], "test holder"):
     print("locked", flush=True)
-    time.sleep(900)  # killed by the test; long enough for both refusals on loaded cores
+    time.sleep(float(sys.argv[2]))
 """
 
 
 def test_second_writer_is_refused_while_first_holds(tmp_path):
     project = make_real_project(tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(project)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(project), "900"],  # killed below; outlives slow
+                              stdout=subprocess.PIPE, text=True)                # refusals on loaded cores
     try:
         assert holder.stdout.readline().strip() == "locked"
         mgral = Path(sys.executable).parent / "mgral"
@@ -48,7 +49,7 @@ def test_second_writer_is_refused_while_first_holds(tmp_path):
 
 def test_waiting_writer_gets_the_lock_when_released(tmp_path):
     project = make_real_project(tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD.replace("60", "2"), str(project)],
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(project), "2"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(ProjectLockedError, match="test holder"):
