@@ -89,7 +89,7 @@ def test_two_concurrent_imports_make_two_commits_each_with_its_own_labels(tmp_pa
         (tmp_path / name).mkdir()
         for image_id in ids:
             (tmp_path / name / f"{image_id}.txt").write_text("0 0.5 0.5 0.25 0.25\n")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(project)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(project), "60"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     mgral, env = Path(sys.executable).parent / "mgral", {**os.environ, "MGRAL_LOCK_WAIT": "180"}
     imports = [subprocess.Popen([str(mgral), "import", str(project), str(tmp_path / name)], env=env,
