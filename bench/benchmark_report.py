@@ -10,6 +10,7 @@ Copies the learning curves and first-cycle histograms into `--docs`, and writes:
   mgral_cycles.md MGRAL's lookup-table diagnostics per seed and cycle (repeatability, fidelity,
                   leave-one-out Spearman, fallbacks, the agent's final estimated reward against the
                   random-batch reference) from cycles/cycle_NNN/{lookup_table/diagnostics,mgral_summary}.json,
+                  the Spearman of the records' values against their batches' object counts (oracle),
                   and with lookup_diagnostics the reward chain's fidelity on diverse batches and MGRAL's
                   true-label value minus the best record's and the ceiling's (reward_chain.json);
   ceiling_cycles.md the oracle ceiling's own candidates per seed and cycle (true-label head-proxy values:
@@ -26,6 +27,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mgral_core.strategies import display_name, oracle_readers
@@ -66,6 +68,26 @@ def ceiling_table(bench: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def value_vs_objects(cycle_dir: Path, project: Path) -> float | None:
+    """Spearman, over the cycle's table records, of a record's value against the number of objects the
+    oracle puts in its batch (a diagnostic after the fact: does the proxy reward object-poor batches?)."""
+    values, objects = [], []
+    for record in sorted((cycle_dir / "lookup_table").glob("record_*.json")):
+        batch = record.with_suffix(".npz")
+        if not batch.exists():
+            continue
+        with np.load(batch, allow_pickle=False) as arrays:
+            ids = [str(i) for i in arrays["batch_ids"]]
+        labels = [project / "oracle" / "labels" / f"{i}.txt" for i in ids]
+        if not all(p.exists() for p in labels):
+            return None  # not a simulation project
+        values.append(json.loads(record.read_text())["value"])
+        objects.append(sum(sum(1 for line in p.read_text().splitlines() if line.strip()) for p in labels))
+    if len(values) < 3:
+        return None
+    return float(pd.Series(values).corr(pd.Series(objects), method="spearman"))
+
+
 def mgral_table(bench: Path) -> pd.DataFrame:
     rows = []
     for summary in sorted(bench.glob("runs/seed_*/mgral*/cycles/cycle_*/mgral_summary.json")):
@@ -83,6 +105,7 @@ def mgral_table(bench: Path) -> pd.DataFrame:
                      "table_mean": data.get("lookup_value_mean"), "table_std": data.get("lookup_value_std"),
                      "agent_final_reward": data.get("agent_final_reward"),
                      "random_reference": data.get("lookup_reference_value"),
+                     "value_vs_objects": value_vs_objects(cycle_dir, cycle_dir.parents[1]),
                      **({"fidelity_diverse": chain.get("fidelity_diverse"),
                          "mgral_minus_best_record": chain.get("mgral_minus_best_record"),
                          "mgral_minus_ceiling": chain.get("mgral_minus_ceiling")} if chain else {})})
@@ -112,7 +135,8 @@ def main() -> None:
         shown = mgral.round(3).assign(table_std=mgral["table_std"].round(5))  # the spread is ~1e-4
         (docs / "mgral_cycles.md").write_text(shown.to_markdown(index=False) + "\n")
         print(shown.to_markdown(index=False))
-        means = mgral.groupby("run")[["repeatability", "fidelity", "loo_spearman"]].mean(numeric_only=True)
+        means = mgral.groupby("run")[["repeatability", "fidelity", "loo_spearman", "value_vs_objects"]].mean(
+            numeric_only=True)
         print("means over seeds and cycles:\n" + means.round(3).to_markdown())
     ceiling = ceiling_table(bench)
     if len(ceiling):
