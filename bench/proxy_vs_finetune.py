@@ -16,7 +16,7 @@ Strategies of one seed share everything but their batch, so the comparison is wi
 The real fine-tune's outcome is itself noisy (its training seed is one draw; docs/RESULTS.md), so
 an agreement below 1 is partly the fine-tune's noise, not the proxy's.
 
-  python bench/proxy_vs_finetune.py --bench /work/bench_out/reward [--work /tmp/proxy_vs_finetune]
+  python bench/proxy_vs_finetune.py --bench /work/bench_out/reward [--seeds 0,1,2] [--work /tmp/proxy_vs_finetune]
 """
 
 from __future__ import annotations
@@ -86,13 +86,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bench", required=True, help="a finished `mgral benchmark --out` folder")
     parser.add_argument("--work", default="/tmp/proxy_vs_finetune", help="head features per seed (reused)")
+    parser.add_argument("--seeds", default=None, help="comma-separated subset of the benchmark's seeds")
     parser.add_argument("--out", default="proxy_vs_finetune")
     args = parser.parse_args()
     bench, work = Path(args.bench).resolve(), Path(args.work)
     info = machine()
     print(f"{info['date']}  {info['cpu']}  {info['nproc']} cores  load {info['loadavg']}", flush=True)
     rows = []
+    wanted = {int(x) for x in args.seeds.split(",")} if args.seeds else None
     for seed_dir in sorted((bench / "runs").glob("seed_*"), key=lambda p: int(p.name.split("_")[1])):
+        if wanted is not None and int(seed_dir.name.split("_")[1]) not in wanted:
+            continue
         if (seed_dir / "base" / "cycles" / "cycle_001" / "detector" / "best.pt").exists():
             rows += seed_rows(bench, seed_dir, work)
     if not rows:
