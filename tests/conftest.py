@@ -16,6 +16,16 @@ os.environ.setdefault("MGRAL_MAX_WORKERS", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def load_bench_script(name: str):
+    """bench/<name>.py as a module (the bench scripts are not a package), for tests of their pieces."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 TINY = {
     "dataset": {"seed": 0, "image_size": 64, "n_pool": 60, "n_val": 16, "n_test": 16},
     "simulation": {"initial_labeled": 20, "seed": 0},

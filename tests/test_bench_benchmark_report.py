@@ -1,18 +1,14 @@
 """bench/benchmark_report.py's table diagnostic: record values against their batches' object counts."""
 
-import importlib.util
 import json
 
 import numpy as np
 
-from tests.conftest import REPO
+from tests.conftest import load_bench_script
 
 
 def _report():
-    spec = importlib.util.spec_from_file_location("benchmark_report_bench", REPO / "bench" / "benchmark_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("benchmark_report")
 
 
 def test_value_vs_objects_ranks_record_values_against_oracle_object_counts(tmp_path):

@@ -3,20 +3,15 @@ dataset is what `mgral init` reads, with the labeled / unlabeled split the bench
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from mgral_formats import load_dataset
+from tests.conftest import load_bench_script
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("pool_scale", REPO / "bench" / "pool_scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("pool_scale")
 
 
 def test_the_generated_pool_is_read_as_labeled_and_unlabeled_images_and_cached(tmp_path):

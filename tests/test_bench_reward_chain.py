@@ -1,18 +1,13 @@
 """bench/reward_chain.py's variants: levers joined to a table kind with '+', and which variants share records."""
 
-import importlib.util
-
 import pytest
 
 from mgral_workspace.config import load_params
-from tests.conftest import REPO
+from tests.conftest import REPO, load_bench_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("reward_chain_bench", REPO / "bench" / "reward_chain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("reward_chain")
 
 
 def test_variants_set_their_levers_and_share_records_only_under_the_same_proxy():
