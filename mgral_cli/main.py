@@ -586,13 +586,15 @@ def status(project: Path = typer.Argument(..., help="project directory")) -> Non
 
 
 def _status(project: Path, summary: dict | None = None) -> None:
-    """Print the project's status from its pool summary (`PoolState.summary`; read from pool.csv if not given)."""
+    """Print the project's status from its pool summary (`PoolState.summary`; if not given, the saved one while it
+    matches pool.csv, else pool.csv's)."""
     import json
 
     from mgral_workspace.cycle_report import latest_cycle_report
-    from mgral_workspace.pool_summary import COUNTS
+    from mgral_workspace.pool_summary import COUNTS, read_summary
     from mgral_workspace.project_info import load_project_info
 
+    summary = summary or read_summary(project)
     if summary is None:
         from mgral_workspace.pool import PoolState
 
@@ -645,9 +647,11 @@ def _open_project(project: Path, overrides: dict | None = None, read_pool: bool 
         _fail(f"{project}: not an MGRAL project (no pool.csv); create one with `mgral init`")
     try:
         load_project_info(project)
+        pool = None
         if read_pool:
             from mgral_workspace.pool import PoolState
-        pool = PoolState.load(project) if read_pool else None
+
+            pool = PoolState.load(project)
         params_file = project / "params.yaml"
         return (load_params(params_file, overrides) if params_file.exists() or overrides else Params()), pool
     except (ConfigError, OSError, ValueError) as err:  # ProjectFileError, PoolStateError are ValueErrors
