@@ -13,6 +13,13 @@ Strategies of one seed share everything but their batch, so the comparison is wi
   fine-tune does (0.5 = no information; ties in either count half);
 * Spearman of the seed-centred values, pooled over seeds.
 
+Beside them, the pseudo-label count that the head proxy was found to reward backwards (docs/RESULTS.md):
+each batch's pseudo-labelled objects (detections >= pseudo_conf) and true objects, and two count-neutral
+readings of the pseudo-label value, measured rather than assumed:
+* `proxy_pseudo_per_object`: the gain over L alone divided by the batch's pseudo-labelled objects;
+* `proxy_pseudo_count_residual`: the seed-centred value minus its pooled least-squares line on the
+  seed-centred pseudo-label count (fitted on these very batches: an in-sample, optimistic reading).
+
 The real fine-tune's outcome is itself noisy (its training seed is one draw; docs/RESULTS.md), so
 an agreement below 1 is partly the fine-tune's noise, not the proxy's.
 
@@ -34,8 +41,25 @@ from scipy.stats import spearmanr
 
 from scale_common import machine, write_result
 
+from mgral_backends.ultralytics.proxy_training import pseudo_targets
+from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.config import load_params
-from mgral_workspace.record_values import cache_cycle_features, record_value, true_label_record
+from mgral_workspace.inference_cache import load_inference
+from mgral_workspace.pool import PoolState
+from mgral_workspace.project import load_project_info
+from mgral_workspace.record_values import (cache_cycle_features, labeled_only_record, record_value,
+                                           true_label_record)
+
+PROXIES = ("proxy_true", "proxy_pseudo", "proxy_pseudo_per_object", "proxy_pseudo_count_residual")
+
+
+def object_counts(base: Path, params, inference: Path, batch: list[str]) -> tuple[int, int]:
+    """(pseudo-labelled objects, true objects) of a batch: detections >= pseudo_conf, and the oracle's boxes."""
+    pseudo = pseudo_targets(load_inference(inference).detections_by_id(), batch, params.lookup_table.pseudo_conf)
+    table, oracle = PoolState.load(base).table.set_index("image_id"), load_project_info(base).oracle_dir
+    true = sum(len(read_yolo_label(oracle / f"{i}.txt", int(table.loc[i, "width"]), int(table.loc[i, "height"]))[1])
+               for i in batch)
+    return sum(len(classes) for _, classes in pseudo.values()), true
 
 
 def seed_rows(bench: Path, seed_dir: Path, work: Path) -> list[dict]:
@@ -46,6 +70,7 @@ def seed_rows(bench: Path, seed_dir: Path, work: Path) -> list[dict]:
     inference = base / "cycles" / "cycle_001" / "pool_inference.npz"
     table = work / seed_dir.name
     cache_cycle_features(base, params, weights, table)
+    labeled_only = labeled_only_record(base, params, table, weights)["value"]
     rows = []
     for run in sorted(p for p in seed_dir.iterdir() if p.is_dir() and p.name != "base" and not p.name.startswith(".")):
         cell, selection = run / "cells" / "cycle_002.json", run / "cycles" / "cycle_001" / "selection.json"
@@ -55,7 +80,11 @@ def seed_rows(bench: Path, seed_dir: Path, work: Path) -> list[dict]:
         start = time.time()
         truth = true_label_record(base, params, table, weights, batch)
         pseudo = record_value(base, params, table, f"pvf_{run.name}", weights, batch, inference)
+        pseudo_objects, true_objects = object_counts(base, params, inference, batch)
         rows.append({"seed": int(seed_dir.name.split("_")[1]), "run": run.name,
+                     "pseudo_objects": pseudo_objects, "true_objects": true_objects,
+                     "proxy_labeled_only": labeled_only,
+                     "proxy_pseudo_per_object": (pseudo["value"] - labeled_only) / max(pseudo_objects, 1),
                      "finetune_test": json.loads(cell.read_text())["map50_95"],
                      "start_test": json.loads((run / "cells" / "cycle_001.json").read_text())["map50_95"],
                      "proxy_true": truth["value"], "proxy_pseudo": pseudo["value"],
@@ -63,6 +92,17 @@ def seed_rows(bench: Path, seed_dir: Path, work: Path) -> list[dict]:
         print(f"  {seed_dir.name} {run.name:60s} fine-tune {rows[-1]['finetune_test']:.4f}  "
               f"proxy true {truth['value']:.4f}  pseudo {pseudo['value']:.4f}", flush=True)
     return rows
+
+
+def seed_centred(frame: pd.DataFrame, column: str) -> pd.Series:
+    return frame[column] - frame.groupby("seed")[column].transform("mean")
+
+
+def with_count_residual(frame: pd.DataFrame) -> pd.DataFrame:
+    """`proxy_pseudo_count_residual`: the seed-centred pseudo value less its pooled line on the centred count."""
+    x, y = seed_centred(frame, "pseudo_objects").to_numpy(float), seed_centred(frame, "proxy_pseudo").to_numpy(float)
+    slope = float(x @ y / (x @ x)) if x @ x > 0 else 0.0
+    return frame.assign(proxy_pseudo_count_residual=y - slope * x)
 
 
 def pair_agreement(frame: pd.DataFrame, column: str) -> tuple[float, int]:
@@ -77,8 +117,7 @@ def pair_agreement(frame: pd.DataFrame, column: str) -> tuple[float, int]:
 
 
 def centred_spearman(frame: pd.DataFrame, column: str) -> float:
-    centred = frame.assign(**{c: frame[c] - frame.groupby("seed")[c].transform("mean")
-                              for c in ("finetune_test", column)})
+    centred = frame.assign(**{c: seed_centred(frame, c) for c in ("finetune_test", column)})
     return float(spearmanr(centred["finetune_test"], centred[column]).statistic)
 
 
@@ -101,20 +140,20 @@ def main() -> None:
             rows += seed_rows(bench, seed_dir, work)
     if not rows:
         sys.exit(f"{bench}: no finished seed with a first detector and cycle-2 cells")
-    frame = pd.DataFrame(rows)
+    frame = with_count_residual(pd.DataFrame(rows))
     figures = {}
-    for column in ("proxy_true", "proxy_pseudo"):
+    for column in PROXIES + ("pseudo_objects", "true_objects"):
         agreement, pairs = pair_agreement(frame, column)
         figures[column] = {"pair_agreement": round(agreement, 3), "pairs": pairs,
                            "centred_spearman": round(centred_spearman(frame, column), 3)}
-        print(f"{column:13s} vs the real fine-tune: pair agreement {agreement:.3f} over {pairs} within-seed pairs "
+        print(f"{column:27s} vs the real fine-tune: pair agreement {agreement:.3f} over {pairs} within-seed pairs "
               f"(0.5 = none); Spearman of seed-centred values {figures[column]['centred_spearman']:+.3f} "
               f"over {len(frame)} batches", flush=True)
     spread = frame.groupby("seed")[["finetune_test", "proxy_true"]].std().median()
     print(f"median within-seed sd: fine-tune {spread['finetune_test']:.4f}, proxy (true labels) "
           f"{spread['proxy_true']:.4f}")
     write_result(args.out, {"command": "python bench/proxy_vs_finetune.py " + " ".join(sys.argv[1:]),
-                            "machine": info, "bench": str(bench), "rows": rows, "figures": figures,
+                            "machine": info, "bench": str(bench), "rows": frame.to_dict("records"), "figures": figures,
                             "median_within_seed_sd": spread.round(5).to_dict()})
 
 

@@ -18,8 +18,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_bench_script(name: str):
-    """bench/<name>.py as a module (the bench scripts are not a package), for tests of their pieces."""
+    """bench/<name>.py as a module (the bench scripts are not a package), for tests of their pieces.
+
+    bench/ goes on sys.path, as `python bench/<name>.py` puts it there, for the scripts' shared helpers.
+    """
     import importlib.util
+    import sys
+
+    if str(REPO / "bench") not in sys.path:
+        sys.path.append(str(REPO / "bench"))
 
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

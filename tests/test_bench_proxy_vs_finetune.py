@@ -1,0 +1,36 @@
+"""bench/proxy_vs_finetune.py's within-seed figures on hand-made rows (the script itself runs on a benchmark)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import load_bench_script
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_bench_script("proxy_vs_finetune")
+
+
+def rows() -> pd.DataFrame:
+    # seed 0: the pseudo value falls with the count while the fine-tune rises with it; seed 1 shifted by +0.1
+    base = pd.DataFrame({"run": list("abcd"), "pseudo_objects": [100, 200, 300, 400],
+                         "finetune_test": [0.10, 0.12, 0.13, 0.15],
+                         "proxy_pseudo": [0.160, 0.151, 0.142, 0.129]})
+    return pd.concat([base.assign(seed=0), base.assign(seed=1, finetune_test=base["finetune_test"] + 0.1,
+                                                        proxy_pseudo=base["proxy_pseudo"] + 0.1)], ignore_index=True)
+
+
+def test_pair_agreement_counts_within_seed_pairs_only(script):
+    frame = rows()
+    agreement, pairs = script.pair_agreement(frame, "proxy_pseudo")
+    assert pairs == 12 and agreement == 0.0  # every within-seed pair ordered backwards; no cross-seed pair
+    assert script.pair_agreement(frame, "pseudo_objects") == (1.0, 12)
+
+
+def test_count_residual_is_orthogonal_to_the_centred_count(script):
+    frame = script.with_count_residual(rows())
+    centred = script.seed_centred(frame, "pseudo_objects").to_numpy(float)
+    residual = frame["proxy_pseudo_count_residual"].to_numpy(float)
+    assert abs(centred @ residual) < 1e-9 and np.abs(residual).max() < 0.002  # nearly all of it was the count
+    assert np.allclose(residual[:4], residual[4:])  # the seed offset is gone
