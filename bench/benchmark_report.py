@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scale_common import oracle_objects
+
 from mgral_core.strategies import display_name, oracle_readers
 from mgral_workspace.reports import benchmark_markdown
 
@@ -78,11 +80,11 @@ def value_vs_objects(cycle_dir: Path, project: Path) -> float | None:
             continue
         with np.load(batch, allow_pickle=False) as arrays:
             ids = [str(i) for i in arrays["batch_ids"]]
-        labels = [project / "oracle" / "labels" / f"{i}.txt" for i in ids]
-        if not all(p.exists() for p in labels):
+        count = oracle_objects(project / "oracle" / "labels", ids)
+        if count is None:
             return None  # not a simulation project
         values.append(json.loads(record.read_text())["value"])
-        objects.append(sum(sum(1 for line in p.read_text().splitlines() if line.strip()) for p in labels))
+        objects.append(count)
     if len(values) < 3:
         return None
     return float(pd.Series(values).corr(pd.Series(objects), method="spearman"))

@@ -39,27 +39,16 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from scale_common import machine, write_result
+from scale_common import machine, oracle_objects, write_result
 
 from mgral_backends.ultralytics.proxy_training import pseudo_targets
-from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.config import load_params
 from mgral_workspace.inference_cache import load_inference
-from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 from mgral_workspace.record_values import (cache_cycle_features, labeled_only_record, record_value,
                                            true_label_record)
 
 PROXIES = ("proxy_true", "proxy_pseudo", "proxy_pseudo_per_object", "proxy_pseudo_count_residual")
-
-
-def object_counts(base: Path, params, inference: Path, batch: list[str]) -> tuple[int, int]:
-    """(pseudo-labelled objects, true objects) of a batch: detections >= pseudo_conf, and the oracle's boxes."""
-    pseudo = pseudo_targets(load_inference(inference).detections_by_id(), batch, params.lookup_table.pseudo_conf)
-    table, oracle = PoolState.load(base).table.set_index("image_id"), load_project_info(base).oracle_dir
-    true = sum(len(read_yolo_label(oracle / f"{i}.txt", int(table.loc[i, "width"]), int(table.loc[i, "height"]))[1])
-               for i in batch)
-    return sum(len(classes) for _, classes in pseudo.values()), true
 
 
 def seed_rows(bench: Path, seed_dir: Path, work: Path) -> list[dict]:
@@ -71,6 +60,7 @@ def seed_rows(bench: Path, seed_dir: Path, work: Path) -> list[dict]:
     table = work / seed_dir.name
     cache_cycle_features(base, params, weights, table)
     labeled_only = labeled_only_record(base, params, table, weights)["value"]
+    detections, oracle = load_inference(inference).detections_by_id(), load_project_info(base).oracle_dir
     rows = []
     for run in sorted(p for p in seed_dir.iterdir() if p.is_dir() and p.name != "base" and not p.name.startswith(".")):
         cell, selection = run / "cells" / "cycle_002.json", run / "cycles" / "cycle_001" / "selection.json"
@@ -80,9 +70,10 @@ def seed_rows(bench: Path, seed_dir: Path, work: Path) -> list[dict]:
         start = time.time()
         truth = true_label_record(base, params, table, weights, batch)
         pseudo = record_value(base, params, table, f"pvf_{run.name}", weights, batch, inference)
-        pseudo_objects, true_objects = object_counts(base, params, inference, batch)
+        pseudo_objects = sum(len(classes) for _, classes in pseudo_targets(
+            detections, batch, params.lookup_table.pseudo_conf).values())  # detections >= pseudo_conf
         rows.append({"seed": int(seed_dir.name.split("_")[1]), "run": run.name,
-                     "pseudo_objects": pseudo_objects, "true_objects": true_objects,
+                     "pseudo_objects": pseudo_objects, "true_objects": oracle_objects(oracle, batch),
                      "proxy_labeled_only": labeled_only,
                      "proxy_pseudo_per_object": (pseudo["value"] - labeled_only) / max(pseudo_objects, 1),
                      "finetune_test": json.loads(cell.read_text())["map50_95"],

@@ -113,6 +113,15 @@ def run_child(argv: list[str], timeout: float = 3600) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def oracle_objects(oracle_labels: Path, ids) -> int | None:
+    """Boxes the oracle puts in images `ids` (non-empty lines of their YOLO files); None if one has no file
+    (not a simulation project). For after-the-fact diagnostics only: selection never reads the oracle."""
+    labels = [Path(oracle_labels) / f"{i}.txt" for i in ids]
+    if not all(p.exists() for p in labels):
+        return None
+    return sum(sum(1 for line in p.read_text().splitlines() if line.strip()) for p in labels)
+
+
 def write_result(name: str, payload: dict) -> Path:
     """Write bench/results/<name>.json (or <name>.json when name is a path) and say where."""
     path = Path(f"{name}.json") if "/" in name else RESULTS / f"{name}.json"
