@@ -23,7 +23,12 @@ readings of the pseudo-label value, measured rather than assumed:
 The real fine-tune's outcome is itself noisy (its training seed is one draw; docs/RESULTS.md), so
 an agreement below 1 is partly the fine-tune's noise, not the proxy's.
 
+Proxy settings are measured by overriding the benchmark's lookup_table keys, e.g.
+`--set lookup_table.pseudo_labels=sampled --set lookup_table.pseudo_conf=0.25` (the seeds' detectors,
+batches and fine-tune outcomes stay those of the benchmark; only the proxy's values change).
+
   python bench/proxy_vs_finetune.py --bench /work/bench_out/reward [--seeds 0,1,2] [--work /tmp/proxy_vs_finetune]
+      [--set lookup_table.KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy.stats import spearmanr
 
 from scale_common import machine, oracle_objects, write_result
@@ -51,10 +57,22 @@ from mgral_workspace.record_values import (cache_cycle_features, labeled_only_re
 PROXIES = ("proxy_true", "proxy_pseudo", "proxy_pseudo_per_object", "proxy_pseudo_count_residual")
 
 
-def seed_rows(bench: Path, seed_dir: Path, work: Path) -> list[dict]:
+def proxy_overrides(settings: list[str]) -> dict:
+    """{"lookup_table.KEY": value} from `--set lookup_table.KEY=VALUE` (VALUE read as YAML); other sections refused."""
+    overrides = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key.startswith("lookup_table.") or key.count(".") != 1:
+            raise SystemExit(f"--set {setting!r}: expected lookup_table.KEY=VALUE (only the proxy's settings "
+                             "can change: the detectors and batches are the benchmark's)")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def seed_rows(bench: Path, seed_dir: Path, work: Path, overrides: dict | None = None) -> list[dict]:
     """One row per finished strategy of the seed: its batch's proxy values and its real fine-tune outcome."""
     base = seed_dir / "base"
-    params = load_params(base / "params.yaml")
+    params = load_params(base / "params.yaml", overrides)
     weights = base / "cycles" / "cycle_001" / "detector" / "best.pt"
     inference = base / "cycles" / "cycle_001" / "pool_inference.npz"
     table = work / seed_dir.name
@@ -118,7 +136,10 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/proxy_vs_finetune", help="head features per seed (reused)")
     parser.add_argument("--seeds", default=None, help="comma-separated subset of the benchmark's seeds")
     parser.add_argument("--out", default="proxy_vs_finetune")
+    parser.add_argument("--set", action="append", default=[], metavar="lookup_table.KEY=VALUE",
+                        help="a proxy setting to measure instead of the benchmark's (repeatable)")
     args = parser.parse_args()
+    overrides = proxy_overrides(args.set)
     bench, work = Path(args.bench).resolve(), Path(args.work)
     info = machine()
     print(f"{info['date']}  {info['cpu']}  {info['nproc']} cores  load {info['loadavg']}", flush=True)
@@ -128,7 +149,7 @@ def main() -> None:
         if wanted is not None and int(seed_dir.name.split("_")[1]) not in wanted:
             continue
         if (seed_dir / "base" / "cycles" / "cycle_001" / "detector" / "best.pt").exists():
-            rows += seed_rows(bench, seed_dir, work)
+            rows += seed_rows(bench, seed_dir, work, overrides)
     if not rows:
         sys.exit(f"{bench}: no finished seed with a first detector and cycle-2 cells")
     frame = with_count_residual(pd.DataFrame(rows))
@@ -144,7 +165,7 @@ def main() -> None:
     print(f"median within-seed sd: fine-tune {spread['finetune_test']:.4f}, proxy (true labels) "
           f"{spread['proxy_true']:.4f}")
     write_result(args.out, {"command": "python bench/proxy_vs_finetune.py " + " ".join(sys.argv[1:]),
-                            "machine": info, "bench": str(bench), "rows": frame.to_dict("records"), "figures": figures,
+                            "machine": info, "bench": str(bench), "overrides": overrides, "rows": frame.to_dict("records"), "figures": figures,
                             "median_within_seed_sd": spread.round(5).to_dict()})
 
 

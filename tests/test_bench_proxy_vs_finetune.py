@@ -34,3 +34,11 @@ def test_count_residual_is_orthogonal_to_the_centred_count(script):
     residual = frame["proxy_pseudo_count_residual"].to_numpy(float)
     assert abs(centred @ residual) < 1e-9 and np.abs(residual).max() < 0.002  # nearly all of it was the count
     assert np.allclose(residual[:4], residual[4:])  # the seed offset is gone
+
+
+def test_proxy_overrides_read_yaml_values_and_refuse_other_sections(script):
+    assert script.proxy_overrides(["lookup_table.pseudo_labels=sampled", "lookup_table.pseudo_conf=0.25"]) == {
+        "lookup_table.pseudo_labels": "sampled", "lookup_table.pseudo_conf": 0.25}
+    for bad in ("detector.epochs=3", "lookup_table.pseudo_conf", "lookup_table.a.b=1"):
+        with pytest.raises(SystemExit, match="lookup_table.KEY=VALUE"):
+            script.proxy_overrides([bad])
