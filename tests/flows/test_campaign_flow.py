@@ -123,3 +123,20 @@ def test_selection_never_reads_the_oracle(trained_cycle_1, tmp_path, prefect_har
     assert picks[0] == picks[1] and len(picks[0]) == 8
     labels = [(project / "labels" / f"{picks[0][0]}.txt").read_text() for project in projects]
     assert labels[0] != labels[1]  # the twin's cycle did label its batch from the corrupted oracle
+
+
+def test_detector_training_reads_only_the_visible_labels(trained_cycle_1):
+    """The cycle-1 training was given L and val, and Ultralytics' own image-to-label rule maps each of them to the
+    project's visible labels/, never to oracle/ (the selection side is the test above)."""
+    from ultralytics.data.utils import img2label_paths
+
+    project = trained_cycle_1
+    pool = PoolState.load(project)
+    data = project / "cycles" / "cycle_001" / "detector" / "data.yaml"
+    for split, ids in (("train", pool.labeled_pool_ids), ("val", pool.eval_ids("val"))):
+        images = (data.parent / f"data_{split}.txt").read_text().split()
+        assert sorted(Path(p).stem for p in images) == sorted(str(i) for i in ids)
+        for label in img2label_paths(images):
+            resolved = Path(label).resolve()
+            assert resolved.parent == (project / "labels").resolve() and resolved.is_file(), label
+            assert (project / "oracle").resolve() not in resolved.parents, label
