@@ -165,7 +165,8 @@ def main() -> None:
     print(f"median within-seed sd: fine-tune {spread['finetune_test']:.4f}, proxy (true labels) "
           f"{spread['proxy_true']:.4f}")
     write_result(args.out, {"command": "python bench/proxy_vs_finetune.py " + " ".join(sys.argv[1:]),
-                            "machine": info, "bench": str(bench), "overrides": overrides, "rows": frame.to_dict("records"), "figures": figures,
+                            "machine": info, "bench": str(bench), "overrides": overrides,
+                            "rows": frame.to_dict("records"), "figures": figures,
                             "median_within_seed_sd": spread.round(5).to_dict()})
 
 
