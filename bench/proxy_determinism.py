@@ -11,7 +11,6 @@ thread count of `--threads`. Prints each value and the weights digest of its fin
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from scale_common import machine, write_result
+from scale_common import benchmark_seed, machine, write_result
 
 from mgral_workspace.config import load_params
 from mgral_workspace.record_values import cache_cycle_features, true_label_record
@@ -41,21 +40,18 @@ def main() -> None:
     parser.add_argument("--out", default="proxy_determinism")
     args = parser.parse_args()
     seed_dir = Path(args.bench).resolve() / "runs" / f"seed_{args.seed}"
-    base = seed_dir / "base"
-    weights = base / "cycles" / "cycle_001" / "detector" / "best.pt"
-    if not weights.exists():
-        sys.exit(f"{weights}: no first detector for seed {args.seed}")
-    runs = sorted(p for p in seed_dir.iterdir() if p.is_dir() and p.name != "base" and not p.name.startswith("."))
-    selection = next((r / "cycles" / "cycle_001" / "selection.json" for r in runs
-                      if (r / "cycles" / "cycle_001" / "selection.json").exists()), None)
-    if selection is None:
+    try:
+        seed = benchmark_seed(seed_dir)
+    except FileNotFoundError as error:
+        sys.exit(str(error))
+    if not seed["runs"]:
         sys.exit(f"{seed_dir}: no strategy with a first selection")
-    batch = json.loads(selection.read_text())["ids"]
+    (run, batch), base, weights = seed["runs"][0], seed["base"], seed["weights"]
     params, table = load_params(base / "params.yaml"), Path(args.work) / seed_dir.name
     cache_cycle_features(base, params, weights, table)
     info = machine()
     print(f"{info['date']}  {info['cpu']}  {info['nproc']} cores  load {info['loadavg']}  batch of "
-          f"{selection.parent.parent.parent.name}, {len(batch)} images", flush=True)
+          f"{run.name}, {len(batch)} images", flush=True)
     rows = []
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)

@@ -45,7 +45,7 @@ import pandas as pd
 import yaml
 from scipy.stats import spearmanr
 
-from scale_common import machine, oracle_objects, write_result
+from scale_common import benchmark_seed, machine, oracle_objects, write_result
 
 from mgral_backends.ultralytics.proxy_training import pseudo_targets
 from mgral_workspace.config import load_params
@@ -71,20 +71,18 @@ def proxy_overrides(settings: list[str]) -> dict:
 
 def seed_rows(bench: Path, seed_dir: Path, work: Path, overrides: dict | None = None) -> list[dict]:
     """One row per finished strategy of the seed: its batch's proxy values and its real fine-tune outcome."""
-    base = seed_dir / "base"
+    seed = benchmark_seed(seed_dir)
+    base, weights, inference = seed["base"], seed["weights"], seed["inference"]
     params = load_params(base / "params.yaml", overrides)
-    weights = base / "cycles" / "cycle_001" / "detector" / "best.pt"
-    inference = base / "cycles" / "cycle_001" / "pool_inference.npz"
     table = work / seed_dir.name
     cache_cycle_features(base, params, weights, table)
     labeled_only = labeled_only_record(base, params, table, weights)["value"]
     detections, oracle = load_inference(inference).detections_by_id(), load_project_info(base).oracle_dir
     rows = []
-    for run in sorted(p for p in seed_dir.iterdir() if p.is_dir() and p.name != "base" and not p.name.startswith(".")):
-        cell, selection = run / "cells" / "cycle_002.json", run / "cycles" / "cycle_001" / "selection.json"
-        if not (cell.exists() and selection.exists()):
+    for run, batch in seed["runs"]:
+        cell = run / "cells" / "cycle_002.json"
+        if not cell.exists():
             continue
-        batch = json.loads(selection.read_text())["ids"]
         start = time.time()
         truth = true_label_record(base, params, table, weights, batch)
         pseudo = record_value(base, params, table, f"pvf_{run.name}", weights, batch, inference)

@@ -122,6 +122,27 @@ def oracle_objects(oracle_labels: Path, ids) -> int | None:
     return sum(sum(1 for line in p.read_text().splitlines() if line.strip()) for p in labels)
 
 
+def benchmark_seed(seed_dir: Path) -> dict:
+    """A finished `mgral benchmark` seed's shared first detector and its strategies' first batches.
+
+    `seed_dir` is `<bench>/runs/seed_<s>`: `base` holds the seed's cycle-1 project (params, detector,
+    pool inference) that every strategy shares; each other folder is one strategy's run. Returns
+    {"base", "weights", "inference": paths, "runs": [(run folder, its cycle-1 batch ids)]}, the runs
+    sorted by name, those with no first selection left out. A seed with no first detector is refused."""
+    base = Path(seed_dir) / "base"
+    cycle = base / "cycles" / "cycle_001"
+    weights = cycle / "detector" / "best.pt"
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights}: no first detector for {Path(seed_dir).name}")
+    runs = []
+    for run in sorted(p for p in Path(seed_dir).iterdir()
+                      if p.is_dir() and p.name != "base" and not p.name.startswith(".")):
+        selection = run / "cycles" / "cycle_001" / "selection.json"
+        if selection.exists():
+            runs.append((run, json.loads(selection.read_text())["ids"]))
+    return {"base": base, "weights": weights, "inference": cycle / "pool_inference.npz", "runs": runs}
+
+
 def write_result(name: str, payload: dict) -> Path:
     """Write bench/results/<name>.json (or <name>.json when name is a path) and say where."""
     path = Path(f"{name}.json") if "/" in name else RESULTS / f"{name}.json"

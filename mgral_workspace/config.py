@@ -103,13 +103,15 @@ class DetectorParams(_Section):
     lr0: float = Field(0.01, gt=0, le=1, description="initial learning rate (used unless optimizer is 'auto')")
     workers: int = Field(2, ge=0, le=32, description="dataloader worker processes (on the CPU only with "
                          "workers_on_cpu; Ultralytics' own trainer sets them to 0 there)")
-    workers_on_cpu: bool = Field(True, description="keep `workers` DataLoader processes when training on the CPU "
-                                 "(Ultralytics' own trainer loads in the training process there): faster with a "
-                                 "core to spare, slower when other work fills the cores (docs/PERFORMANCE.md); off "
-                                 "in benchmark runs and in daemonic processes such as Dask workers")
-    threads: int | None = Field(None, ge=0, le=256, description="torch threads while training on the CPU: null = "
-                                "Ultralytics' own choice (cores - 1, so 1 on a 2-core machine), 0 = one per core, "
-                                "n = n; null in benchmark runs, whose campaigns share the cores")
+    workers_on_cpu: bool = Field(False, description="keep `workers` DataLoader processes when training on the CPU "
+                                 "(Ultralytics' own trainer loads in the training process there): 1.03-1.06x img/s "
+                                 "on one torch thread, nothing beside threads 0, slower when other work fills the "
+                                 "cores (docs/PERFORMANCE.md); always off in benchmark runs and in daemonic processes "
+                                 "such as Dask workers")
+    threads: int | None = Field(0, ge=0, le=256, description="torch threads while training on the CPU: 0 = one per "
+                                "core (the default: 1.49-1.54x Ultralytics' own choice on 2 cores, "
+                                "docs/PERFORMANCE.md), null = Ultralytics' choice (cores - 1, so 1 on a 2-core "
+                                "machine), n = n; null in benchmark runs, whose campaigns share the cores")
     device: str = Field("cpu", description="'cpu', or a CUDA index such as '0' where a GPU exists")
     cache: bool = Field(True, description="cache decoded images in RAM")
     seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")

@@ -42,3 +42,22 @@ def test_proxy_overrides_read_yaml_values_and_refuse_other_sections(script):
     for bad in ("detector.epochs=3", "lookup_table.pseudo_conf", "lookup_table.a.b=1"):
         with pytest.raises(SystemExit, match="lookup_table.KEY=VALUE"):
             script.proxy_overrides([bad])
+
+
+def test_benchmark_seed_finds_the_shared_detector_and_each_strategys_first_batch(script, tmp_path):
+    import json
+
+    seed_dir = tmp_path / "runs" / "seed_3"
+    weights = seed_dir / "base" / "cycles" / "cycle_001" / "detector" / "best.pt"
+    with pytest.raises(FileNotFoundError, match="no first detector for seed_3"):
+        script.benchmark_seed(seed_dir)
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"w")
+    for run, ids in (("random", ["a", "b"]), ("ebal", ["c"]), ("unfinished", None), (".tmp_x", ["z"])):
+        cycle = seed_dir / run / "cycles" / "cycle_001"
+        cycle.mkdir(parents=True)
+        if ids is not None:
+            (cycle / "selection.json").write_text(json.dumps({"ids": ids}))
+    seed = script.benchmark_seed(seed_dir)
+    assert seed["weights"] == weights and seed["inference"].name == "pool_inference.npz"
+    assert [(run.name, ids) for run, ids in seed["runs"]] == [("ebal", ["c"]), ("random", ["a", "b"])]

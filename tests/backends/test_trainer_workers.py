@@ -40,7 +40,7 @@ def test_workers_on_cpu_keeps_the_loader_workers(tiny_project, tmp_path, monkeyp
     data = write_data_yaml(tmp_path / "data.yaml", [tiny_project / f for f in pool.files(pool.labeled_pool_ids)],
                            [tiny_project / f for f in pool.files(pool.ids("val"))], info.class_names)
     for keep in (False, True):
-        params = DetectorParams(imgsz=64, batch=4, workers=2, cache=False, workers_on_cpu=keep)
+        params = DetectorParams(imgsz=64, batch=4, workers=2, cache=False, workers_on_cpu=keep, threads=None)
         assert detection_trainer(params) is (WorkersOnCpuTrainer if keep else None)
         trained = train_detector(data, tmp_path / f"keep_{keep}", params, epochs=1)
         assert trained.weights.exists()
