@@ -14,8 +14,9 @@ Strategies of one seed share everything but their batch, so the comparison is wi
 * Spearman of the seed-centred values, pooled over seeds.
 
 Beside them, the pseudo-label count that the head proxy was found to reward backwards (docs/RESULTS.md):
-each batch's pseudo-labelled objects (detections >= pseudo_conf) and true objects, and two count-neutral
-readings of the pseudo-label value, measured rather than assumed:
+each batch's pseudo-labelled objects (detections >= pseudo_conf), its expected objects (the sum of its
+detection scores >= 0.05: what the detector's own confidences predict, no training) and true objects,
+and two count-neutral readings of the pseudo-label value, measured rather than assumed:
 * `proxy_pseudo_per_object`: the gain over L alone divided by the batch's pseudo-labelled objects;
 * `proxy_pseudo_count_residual`: the seed-centred value minus its pooled least-squares line on the
   seed-centred pseudo-label count (fitted on these very batches: an in-sample, optimistic reading).
@@ -51,10 +52,13 @@ from mgral_backends.ultralytics.proxy_training import pseudo_targets
 from mgral_workspace.config import load_params
 from mgral_workspace.inference_cache import load_inference
 from mgral_workspace.project import load_project_info
-from mgral_workspace.record_values import (cache_cycle_features, labeled_only_record, record_value,
+from mgral_workspace.atomic import write_json_atomic
+from mgral_workspace.record_values import (cache_cycle_features, head_config, labeled_only_record, record_value,
                                            true_label_record)
 
 PROXIES = ("proxy_true", "proxy_pseudo", "proxy_pseudo_per_object", "proxy_pseudo_count_residual")
+COUNTS = ("pseudo_objects", "expected_objects", "true_objects")
+EXPECTED_FLOOR = 0.05  # `expected_objects`: the sum of the batch's detection scores >= this (no training)
 
 
 def proxy_overrides(settings: list[str]) -> dict:
@@ -67,6 +71,19 @@ def proxy_overrides(settings: list[str]) -> dict:
                              "can change: the detectors and batches are the benchmark's)")
         overrides[key] = yaml.safe_load(value)
     return overrides
+
+
+def cached_truth(table: Path, params, run: str, record) -> dict:
+    """The batch's true-label record, trained once per head setting: the pseudo-label settings that `--set`
+    varies do not touch a record without pseudo-labels, so every variant reuses it (table/truth_values.json)."""
+    config = head_config(params)
+    key = f"{config.trainable}|{config.epochs}|{config.lr}|{list(config.seeds)}|{config.metric}"
+    path = table / "truth_values.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    if run not in cache.get(key, {}):
+        cache.setdefault(key, {})[run] = record()
+        write_json_atomic(path, cache)
+    return cache[key][run]
 
 
 def seed_rows(bench: Path, seed_dir: Path, work: Path, overrides: dict | None = None) -> list[dict]:
@@ -84,12 +101,14 @@ def seed_rows(bench: Path, seed_dir: Path, work: Path, overrides: dict | None = 
         if not cell.exists():
             continue
         start = time.time()
-        truth = true_label_record(base, params, table, weights, batch)
+        truth = cached_truth(table, params, run.name, lambda: true_label_record(base, params, table, weights, batch))
         pseudo = record_value(base, params, table, f"pvf_{run.name}", weights, batch, inference)
         pseudo_objects = sum(len(classes) for _, classes in pseudo_targets(
             detections, batch, params.lookup_table.pseudo_conf).values())  # detections >= pseudo_conf
+        expected_objects = sum(float(detections[i].scores[detections[i].scores >= EXPECTED_FLOOR].sum()) for i in batch)
         rows.append({"seed": int(seed_dir.name.split("_")[1]), "run": run.name,
-                     "pseudo_objects": pseudo_objects, "true_objects": oracle_objects(oracle, batch),
+                     "pseudo_objects": pseudo_objects, "expected_objects": round(expected_objects, 3),
+                     "true_objects": oracle_objects(oracle, batch),
                      "proxy_labeled_only": labeled_only,
                      "proxy_pseudo_per_object": (pseudo["value"] - labeled_only) / max(pseudo_objects, 1),
                      "finetune_test": json.loads(cell.read_text())["map50_95"],
@@ -152,7 +171,7 @@ def main() -> None:
         sys.exit(f"{bench}: no finished seed with a first detector and cycle-2 cells")
     frame = with_count_residual(pd.DataFrame(rows))
     figures = {}
-    for column in PROXIES + ("pseudo_objects", "true_objects"):
+    for column in PROXIES + COUNTS:
         agreement, pairs = pair_agreement(frame, column)
         figures[column] = {"pair_agreement": round(agreement, 3), "pairs": pairs,
                            "centred_spearman": round(centred_spearman(frame, column), 3)}

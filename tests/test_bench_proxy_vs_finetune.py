@@ -61,3 +61,22 @@ def test_benchmark_seed_finds_the_shared_detector_and_each_strategys_first_batch
     seed = script.benchmark_seed(seed_dir)
     assert seed["weights"] == weights and seed["inference"].name == "pool_inference.npz"
     assert [(run.name, ids) for run, ids in seed["runs"]] == [("ebal", ["c"]), ("random", ["a", "b"])]
+
+
+def test_true_label_records_are_trained_once_per_head_setting(script, tmp_path):
+    from mgral_workspace.config import Params
+
+    calls = []
+
+    def record():
+        calls.append(1)
+        return {"value": 0.2 + len(calls) / 1000}
+
+    params = Params()
+    assert script.cached_truth(tmp_path, params, "ebal", record)["value"] == 0.201
+    variant = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(
+        update={"pseudo_conf": 0.25, "pseudo_ignore": 0.0})})
+    assert script.cached_truth(tmp_path, variant, "ebal", record)["value"] == 0.201  # pseudo settings: reused
+    longer = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(update={"head_epochs": 20})})
+    assert script.cached_truth(tmp_path, longer, "ebal", record)["value"] == 0.202  # another head: trained again
+    assert len(calls) == 2
