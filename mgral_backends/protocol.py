@@ -34,7 +34,7 @@ class TrainingDiverged(DetectorError):
             "its weights were discarded. Check the warm-start weights, the labels and the detector "
             "settings in params.yaml"
         )
-        self.run_dir, self.epoch, self.epochs = run_dir, epoch, epochs
+        self.run_dir, self.epoch, self.epochs, self.what = run_dir, epoch, epochs, what
 
 
 @dataclass(frozen=True)

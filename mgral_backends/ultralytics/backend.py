@@ -9,6 +9,7 @@ import numpy as np
 
 from mgral_backends.protocol import DetectorError, ServingModel, TrainedDetector
 from mgral_backends.ultralytics.detector import load_detection_model, predict_images, train_detector, write_data_yaml
+from mgral_backends.ultralytics.isolated import train_detector_isolated
 from mgral_backends.ultralytics.pretrained import resolve_pretrained, yolo_with_pretrained
 from mgral_backends.ultralytics.serving import write_serving_model
 from mgral_backends.ultralytics.proxy_training import (
@@ -39,9 +40,11 @@ class UltralyticsBackend:
     def train(self, train_images: Sequence[str | Path], val_images: Sequence[str | Path],
               class_names: Sequence[str], out_dir: Path, *, epochs: int, init_weights: Path | None = None,
               seed: int | None = None) -> TrainedDetector:
-        """Write `out_dir/data.yaml` for the two image lists, then `detector.train_detector` into `out_dir`."""
+        """Write `out_dir/data.yaml` for the two image lists, then `detector.train_detector` into `out_dir`
+        (in a fresh process unless `detector.isolate` is false: `isolated.train_detector_isolated`)."""
         data_yaml = write_data_yaml(Path(out_dir) / "data.yaml", train_images, val_images, class_names)
-        return train_detector(data_yaml, out_dir, self.params, epochs=epochs, init_weights=init_weights, seed=seed)
+        train = train_detector_isolated if self.params.isolate else train_detector
+        return train(data_yaml, out_dir, self.params, epochs=epochs, init_weights=init_weights, seed=seed)
 
     def predict(self, weights: str | Path, paths: Sequence[str | Path], *, want_embeddings: bool = True,
                 progress: Callable[[int], None] | None = None) -> tuple[list[Detections], np.ndarray | None]:

@@ -33,8 +33,9 @@ def test_ultralytics_backend_passes_its_detector_settings(monkeypatch, tmp_path)
 
     seen = {}
     monkeypatch.setattr(backend_module, "predict_images", lambda weights, paths, **kw: seen.update(kw) or ([], None))
-    monkeypatch.setattr(backend_module, "train_detector",
-                        lambda data_yaml, out_dir, params, **kw: seen.update(data_yaml=data_yaml, params=params, **kw))
+    for name in ("train_detector", "train_detector_isolated"):
+        monkeypatch.setattr(backend_module, name, lambda data_yaml, out_dir, params, _name=name, **kw: seen.update(
+            data_yaml=data_yaml, params=params, trainer=_name, **kw))
     params = DetectorParams(imgsz=96, predict_conf=0.05, embed_batch=7, device="cpu")
     backend = UltralyticsBackend(params)
     backend.predict("w.pt", ["a.png"], want_embeddings=False)
@@ -44,6 +45,9 @@ def test_ultralytics_backend_passes_its_detector_settings(monkeypatch, tmp_path)
                   epochs=3, seed=5)
     assert seen["data_yaml"] == tmp_path / "out" / "data.yaml" and seen["data_yaml"].exists()
     assert seen["params"] is params and (seen["epochs"], seen["seed"], seen["init_weights"]) == (3, 5, None)
+    assert seen["trainer"] == "train_detector_isolated"  # detector.isolate, the default: a fresh process
+    UltralyticsBackend(params.model_copy(update={"isolate": False})).train([], [], ["cat"], tmp_path / "in", epochs=1)
+    assert seen["trainer"] == "train_detector"
 
 
 def test_infer_pool_caches_the_fake_backends_output(tiny_project, tmp_path):

@@ -544,6 +544,14 @@ def test_nan_warm_start_weights_fail_in_the_first_epoch(tiny_training_data, tmp_
         train_detector(tiny_training_data, tmp_path / "fine", _detector_params(), epochs=1, init_weights=poisoned)
     assert err.value.run_dir == tmp_path / "fine" / "ultralytics" and "training loss nan" in str(err.value)
     assert not (tmp_path / "fine" / "best.pt").exists()
+    from mgral_backends.ultralytics.isolated import train_detector_isolated
+
+    with pytest.raises(TrainingDiverged, match="epoch 1/1") as child:  # the same error across the process boundary
+        train_detector_isolated(tiny_training_data, tmp_path / "child", _detector_params(), epochs=1,
+                                init_weights=poisoned)
+    assert child.value.run_dir == tmp_path / "child" / "ultralytics" and (child.value.epoch, child.value.epochs) == (1, 1)
+    assert not (tmp_path / "child" / "best.pt").exists() and [p.name for p in (tmp_path / "child").iterdir()] == [
+        "ultralytics"]  # nor its request and result files
 
 
 def test_missing_detector_weights_are_a_clear_error(tiny_training_data, tmp_path, monkeypatch):
