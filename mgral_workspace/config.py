@@ -114,7 +114,7 @@ class DetectorParams(_Section):
                                 "machine), n = n; null in benchmark runs, whose campaigns share the cores")
     isolate: bool = Field(True, description="train each detector in a fresh Python process: the same result "
                           "wherever it runs (inside Prefect and Dask, other threads draw from the global RNGs "
-                          "Ultralytics seeds; docs/RELIABILITY.md) for a few seconds of start-up; false = in this process")
+                          "Ultralytics seeds; docs/RELIABILITY.md) for about 2 s of start-up; false = in this process")
     device: str = Field("cpu", description="'cpu', or a CUDA index such as '0' where a GPU exists")
     cache: bool = Field(True, description="cache decoded images in RAM")
     seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
