@@ -49,10 +49,10 @@ from scipy.stats import spearmanr
 from scale_common import benchmark_seed, machine, oracle_objects, write_result
 
 from mgral_backends.ultralytics.proxy_training import pseudo_targets
+from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.config import load_params
 from mgral_workspace.inference_cache import load_inference
 from mgral_workspace.project import load_project_info
-from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.record_values import (cache_cycle_features, head_config, labeled_only_record, record_value,
                                            true_label_record)
 

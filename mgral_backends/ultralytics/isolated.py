@@ -54,11 +54,11 @@ def _main(request_file: str, result_file: str) -> None:
     from mgral_backends.ultralytics.detector import train_detector
 
     request = json.loads(Path(request_file).read_text())
+    init_weights = None if request["init_weights"] is None else Path(request["init_weights"])
     try:
         trained = train_detector(Path(request["data_yaml"]), Path(request["out_dir"]),
                                  DetectorParams(**request["params"]), epochs=request["epochs"],
-                                 init_weights=None if request["init_weights"] is None else Path(request["init_weights"]),
-                                 seed=request["seed"], freeze=request["freeze"])
+                                 init_weights=init_weights, seed=request["seed"], freeze=request["freeze"])
         result = {"weights": str(trained.weights), "val_map50_95": trained.val_map50_95,
                   "val_map50": trained.val_map50, "epochs": trained.epochs}
     except TrainingDiverged as err:

@@ -549,7 +549,8 @@ def test_nan_warm_start_weights_fail_in_the_first_epoch(tiny_training_data, tmp_
     with pytest.raises(TrainingDiverged, match="epoch 1/1") as child:  # the same error across the process boundary
         train_detector_isolated(tiny_training_data, tmp_path / "child", _detector_params(), epochs=1,
                                 init_weights=poisoned)
-    assert child.value.run_dir == tmp_path / "child" / "ultralytics" and (child.value.epoch, child.value.epochs) == (1, 1)
+    assert child.value.run_dir == tmp_path / "child" / "ultralytics"
+    assert (child.value.epoch, child.value.epochs) == (1, 1)
     assert not (tmp_path / "child" / "best.pt").exists() and [p.name for p in (tmp_path / "child").iterdir()] == [
         "ultralytics"]  # nor its request and result files
 
