@@ -22,7 +22,8 @@ and two count-neutral readings of the pseudo-label value, measured rather than a
   seed-centred pseudo-label count (fitted on these very batches: an in-sample, optimistic reading).
 
 The real fine-tune's outcome is itself noisy (its training seed is one draw; docs/RESULTS.md), so
-an agreement below 1 is partly the fine-tune's noise, not the proxy's.
+an agreement below 1 is partly the fine-tune's noise, not the proxy's. A benchmark run with
+`finetune_repeats` R > 1 gives the mean of R fine-tunes per batch, and this script uses that mean.
 
 Proxy settings are measured by overriding the benchmark's lookup_table keys, e.g.
 `--set lookup_table.pseudo_labels=sampled --set lookup_table.pseudo_conf=0.25` (the seeds' detectors,
@@ -111,13 +112,24 @@ def seed_rows(bench: Path, seed_dir: Path, work: Path, overrides: dict | None = 
                      "true_objects": oracle_objects(oracle, batch),
                      "proxy_labeled_only": labeled_only,
                      "proxy_pseudo_per_object": (pseudo["value"] - labeled_only) / max(pseudo_objects, 1),
-                     "finetune_test": json.loads(cell.read_text())["map50_95"],
+                     "finetune_test": finetune_mean(run), "finetunes": 1 + len(repeats_of(run)),
                      "start_test": json.loads((run / "cells" / "cycle_001.json").read_text())["map50_95"],
                      "proxy_true": truth["value"], "proxy_pseudo": pseudo["value"],
                      "seconds": round(time.time() - start, 1)})
         print(f"  {seed_dir.name} {run.name:60s} fine-tune {rows[-1]['finetune_test']:.4f}  "
               f"proxy true {truth['value']:.4f}  pseudo {pseudo['value']:.4f}", flush=True)
     return rows
+
+
+def repeats_of(run: Path) -> list[Path]:
+    """The campaign's repeated fine-tunes of cycle 2 (benchmark.<profile>.finetune_repeats > 1)."""
+    return sorted((run / "cells").glob("cycle_002_repeat_*.json"))
+
+
+def finetune_mean(run: Path) -> float:
+    """Test mAP50-95 of the batch's real fine-tune: cycle 2's cell, averaged with its repeats where they exist."""
+    paths = [run / "cells" / "cycle_002.json", *repeats_of(run)]
+    return float(np.mean([json.loads(p.read_text())["map50_95"] for p in paths]))
 
 
 def seed_centred(frame: pd.DataFrame, column: str) -> pd.Series:

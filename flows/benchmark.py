@@ -4,8 +4,9 @@ For each seed every strategy starts from the same project copy: same initial lab
 first-cycle detector (trained once per seed), same settings; only the selections differ. Each
 (strategy, seed, cycle) result is persisted as soon as it is done; running the same command again
 reuses every finished cell and restarts an interrupted cycle only (the rule for what may be reused:
-mgral_workspace.benchmark_reuse). The (strategy, seed) campaigns are mapped tasks of the
-`mgral-benchmark-campaigns` subflow, on local threads or a Dask cluster (`benchmark.runner`).
+mgral_workspace.benchmark_reuse). With a profile's `finetune_repeats` R > 1 each cell after a selection
+is the mean of R fine-tunes with other training seeds (mgral_workspace.benchmark). The (strategy, seed)
+campaigns are mapped tasks of the `mgral-benchmark-campaigns` subflow, on local threads or a Dask cluster (`benchmark.runner`).
 """
 
 # No `from __future__ import annotations` here: a flow run on a Dask worker validates its parameters against
@@ -28,6 +29,8 @@ from tasks.benchmark_tasks import (
     campaign_run_task,
     campaign_todo_task,
     cycle_start_task,
+    finetune_repeat_task,
+    repeats_todo_task,
     save_cell_task,
     seed_base_task,
     strategy_run_task,
@@ -70,10 +73,13 @@ def mgral_benchmark(out_dir: str, profile: str = "quick", params_file: str = "pa
         try:
             run_campaigns.with_options(task_runner=benchmark_task_runner(params.benchmark))(
                 str(out), dataset, params, profile, strategies, seeds, plan["code"])
-            rows = benchmark_rows_task(str(out), strategies, seeds, chosen.cycles)
-            summary = benchmark_report_task(str(out), profile, rows, strategies, seeds)
+            rows = benchmark_rows_task(str(out), strategies, seeds, chosen.cycles, chosen.finetune_repeats)
+            summary = benchmark_report_task(str(out), profile, rows, strategies, seeds, chosen.cycles,
+                                            chosen.finetune_repeats)
             log_artifacts_task(str(out), run_params, run_id, [summary["results"], summary["learning_curves"],
-                                                               summary["auc"], *summary["histograms"]], "benchmark")
+                                                               summary["auc"], *summary["histograms"],
+                                                               *([summary["finetunes"]] if "finetunes" in summary
+                                                                 else [])], "benchmark")
         except BaseException:
             end_run_task(str(out), run_params, run_id, "FAILED")
             raise
@@ -96,33 +102,41 @@ def run_campaigns(out: str, dataset: str, params: Params, profile: str, strategi
     cells = [(spec, seed) for seed in seeds for spec in strategies]
     campaigns = campaign_task.map(unmapped(out), [bases[seed] for _, seed in cells], [spec for spec, _ in cells],
                                   [seed for _, seed in cells], [seed_params[seed] for _, seed in cells],
-                                  [reuse_dirs[seed] for _, seed in cells], unmapped(code))
+                                  [reuse_dirs[seed] for _, seed in cells], unmapped(code),
+                                  unmapped(chosen.finetune_repeats))
     return [future.result() for future in campaigns]
 
 
 @task(name="benchmark-campaign")
 def campaign_task(out: str, base: str, spec: str, seed: int, params: Params, reuse_seed_dir: str | None,
-                  code: str) -> str:
+                  code: str, repeats: int = 1) -> str:
     """One (strategy, seed) campaign on the benchmark's task runner (a thread or a Dask worker)."""
-    return benchmark_campaign(out, base, spec, seed, params, reuse_seed_dir, code)
+    return benchmark_campaign(out, base, spec, seed, params, reuse_seed_dir, code, repeats)
 
 
 @flow(name="mgral-benchmark-campaign")
 def benchmark_campaign(out: str, base: str, spec: str, seed: int, params: Params, reuse_seed_dir: str | None,
-                       code: str) -> str:
-    """The campaign's remaining cycles, one cycle flow each; every finished cycle becomes a result cell at once."""
+                       code: str, repeats: int = 1) -> str:
+    """The campaign's remaining cycles, one cycle flow each; every finished cycle becomes a result cell at once,
+    followed by its repeated fine-tunes (`repeats` > 1; a finished cell's missing repeats run first)."""
     strategy, _ = split_strategy_spec(spec)
     project = strategy_run_task(base, spec, params, reuse_seed_dir)
+    cycles = params.campaign.cycles
     with project_lock(project, f"mgral benchmark {spec}"):
-        todo = campaign_todo_task(project, spec, seed, params.campaign.cycles, code)
-        if not todo:
+        todo = campaign_todo_task(project, spec, seed, cycles, code)
+        pending = repeats_todo_task(project, cycles, repeats)
+        if not todo and not pending:
             return project
         parent = campaign_run_task(project, params, spec, strategy, seed)
         try:
+            for cycle, repeat in pending:
+                finetune_repeat_task(out, project, params, spec, seed, cycle, repeat, code)
             for cycle in todo:
                 cycle_start_task(project, cycle)
-                result = mgral_cycle(project, strategy, parent_run_id=parent, select=cycle <= params.campaign.cycles)
+                result = mgral_cycle(project, strategy, parent_run_id=parent, select=cycle <= cycles)
                 save_cell_task(out, project, spec, seed, cycle, result, code)
+                for done, repeat in repeats_todo_task(project, cycles, repeats):  # this cycle's repeats
+                    finetune_repeat_task(out, project, params, spec, seed, done, repeat, code)
         except BaseException:
             end_run_task(project, params, parent, "FAILED")  # a later sitting reuses this run and finishes it
             raise

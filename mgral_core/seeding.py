@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 # The purposes that draw their own stream. Append new ones at the end: an index never changes.
-PURPOSES = ("select", "detector", "lookup_batches", "estimator", "pseudo_labels")
+PURPOSES = ("select", "detector", "lookup_batches", "estimator", "pseudo_labels", "detector_repeat")
 
 
 def rng_for(seed: int, cycle: int, purpose: str) -> np.random.Generator:
@@ -31,3 +31,11 @@ def rng_for(seed: int, cycle: int, purpose: str) -> np.random.Generator:
 def seed_for(seed: int, cycle: int, purpose: str) -> int:
     """An integer seed (0 <= s < 2**31) for a library that takes one (Ultralytics, torch), from `rng_for`."""
     return int(rng_for(seed, cycle, purpose).integers(0, 2**31 - 1))
+
+
+def repeat_seed(seed: int, cycle: int, repeat: int) -> int:
+    """The training seed of repeat `repeat` (1, 2, ...) of a cycle's detector training: the repeat-th draw of
+    the cycle's `detector_repeat` stream, so repeat r's seed is the same whether or not R grows later."""
+    if repeat < 1:
+        raise ValueError(f"repeat {repeat}: repeats are numbered from 1 (0 is the cycle's own training)")
+    return int(rng_for(seed, cycle, "detector_repeat").integers(0, 2**31 - 1, size=repeat)[-1])

@@ -10,6 +10,12 @@ A strategy's project holds `cells/cycle_NNN.json`, one per finished (strategy, s
 atomically once that cycle's detector is trained and evaluated and, for a selecting cycle, its
 batch labeled. The tables are made from the cells alone. `cells/running.json` names the cycle in
 progress; `cells/mlflow_run.json` the campaign's MLflow run, reused when the campaign resumes.
+
+With a profile's `finetune_repeats` R > 1, every cycle after a selection also trains R - 1 more
+detectors on the same images from the same start with other training seeds (the campaign goes on
+from the cycle's own); each one's test result is `cells/cycle_NNN_repeat_R.json`, and that cycle's
+row in the tables is the mean over the R trainings. Cycle 1 is one seed's base detector, the same
+for every strategy, so it is not repeated (it cancels in every paired difference).
 """
 
 from __future__ import annotations
@@ -37,7 +43,13 @@ from mgral_workspace.benchmark_reuse import (
     copy_finished,
 )
 from mgral_workspace.config import BenchmarkProfile, ConfigError, Params, params_from_dict, split_strategy_spec
-from mgral_workspace.cycle_steps import cycle_dir, infer_pool, train_cycle_detector
+from mgral_workspace.cycle_steps import (
+    cycle_dir,
+    evaluate_split,
+    infer_pool,
+    train_cycle_detector,
+    train_repeat_detector,
+)
 from mgral_workspace.plots import plot_histograms, plot_learning_curves
 from mgral_workspace.pool import PoolState
 from mgral_workspace.reports import benchmark_markdown
@@ -124,7 +136,8 @@ def plan_benchmark(out: Path, params: Params, profile: BenchmarkProfile, strateg
                 interrupted.append(f"{spec} seed {seed} cycle {json.loads(marker.read_text())['cycle']}")
                 marker.unlink()
     write_json_atomic(out / "plan.json", {"strategies": list(strategies), "seeds": list(seeds),
-                                          "cycles": profile.cycles, "code": code})
+                                          "cycles": profile.cycles, "finetune_repeats": profile.finetune_repeats,
+                                          "code": code})
     return {"code": code, "seeds": statuses, "interrupted": interrupted, **benchmark_progress(out)}
 
 
@@ -197,6 +210,41 @@ def save_cell(project: Path, spec: str, seed: int, result: dict, code: str) -> P
     return path
 
 
+def repeat_path(project: Path, cycle: int, repeat: int) -> Path:
+    return Path(project) / CELLS / f"cycle_{cycle:03d}_repeat_{repeat}.json"
+
+
+def repeated_cycles(cycles: int, repeats: int) -> list[int]:
+    """The cycles whose training is repeated: every one after a selection (2 .. cycles + 1), when repeats > 1."""
+    return list(range(2, cycles + 2)) if repeats > 1 else []
+
+
+def repeats_todo(project: Path, cycles: int, repeats: int) -> list[tuple[int, int]]:
+    """(cycle, repeat) trainings still to run, for cycles whose own cell is finished."""
+    return [(cycle, r) for cycle in repeated_cycles(cycles, repeats) for r in range(1, repeats)
+            if cell_path(project, cycle).exists() and not repeat_path(project, cycle, r).exists()]
+
+
+def run_finetune_repeat(project: Path, params: Params, spec: str, seed: int, cycle: int, repeat: int, code: str,
+                        log: Callable[[str], None] = print) -> dict:
+    """Train repeat `repeat` of `cycle`'s detector (cycle_steps.train_repeat_detector), evaluate it on the test
+    split and persist its result atomically; then drop its weights (the result is what the tables use)."""
+    project = Path(project)
+    path = repeat_path(project, cycle, repeat)
+    if path.exists():
+        return json.loads(path.read_text())
+    trained = train_repeat_detector(project, params, cycle, repeat, log=log)
+    test = evaluate_split(project, trained.weights, params, "test")
+    result = {"strategy": spec, "seed": seed, "cycle": cycle, "repeat": repeat,
+              "labeled": len(PoolState.load(project).labeled_pool_ids_before(cycle)),
+              "map50_95": test.map50_95, "map50": test.map50, "val_map50_95": trained.val_map50_95, "code": code,
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+              "worker": f"{socket.gethostname()} pid {os.getpid()}"}
+    write_json_atomic(path, result)
+    shutil.rmtree(cycle_dir(project, cycle) / "repeats" / f"repeat_{repeat}", ignore_errors=True)
+    return result
+
+
 def mark_running(project: Path, cycle: int) -> None:
     write_json_atomic(Path(project) / CELLS / "running.json",
                       {"cycle": cycle, "since": time.time(), "worker": f"{socket.gethostname()} pid {os.getpid()}"})
@@ -233,31 +281,65 @@ def save_campaign_run_id(project: Path, run_id: str) -> None:
 
 
 def benchmark_progress(out: Path) -> dict:
-    """Cells done / running / left of the plan in out/plan.json, read from the folder (any worker's writes)."""
+    """Cells done / running / left of the plan in out/plan.json, read from the folder (any worker's writes);
+    with finetune_repeats > 1 also the repeated fine-tunes done of their total."""
     plan = json.loads((Path(out) / "plan.json").read_text())
     total = len(plan["strategies"]) * len(plan["seeds"]) * (plan["cycles"] + 1)
-    done, running = 0, []
+    repeats = plan.get("finetune_repeats", 1)
+    repeat_keys = [(c, r) for c in repeated_cycles(plan["cycles"], repeats) for r in range(1, repeats)]
+    done, running, repeats_done = 0, [], 0
     for seed in plan["seeds"]:
         for spec in plan["strategies"]:
             project = run_dir(out, spec, seed)
             done += sum(cell_path(project, c).exists() for c in range(1, plan["cycles"] + 2))
+            repeats_done += sum(repeat_path(project, c, r).exists() for c, r in repeat_keys)
             marker = project / CELLS / "running.json"
             if marker.exists():
                 try:
                     running.append(f"{spec} seed {seed} cycle {json.loads(marker.read_text())['cycle']}")
                 except (OSError, ValueError, KeyError):
                     continue  # replaced or removed while it was read
-    return {"total": total, "done": done, "running": running, "left": total - done - len(running)}
+    progress = {"total": total, "done": done, "running": running, "left": total - done - len(running)}
+    if repeat_keys:
+        progress.update(repeats_done=repeats_done,
+                        repeats_total=len(plan["strategies"]) * len(plan["seeds"]) * len(repeat_keys))
+    return progress
 
 
 def progress_line(progress: dict) -> str:
     running = f" ({', '.join(progress['running'])})" if progress["running"] else ""
+    repeats = (f"; repeated fine-tunes {progress['repeats_done']}/{progress['repeats_total']}"
+               if "repeats_total" in progress else "")
     return (f"benchmark progress: {progress['done']}/{progress['total']} cells done, {len(progress['running'])} "
-            f"running{running}, {progress['left']} left")
+            f"running{running}, {progress['left']} left{repeats}")
 
 
-def benchmark_rows(out: Path, strategies: Sequence[str], seeds: Sequence[int], cycles: int) -> list[dict]:
-    """The tidy rows (TIDY_COLUMNS) of every (strategy, seed, cycle), from the cells; all must be finished."""
+def finetune_results(out: Path, strategies: Sequence[str], seeds: Sequence[int], cycles: int,
+                     repeats: int) -> list[dict]:
+    """Every fine-tune of the repeated cycles: the cell's own (repeat 0) and its repeats, as rows
+    (strategy, seed, cycle, repeat, labeled, map50_95, map50); ValueError naming what is missing."""
+    rows, missing = [], []
+    for seed in seeds:
+        for spec in strategies:
+            project = run_dir(out, spec, seed)
+            for cycle in repeated_cycles(cycles, repeats):
+                for r in range(repeats):
+                    path = cell_path(project, cycle) if r == 0 else repeat_path(project, cycle, r)
+                    if not path.exists():
+                        missing.append(f"{spec} seed {seed} cycle {cycle} repeat {r}")
+                        continue
+                    cell = json.loads(path.read_text())
+                    rows.append({"strategy": spec, "seed": seed, "cycle": cycle, "repeat": r,
+                                 "labeled": cell["labeled"], "map50_95": cell["map50_95"], "map50": cell["map50"]})
+    if missing:
+        raise ValueError(f"{out}: {len(missing)} repeated fine-tunes are not finished: {', '.join(missing[:5])}")
+    return rows
+
+
+def benchmark_rows(out: Path, strategies: Sequence[str], seeds: Sequence[int], cycles: int,
+                   repeats: int = 1) -> list[dict]:
+    """The tidy rows (TIDY_COLUMNS) of every (strategy, seed, cycle), from the cells; all must be finished.
+    With repeats > 1 a repeated cycle's mAP figures are the mean over its R fine-tunes (all must be finished)."""
     rows, missing = [], []
     for seed in seeds:
         for spec in strategies:
@@ -270,6 +352,13 @@ def benchmark_rows(out: Path, strategies: Sequence[str], seeds: Sequence[int], c
                 rows.append({column: cell[column] for column in TIDY_COLUMNS})
     if missing:
         raise ValueError(f"{out}: {len(missing)} benchmark cells are not finished: {', '.join(missing[:5])}")
+    if repeats > 1:
+        fine_tunes = pd.DataFrame(finetune_results(out, strategies, seeds, cycles, repeats))
+        means = fine_tunes.groupby(["strategy", "seed", "cycle"])[["map50_95", "map50"]].mean()
+        for row in rows:
+            key = (row["strategy"], row["seed"], row["cycle"])
+            if key in means.index:
+                row["map50_95"], row["map50"] = (float(v) for v in means.loc[key, ["map50_95", "map50"]])
     return rows
 
 
@@ -298,17 +387,25 @@ def first_cycle_histograms(runs: dict[str, Path], out: Path) -> tuple[Path, Path
 
 
 def write_benchmark_report(out: Path, profile: str, rows: list[dict], strategies: Sequence[str],
-                           seeds: Sequence[int], first_runs: dict[str, Path]) -> dict:
-    """results.csv/.parquet, learning_curves.png, auc.csv/.md, the first-cycle histograms and summary.json."""
+                           seeds: Sequence[int], first_runs: dict[str, Path], cycles: int = 1,
+                           repeats: int = 1) -> dict:
+    """results.csv/.parquet, learning_curves.png, auc.csv/.md, the first-cycle histograms and summary.json;
+    with repeats > 1 also finetunes.csv (every fine-tune of the repeated cycles) and the training noise."""
     tidy = pd.DataFrame(rows, columns=TIDY_COLUMNS)
     tidy.to_csv(out / "results.csv", index=False)
     tidy.to_parquet(out / "results.parquet", index=False)
     curves = plot_learning_curves(tidy, out / "learning_curves.png", title=f"{profile} profile, {len(seeds)} seeds")
     auc_table(tidy).to_csv(out / "auc.csv", index=False)
-    (out / "auc.md").write_text(benchmark_markdown(tidy))  # AUC tests, verdicts, ceiling headroom, power
+    fine_tunes = None
+    if repeats > 1:
+        fine_tunes = pd.DataFrame(finetune_results(out, strategies, seeds, cycles, repeats))
+        fine_tunes.to_csv(out / "finetunes.csv", index=False)
+    (out / "auc.md").write_text(benchmark_markdown(tidy, fine_tunes=fine_tunes))  # tests, verdicts, headroom, power
     class_png, domain_png = first_cycle_histograms(first_runs, out)
-    summary = {"profile": profile, "strategies": list(strategies), "seeds": list(seeds),
+    summary = {"profile": profile, "strategies": list(strategies), "seeds": list(seeds), "finetune_repeats": repeats,
                "results": str(out / "results.csv"), "learning_curves": str(curves), "auc": str(out / "auc.md"),
                "histograms": [str(class_png), str(domain_png)]}
+    if fine_tunes is not None:
+        summary["finetunes"] = str(out / "finetunes.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

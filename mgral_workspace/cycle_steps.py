@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mgral_core.seeding import seed_for
+from mgral_core.seeding import repeat_seed, seed_for
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.config import DetectorParams, Params
 from mgral_backends import DetectorBackend, ServingModel, TrainedDetector, get_backend
@@ -56,7 +56,41 @@ def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
     exist (then `finetune_epochs`), else trains `epochs` from the model yaml or the user's .pt.
     Reuses a finished training of the same cycle. `backend` defaults to `get_backend(params.detector)`.
     """
+    pool = PoolState.load(project_dir)
     out = cycle_dir(project_dir, cycle) / "detector"
+    seed = seed_for(params.detector.seed, cycle, "detector")
+    return _train_detector(project_dir, params, cycle, pool.labeled_pool_ids, out, seed, log, backend)
+
+
+def train_repeat_detector(project_dir: str | Path, params: Params, cycle: int, repeat: int,
+                          log: Callable[[str], None] = print,
+                          backend: DetectorBackend | None = None) -> TrainedDetector:
+    """The cycle's training again with another training seed (repeat 1, 2, ...; repeat 0 is the cycle's own).
+
+    Same images (those labeled before the cycle began, even after the cycle's batch was labeled),
+    same start (the previous cycle's weights), same epochs; only the seed of Ultralytics' shuffling
+    and augmentation differs. Written to `cycles/cycle_NNN/repeats/repeat_R/`; the campaign goes on
+    from the cycle's own detector, never from a repeat. Reuses a finished repeat.
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat {repeat}: repeats are numbered from 1 (0 is the cycle's own training)")
+    project = Path(project_dir)
+    own = cycle_dir(project, cycle) / "detector" / "trained.json"
+    if not own.exists():
+        raise PoolStateError(f"{own}: cycle {cycle} has not trained its detector; a repeat repeats that training")
+    train_ids = PoolState.load(project).labeled_pool_ids_before(cycle)
+    expected = json.loads(own.read_text()).get("labeled")
+    if expected is not None and expected != len(train_ids):
+        raise PoolStateError(f"{project / 'pool.csv'}: cycle {cycle} trained on {expected} labeled images but the pool "
+                             f"has {len(train_ids)} labeled before that cycle; cannot repeat its training")
+    out = cycle_dir(project, cycle) / "repeats" / f"repeat_{repeat}"
+    seed = repeat_seed(params.detector.seed, cycle, repeat)
+    return _train_detector(project, params, cycle, train_ids, out, seed, log, backend)
+
+
+def _train_detector(project_dir: str | Path, params: Params, cycle: int, train_ids: np.ndarray, out: Path, seed: int,
+                    log: Callable[[str], None], backend: DetectorBackend | None) -> TrainedDetector:
+    """One detector training of `cycle` on `train_ids` into `out` (reused when `out/trained.json` exists)."""
     done = out / "trained.json"
     if done.exists():
         info = json.loads(done.read_text())
@@ -65,7 +99,7 @@ def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
     project = Path(project_dir)
     info = load_project_info(project)
     pool = PoolState.load(project)
-    train_ids, val_ids = pool.labeled_pool_ids, pool.eval_ids("val")
+    val_ids = pool.eval_ids("val")
     if len(train_ids) == 0:
         raise PoolStateError(f"{project / 'pool.csv'}: no labeled pool images to train on")
     previous = _previous_weights(project, cycle) if params.detector.warm_start else None
@@ -74,8 +108,7 @@ def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
         + f" ({_training_start(params.detector, previous)})")
     backend = get_backend(params.detector) if backend is None else backend
     trained = backend.train([project / f for f in pool.files(train_ids)], [project / f for f in pool.files(val_ids)],
-                            info.class_names, out, epochs=epochs, init_weights=previous,
-                            seed=seed_for(params.detector.seed, cycle, "detector"))
+                            info.class_names, out, epochs=epochs, init_weights=previous, seed=seed)
     weights = Path(trained.weights)
     stored = weights.relative_to(out) if weights.is_relative_to(out) else weights  # the project may move
     write_json_atomic(done, {**asdict(trained), "weights": str(stored), "labeled": len(train_ids)})

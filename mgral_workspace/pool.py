@@ -187,6 +187,12 @@ class PoolState:
     def labeled_pool_ids(self) -> np.ndarray:
         return self.ids("pool", labeled=True)
 
+    def labeled_pool_ids_before(self, cycle: int) -> np.ndarray:
+        """Pool images labeled before `cycle` began (the initial set is cycle 0): what cycle `cycle` trained on."""
+        t = self.table
+        rows = (t["split"] == "pool") & t["labeled"] & (t["labeled_cycle"] != NOT_YET) & (t["labeled_cycle"] < cycle)
+        return t.loc[rows, "image_id"].to_numpy(dtype=str)
+
     @property
     def unlabeled_pool_ids(self) -> np.ndarray:
         """Pool images with no label that are not waiting in an open batch."""

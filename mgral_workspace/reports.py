@@ -34,9 +34,11 @@ def _p(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.3g}"
 
 
-def benchmark_markdown(tidy: pd.DataFrame, metric: str = "map50_95", reference: str = "random") -> str:
+def benchmark_markdown(tidy: pd.DataFrame, metric: str = "map50_95", reference: str = "random",
+                       fine_tunes: pd.DataFrame | None = None) -> str:
     """The benchmark's statistics as markdown: the AUC table with its paired tests, a verdict per strategy,
-    the oracle ceiling's lead over `reference` per cycle, and the power calculation.
+    the oracle ceiling's lead over `reference` per cycle, and the power calculation; with `fine_tunes`
+    (every repeated fine-tune: strategy, seed, cycle, repeat, `metric`) the training noise they measured.
 
     Every strategy that reads the oracle is shown as 'NAME (ceiling)': an upper bound, not a result.
     """
@@ -86,4 +88,16 @@ def benchmark_markdown(tidy: pd.DataFrame, metric: str = "map50_95", reference: 
         elif "ceiling_gap" in design:
             lines[-1] += (f" The ceiling does not lead {reference} ({design['ceiling_gap']:+.4f}): at this regime "
                           "selection has no headroom to detect.")
+    if fine_tunes is not None and len(fine_tunes):
+        lines += ["", "### Training noise", "", training_noise_line(fine_tunes, metric)]
     return "\n".join(lines) + "\n"
+
+
+def training_noise_line(fine_tunes: pd.DataFrame, metric: str = "map50_95") -> str:
+    """What the repeated fine-tunes say: their pooled within-cell sd (same images, other training seed)."""
+    per_cell = fine_tunes.groupby(["strategy", "seed", "cycle"])[metric]
+    repeats = int(per_cell.size().max())
+    sd = float(np.sqrt(per_cell.var(ddof=1).mean()))
+    return (f"Each cell after a selection is the mean of {repeats} fine-tunes on the same images with other "
+            f"training seeds ({per_cell.ngroups} cells). Their pooled within-cell sd is {sd:.4f} test {metric}: "
+            f"the noise of one fine-tune, which the mean divides by sqrt({repeats}).")

@@ -21,6 +21,8 @@ def benchmark_plan_task(out: str, params: Params, profile: BenchmarkProfile, str
                 + ", ".join(f"{seed} {status}" for seed, status in plan["seeds"].items()))
     logger.info(f"benchmark: {plan['done']}/{plan['total']} cells already done (reused, not retrained), "
                 f"{plan['total'] - plan['done']} to run"
+                + (f"; repeated fine-tunes {plan['repeats_done']}/{plan['repeats_total']} done"
+                   if "repeats_total" in plan else "")
                 + (f"; interrupted cycles restart: {', '.join(plan['interrupted'])}" if plan["interrupted"] else ""))
     return plan
 
@@ -78,12 +80,31 @@ def save_cell_task(out: str, project: str, spec: str, seed: int, cycle: int, res
                           f"{result['map50_95']:.4f}); " + bench.progress_line(bench.benchmark_progress(Path(out))))
 
 
+@task(name="benchmark-repeats-todo")
+def repeats_todo_task(project: str, cycles: int, repeats: int) -> list[tuple[int, int]]:
+    return bench.repeats_todo(Path(project), cycles, repeats)
+
+
+@task(name="benchmark-finetune-repeat")
+def finetune_repeat_task(out: str, project: str, params: Params, spec: str, seed: int, cycle: int, repeat: int,
+                         code: str) -> dict:
+    """One more fine-tune of a finished cell with another training seed, its test result persisted at once."""
+    logger = get_run_logger()
+    result = bench.run_finetune_repeat(Path(project), params, spec, seed, cycle, repeat, code, logger.info)
+    logger.info(f"benchmark: {spec}, seed {seed}, cycle {cycle}, repeat {repeat} done (test mAP50-95 "
+                f"{result['map50_95']:.4f}); " + bench.progress_line(bench.benchmark_progress(Path(out))))
+    return result
+
+
 @task(name="benchmark-rows")
-def benchmark_rows_task(out: str, strategies: list[str], seeds: list[int], cycles: int) -> list[dict]:
-    return bench.benchmark_rows(Path(out), strategies, seeds, cycles)
+def benchmark_rows_task(out: str, strategies: list[str], seeds: list[int], cycles: int,
+                        repeats: int = 1) -> list[dict]:
+    return bench.benchmark_rows(Path(out), strategies, seeds, cycles, repeats)
 
 
 @task(name="benchmark-report")
-def benchmark_report_task(out: str, profile: str, rows: list[dict], strategies: list[str], seeds: list[int]) -> dict:
+def benchmark_report_task(out: str, profile: str, rows: list[dict], strategies: list[str], seeds: list[int],
+                          cycles: int = 1, repeats: int = 1) -> dict:
     return bench.write_benchmark_report(Path(out), profile, rows, strategies, seeds,
-                                        {spec: bench.run_dir(Path(out), spec, seeds[0]) for spec in strategies})
+                                        {spec: bench.run_dir(Path(out), spec, seeds[0]) for spec in strategies},
+                                        cycles, repeats)

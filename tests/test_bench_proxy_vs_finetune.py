@@ -1,5 +1,7 @@
 """bench/proxy_vs_finetune.py's within-seed figures on hand-made rows (the script itself runs on a benchmark)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,3 +82,14 @@ def test_true_label_records_are_trained_once_per_head_setting(script, tmp_path):
     longer = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(update={"head_epochs": 20})})
     assert script.cached_truth(tmp_path, longer, "ebal", record)["value"] == 0.202  # another head: trained again
     assert len(calls) == 2
+
+
+def test_the_real_fine_tune_is_the_mean_of_the_cell_and_its_repeats(script, tmp_path):
+    run = tmp_path / "random"
+    (run / "cells").mkdir(parents=True)
+    (run / "cells" / "cycle_002.json").write_text(json.dumps({"map50_95": 0.20}))
+    assert script.finetune_mean(run) == 0.20 and script.repeats_of(run) == []
+    for r, value in ((1, 0.23), (2, 0.26)):
+        (run / "cells" / f"cycle_002_repeat_{r}.json").write_text(json.dumps({"map50_95": value}))
+    (run / "cells" / "cycle_003.json").write_text(json.dumps({"map50_95": 0.9}))  # another cycle: not a repeat
+    assert script.finetune_mean(run) == pytest.approx(0.23) and len(script.repeats_of(run)) == 2

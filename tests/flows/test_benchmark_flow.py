@@ -17,7 +17,7 @@ def test_benchmark_two_strategies_two_seeds(tmp_path, prefect_harness, monkeypat
     params = write_params(tmp_path / "params.yaml")
     data = yaml.safe_load(params.read_text())
     tiny = {"n_pool": 60, "image_size": 64, "epochs": 2, "finetune_epochs": 1, "budget": 8, "lookup_records": 3,
-            "agent_iterations": 5, "cycles": 2}
+            "agent_iterations": 5, "cycles": 2, "finetune_repeats": 1}  # repeats: integration/test_benchmark_resume
     for profile in ("quick", "ablation"):  # identical settings, so the ablation can reuse quick's runs
         data["benchmark"][profile].update(tiny)
     data["benchmark"]["ablation"]["reuse"] = "quick"

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 STRATEGIES = ["random", "entropy_sum"]
 TINY_PROFILE = {"strategies": STRATEGIES, "seeds": [0], "cycles": 1, "n_pool": 60, "image_size": 64, "epochs": 2,
-                "finetune_epochs": 1, "budget": 8, "lookup_records": 3, "agent_iterations": 5}
+                "finetune_epochs": 1, "budget": 8, "lookup_records": 3, "agent_iterations": 5,
+                "finetune_repeats": 2}  # cycle 2 of each campaign: its own fine-tune and one with another seed
 
 
 def _params_file(path: Path, **benchmark) -> Path:
@@ -43,6 +44,12 @@ def uninterrupted(tmp_path_factory, prefect_harness) -> pd.DataFrame:
     mgral_benchmark(str(root / "out"), "quick", str(_params_file(root / "params.yaml")))
     table = _table(root / "out")
     assert len(table) == 2 * 1 * 2 and set(table["strategy"]) == set(STRATEGIES)
+    fine_tunes = pd.read_csv(root / "out" / "finetunes.csv")
+    assert sorted(fine_tunes["repeat"]) == [0, 0, 1, 1] and set(fine_tunes["cycle"]) == {2}
+    means = fine_tunes.groupby("strategy")["map50_95"].mean()
+    final = table[table["cycle"] == 2].set_index("strategy")["map50_95"]
+    pd.testing.assert_series_equal(final.sort_index(), means.sort_index(), check_names=False)  # cell = mean
+    assert "### Training noise" in (root / "out" / "auc.md").read_text()
     return table
 
 
@@ -65,7 +72,7 @@ def test_kill_mid_benchmark_then_resume_retrains_nothing_finished(tmp_path, unin
         time.sleep(0.05)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
-    cells = sorted(out.glob("runs/seed_0/*/cells/cycle_*.json"))
+    cells = sorted(out.glob("runs/seed_0/*/cells/cycle_???.json"))
     assert 1 <= len(cells) < 4, cells  # killed mid-run: some cells done, some not
     finished = {p: p.stat().st_mtime_ns for p in cells}
     for cell in cells:  # the finished cycles' detector weights and selections
@@ -76,6 +83,8 @@ def test_kill_mid_benchmark_then_resume_retrains_nothing_finished(tmp_path, unin
     finished[base_weights] = base_weights.stat().st_mtime_ns
     untrained = sum(not (out / "runs" / "seed_0" / s / "cycles" / "cycle_002" / "detector" / "trained.json").exists()
                     for s in STRATEGIES)  # cycle 1 of every strategy is its seed's base detector, trained once
+    unrepeated = sum(not (out / "runs" / "seed_0" / s / "cells" / "cycle_002_repeat_1.json").exists()
+                     for s in STRATEGIES)
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -85,7 +94,7 @@ def test_kill_mid_benchmark_then_resume_retrains_nothing_finished(tmp_path, unin
     assert re.search(r"then the runs\s*: http://127\.0\.0\.1:5000/#/experiments/\d+/runs ", done.stdout), done.stdout[-2000:]
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was made again"
-    assert logs.count("training detector on") == untrained  # only detectors never trained are trained
+    assert logs.count("training detector on") == untrained + unrepeated  # only what never finished is trained
     pd.testing.assert_frame_equal(_table(out), uninterrupted)
 
     # a changed parameter is refused, naming it, and nothing is touched
@@ -106,9 +115,9 @@ def test_dask_local_cluster_gives_the_local_table(tmp_path, uninterrupted):
         params = _params_file(tmp_path / "params.yaml", runner="dask", dask_address=cluster.scheduler_address)
         pids = _worker_pids(cluster)
         mgral_benchmark(str(tmp_path / "out"), "quick", str(params))
-    pd.testing.assert_frame_equal(_table(tmp_path / "out"), uninterrupted)
+    pd.testing.assert_frame_equal(_table(tmp_path / "out"), uninterrupted)  # repeated fine-tunes' means included
     workers = {yaml.safe_load(p.read_text())["worker"].rsplit(" ", 1)[1]
-               for p in (tmp_path / "out").glob("runs/seed_0/*/cells/cycle_*.json")}
+               for p in (tmp_path / "out").glob("runs/seed_0/*/cells/cycle_*.json")}  # repeats included
     assert workers == {str(pid) for pid in pids}  # the two campaigns ran in the two worker processes
 
 

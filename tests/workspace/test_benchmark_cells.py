@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from mgral_workspace import benchmark as bench
@@ -92,3 +94,88 @@ def test_benchmark_runs_load_in_the_training_process(tmp_path):
     run = BenchmarkProfile().apply(loading, 0, tmp_path)
     assert run.detector.workers_on_cpu is False  # same loading on threads and on Dask workers, which may not fork
     assert run.detector.threads is None  # campaigns share the cores
+
+
+def _fake_params(monkeypatch, backend):
+    from mgral_backends import BACKENDS
+    from mgral_workspace.config import Params
+
+    monkeypatch.setitem(BACKENDS, "fake", lambda params: backend)
+    params = Params()
+    return params.model_copy(update={"detector": params.detector.model_copy(update={"backend": "fake"})})
+
+
+def _trained_on(weights) -> dict:
+    return json.loads(open(weights).read())  # the fake "weights" describe the training call
+
+
+def test_a_repeat_retrains_the_cycle_on_its_own_images_with_another_seed(monkeypatch, tiny_project):
+    from tests.backends.fake_detector import FakeDetectorBackend
+    from mgral_workspace.cycle_steps import train_cycle_detector, train_repeat_detector
+    from mgral_workspace.pool import PoolStateError
+
+    backend = FakeDetectorBackend(3)
+    params = _fake_params(monkeypatch, backend)
+    first = train_cycle_detector(tiny_project, params, 1, log=lambda m: None)
+    oracle_annotate(tiny_project, PoolState.load(tiny_project).unlabeled_pool_ids[:8], 1)
+    own = _trained_on(train_cycle_detector(tiny_project, params, 2, log=lambda m: None).weights)
+    oracle_annotate(tiny_project, PoolState.load(tiny_project).unlabeled_pool_ids[:8], 2)  # the pool goes on growing
+    repeats = [_trained_on(train_repeat_detector(tiny_project, params, 2, r, log=lambda m: None).weights)
+               for r in (1, 2)]
+    for repeat in repeats:  # cycle 2's 28 images from cycle 1's weights, not the 36 labeled since
+        assert (repeat["train_images"], repeat["init_weights"], repeat["epochs"]) == (
+            own["train_images"], own["init_weights"], own["epochs"]) == (28, str(first.weights), own["epochs"])
+    assert len({own["seed"], repeats[0]["seed"], repeats[1]["seed"]}) == 3
+    assert train_repeat_detector(tiny_project, params, 2, 1).weights.parent.name == "repeat_1"  # reused
+    assert backend.calls.count("train") == 4
+    with pytest.raises(ValueError, match="repeats are numbered from 1"):
+        train_repeat_detector(tiny_project, params, 2, 0)
+    with pytest.raises(PoolStateError, match="cycle 3 has not trained its detector"):
+        train_repeat_detector(tiny_project, params, 3, 1)
+    trained = cycle_dir(tiny_project, 2) / "detector" / "trained.json"
+    write_json_atomic(trained, {**json.loads(trained.read_text()), "labeled": 27})
+    shutil.rmtree(cycle_dir(tiny_project, 2) / "repeats")
+    with pytest.raises(PoolStateError, match="cycle 2 trained on 27 labeled images but the pool has 28"):
+        train_repeat_detector(tiny_project, params, 2, 1)
+
+
+def test_repeated_fine_tunes_are_persisted_counted_and_averaged(monkeypatch, tmp_path, tiny_project):
+    from tests.backends.fake_detector import FakeDetectorBackend
+    from mgral_workspace.cycle_steps import evaluate_split, train_cycle_detector
+
+    backend = FakeDetectorBackend(3)
+    params = _fake_params(monkeypatch, backend)
+    out = tmp_path / "bench"
+    write_json_atomic(out / "plan.json", {"strategies": ["random"], "seeds": [0], "cycles": 1,
+                                          "finetune_repeats": 3, "code": "c"})
+    project = bench.run_dir(out, "random", 0)
+    shutil.copytree(tiny_project, project)
+    train_cycle_detector(project, params, 1, log=lambda m: None)
+    bench.save_cell(project, "random", 0, {"cycle": 1, "labeled": 20, "map50_95": 0.1, "map50": 0.2}, "c")
+    oracle_annotate(project, PoolState.load(project).unlabeled_pool_ids[:8], 1)
+    weights = train_cycle_detector(project, params, 2, log=lambda m: None).weights
+    assert bench.repeats_todo(project, 1, 3) == []  # nothing before the cycle's own cell
+    bench.save_cell(project, "random", 0, {"cycle": 2, "labeled": 28, "map50_95": 0.3, "map50": 0.5}, "c")
+    assert bench.repeats_todo(project, 1, 3) == [(2, 1), (2, 2)] and bench.repeats_todo(project, 1, 1) == []
+    assert bench.progress_line(bench.benchmark_progress(out)).endswith("0 left; repeated fine-tunes 0/2")
+    with pytest.raises(ValueError, match="2 repeated fine-tunes are not finished: random seed 0 cycle 2 repeat 1"):
+        bench.benchmark_rows(out, ["random"], [0], 1, repeats=3)
+
+    results = [bench.run_finetune_repeat(project, params, "random", 0, 2, r, "c", log=lambda m: None) for r in (1, 2)]
+    fake_test = evaluate_split(project, weights, params, "test").map50_95  # the fake's predictions ignore weights
+    assert [(r["repeat"], r["labeled"], r["map50_95"]) for r in results] == [(1, 28, fake_test), (2, 28, fake_test)]
+    assert not (cycle_dir(project, 2) / "repeats" / "repeat_1").exists()  # weights dropped, result kept
+    trainings = backend.calls.count("train")
+    assert bench.run_finetune_repeat(project, params, "random", 0, 2, 1, "c") == results[0]  # persisted: not rerun
+    assert backend.calls.count("train") == trainings and bench.repeats_todo(project, 1, 3) == []
+    assert bench.benchmark_progress(out)["repeats_done"] == 2
+    rows = bench.benchmark_rows(out, ["random"], [0], 1, repeats=3)
+    assert rows[0]["map50_95"] == 0.1  # cycle 1, the seed's shared base, is not repeated
+    assert rows[1]["map50_95"] == pytest.approx((0.3 + 2 * fake_test) / 3)
+    assert bench.benchmark_rows(out, ["random"], [0], 1)[1]["map50_95"] == 0.3  # without repeats: the cell alone
+    fine_tunes = pd.DataFrame(bench.finetune_results(out, ["random"], [0], 1, 3))
+    assert fine_tunes["repeat"].tolist() == [0, 1, 2]
+    from mgral_workspace.reports import training_noise_line
+    sd = float(np.std([0.3, fake_test, fake_test], ddof=1))
+    assert f"mean of 3 fine-tunes on the same images with other training seeds (1 cells)" in training_noise_line(
+        fine_tunes) and f"{sd:.4f} test map50_95" in training_noise_line(fine_tunes)
