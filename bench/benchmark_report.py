@@ -4,7 +4,8 @@ Copies the learning curves and first-cycle histograms into `--docs`, and writes:
   auc.md          regenerated from results.csv (`mgral_workspace.reports.benchmark_markdown`): AUC per
                   strategy with the paired t-interval, Wilcoxon p, probability of improvement and minimum
                   detectable difference, a verdict per strategy, the oracle ceiling minus random per
-                  cycle, and the power calculation (seeds needed to detect half the ceiling's lead);
+                  cycle, and the power calculation (seeds needed to detect half the ceiling's lead); with
+                  finetunes.csv (finetune_repeats > 1) also the repeated fine-tunes' within-cell sd;
   cycles.md       test mAP50-95 per strategy and labeled count: mean ± std over seeds, and the
                   paired difference to random (mean, and how many seeds it is positive in);
   mgral_cycles.md MGRAL's lookup-table diagnostics per seed and cycle (repeatability, fidelity,
@@ -122,11 +123,12 @@ def main() -> None:
     bench, docs = Path(args.bench), Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     for name in ("learning_curves.png", "first_cycle_classes.png", "first_cycle_domains.png", "results.csv",
-                 "duration.txt"):
+                 "finetunes.csv", "duration.txt"):
         if (bench / name).exists() and (bench / name).resolve() != (docs / name).resolve():
             shutil.copy(bench / name, docs / name)
     tidy = pd.read_csv(bench / "results.csv")
-    statistics = benchmark_markdown(tidy)
+    fine_tunes = pd.read_csv(bench / "finetunes.csv") if (bench / "finetunes.csv").exists() else None
+    statistics = benchmark_markdown(tidy, fine_tunes=fine_tunes)  # with repeats: the measured training noise
     (docs / "auc.md").write_text(statistics)
     print(statistics)
     cycles = cycle_table(tidy)
