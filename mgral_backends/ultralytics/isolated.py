@@ -9,15 +9,12 @@ threads; it also returns its memory when it ends. `detector.isolate: false` trai
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
 import traceback
 from pathlib import Path
 
 from mgral_workspace.config import DetectorParams
 from mgral_backends.protocol import DetectorError, TrainedDetector, TrainingDiverged
+from mgral_backends.ultralytics.child import child_main, run_child
 
 
 def train_detector_isolated(data_yaml: Path, out_dir: Path, params: DetectorParams, *, epochs: int,
@@ -29,16 +26,11 @@ def train_detector_isolated(data_yaml: Path, out_dir: Path, params: DetectorPara
     request = {"data_yaml": str(data_yaml), "out_dir": str(out_dir), "params": params.model_dump(mode="json"),
                "epochs": epochs, "init_weights": None if init_weights is None else str(init_weights),
                "seed": seed, "freeze": freeze}
-    with tempfile.TemporaryDirectory(prefix=".training_", dir=out_dir) as work:
-        request_file, result_file = Path(work) / "request.json", Path(work) / "result.json"
-        request_file.write_text(json.dumps(request))
-        done = subprocess.run([sys.executable, "-m", __name__, str(request_file), str(result_file)],
-                              stdin=subprocess.DEVNULL, timeout=timeout)
-        if not result_file.exists():
-            raise DetectorError(f"detector training for {out_dir} ended without a result (child process exit "
-                                f"{done.returncode}; its output is above). Set detector.isolate: false to train "
-                                "in this process and see the error directly")
-        result = json.loads(result_file.read_text())
+    result, done = run_child(__name__, request, out_dir, timeout=timeout)
+    if result is None:
+        raise DetectorError(f"detector training for {out_dir} ended without a result (child process exit "
+                            f"{done.returncode}; its output is above). Set detector.isolate: false to train "
+                            "in this process and see the error directly")
     if "error" not in result:
         return TrainedDetector(Path(result["weights"]), result["val_map50_95"], result["val_map50"], result["epochs"])
     error = result["error"]
@@ -50,26 +42,25 @@ def train_detector_isolated(data_yaml: Path, out_dir: Path, params: DetectorPara
                        f"{error['message']}\n{error['traceback']}")
 
 
-def _main(request_file: str, result_file: str) -> None:
+def _train(request: dict) -> dict:
+    """The child's side: `train_detector` on the request; its errors as data for the parent to raise."""
     from mgral_backends.ultralytics.detector import train_detector
 
-    request = json.loads(Path(request_file).read_text())
     init_weights = None if request["init_weights"] is None else Path(request["init_weights"])
     try:
         trained = train_detector(Path(request["data_yaml"]), Path(request["out_dir"]),
                                  DetectorParams(**request["params"]), epochs=request["epochs"],
                                  init_weights=init_weights, seed=request["seed"], freeze=request["freeze"])
-        result = {"weights": str(trained.weights), "val_map50_95": trained.val_map50_95,
-                  "val_map50": trained.val_map50, "epochs": trained.epochs}
+        return {"weights": str(trained.weights), "val_map50_95": trained.val_map50_95,
+                "val_map50": trained.val_map50, "epochs": trained.epochs}
     except TrainingDiverged as err:
-        result = {"error": {"type": "TrainingDiverged", "run_dir": str(err.run_dir), "epoch": err.epoch,
-                            "epochs": err.epochs, "what": err.what}}
+        return {"error": {"type": "TrainingDiverged", "run_dir": str(err.run_dir), "epoch": err.epoch,
+                          "epochs": err.epochs, "what": err.what}}
     except DetectorError as err:
-        result = {"error": {"type": "DetectorError", "message": str(err)}}
+        return {"error": {"type": "DetectorError", "message": str(err)}}
     except Exception as err:  # reported to the parent, which raises it with this traceback
-        result = {"error": {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}}
-    Path(result_file).write_text(json.dumps(result))
+        return {"error": {"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}}
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1], sys.argv[2])
+    child_main(_train)

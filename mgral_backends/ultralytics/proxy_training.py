@@ -17,8 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +31,7 @@ import torch
 from mgral_workspace.atomic import atomic_open
 from mgral_workspace.config import Params
 from mgral_core.detections import Detections
+from mgral_backends.ultralytics.child import child_main, run_child
 from mgral_backends.ultralytics.detector import (
     letterbox_batch,
     load_detection_model,
@@ -586,36 +585,28 @@ def train_proxy_record_isolated(project_dir: str | Path, params: Params, record_
                "record_dir": str(record_dir), "weights": str(weights), "batch_ids": list(map(str, batch_ids)),
                "inference_path": str(inference_path), "seed": seed,
                "oracle_labels_dir": str(oracle_labels_dir) if oracle_labels_dir else None}
-    request_file = record_dir.with_name(record_dir.name + ".request.json")
-    result_file = record_dir.with_name(record_dir.name + ".result.json")
-    request_file.write_text(json.dumps(request))
-    result_file.unlink(missing_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "mgral_backends.ultralytics.proxy_training", str(request_file), str(result_file)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    request_file.unlink(missing_ok=True)
-    if done.returncode != 0 or not result_file.exists():
+    result, done = run_child("mgral_backends.ultralytics.proxy_training", request, record_dir.parent,
+                             timeout=timeout, env=env, capture=True)
+    if done.returncode != 0 or result is None:
         raise RuntimeError(f"proxy record {record_dir.name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    result = json.loads(result_file.read_text())
-    result_file.unlink()
     return result
 
 
-def _main(request_file: str, result_file: str) -> None:
+def _record(request: dict) -> dict:
+    """The child's side of `train_proxy_record_isolated`."""
     from mgral_workspace.config import params_from_dict
     from mgral_workspace.inference_cache import load_inference
     from mgral_workspace.project import load_project_info
 
     torch.set_num_threads(1)
-    request = json.loads(Path(request_file).read_text())
     project = request["project_dir"]
-    result = train_proxy_record(
+    return train_proxy_record(
         project, params_from_dict(request["params"]), Path(request["record_dir"]), Path(request["weights"]),
         request["batch_ids"], load_inference(request["inference_path"]), load_project_info(project).class_names,
         seed=request["seed"],
         oracle_labels_dir=Path(request["oracle_labels_dir"]) if request["oracle_labels_dir"] else None)
-    Path(result_file).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1], sys.argv[2])
+    child_main(_record)
