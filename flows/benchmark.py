@@ -130,13 +130,13 @@ def benchmark_campaign(out: str, base: str, spec: str, seed: int, params: Params
         parent = campaign_run_task(project, params, spec, strategy, seed)
         try:
             for cycle, repeat in pending:
-                finetune_repeat_task(out, project, params, spec, seed, cycle, repeat, code)
+                finetune_repeat_task(out, project, spec, seed, cycle, repeat, code)
             for cycle in todo:
                 cycle_start_task(project, cycle)
                 result = mgral_cycle(project, strategy, parent_run_id=parent, select=cycle <= cycles)
                 save_cell_task(out, project, spec, seed, cycle, result, code)
                 for done, repeat in repeats_todo_task(project, cycles, repeats):  # this cycle's repeats
-                    finetune_repeat_task(out, project, params, spec, seed, done, repeat, code)
+                    finetune_repeat_task(out, project, spec, seed, done, repeat, code)
         except BaseException:
             end_run_task(project, params, parent, "FAILED")  # a later sitting reuses this run and finishes it
             raise

@@ -42,7 +42,14 @@ from mgral_workspace.benchmark_reuse import (
     code_version,
     copy_finished,
 )
-from mgral_workspace.config import BenchmarkProfile, ConfigError, Params, params_from_dict, split_strategy_spec
+from mgral_workspace.config import (
+    BenchmarkProfile,
+    ConfigError,
+    Params,
+    load_params,
+    params_from_dict,
+    split_strategy_spec,
+)
 from mgral_workspace.cycle_steps import (
     cycle_dir,
     evaluate_split,
@@ -225,14 +232,17 @@ def repeats_todo(project: Path, cycles: int, repeats: int) -> list[tuple[int, in
             if cell_path(project, cycle).exists() and not repeat_path(project, cycle, r).exists()]
 
 
-def run_finetune_repeat(project: Path, params: Params, spec: str, seed: int, cycle: int, repeat: int, code: str,
+def run_finetune_repeat(project: Path, spec: str, seed: int, cycle: int, repeat: int, code: str,
                         log: Callable[[str], None] = print) -> dict:
-    """Train repeat `repeat` of `cycle`'s detector (cycle_steps.train_repeat_detector), evaluate it on the test
-    split and persist its result atomically; then drop its weights (the result is what the tables use)."""
+    """Train repeat `repeat` of `cycle`'s detector (cycle_steps.train_repeat_detector) under the campaign's own
+    parameters (its params.yaml: the seed's settings with the spec's overrides, as its cycles read them),
+    evaluate it on the test split and persist its result atomically; then drop its weights (the result is
+    what the tables use)."""
     project = Path(project)
     path = repeat_path(project, cycle, repeat)
     if path.exists():
         return json.loads(path.read_text())
+    params = load_params(project / "params.yaml")
     trained = train_repeat_detector(project, params, cycle, repeat, log=log)
     test = evaluate_split(project, trained.weights, params, "test")
     result = {"strategy": spec, "seed": seed, "cycle": cycle, "repeat": repeat,
@@ -356,8 +366,8 @@ def benchmark_rows(out: Path, strategies: Sequence[str], seeds: Sequence[int], c
         fine_tunes = pd.DataFrame(finetune_results(out, strategies, seeds, cycles, repeats))
         means = fine_tunes.groupby(["strategy", "seed", "cycle"])[["map50_95", "map50"]].mean()
         for row in rows:
-            key = (row["strategy"], row["seed"], row["cycle"])
-            if key in means.index:
+            if row["cycle"] in repeated_cycles(cycles, repeats):  # finetune_results has them all, or raised
+                key = (row["strategy"], row["seed"], row["cycle"])
                 row["map50_95"], row["map50"] = (float(v) for v in means.loc[key, ["map50_95", "map50"]])
     return rows
 
@@ -397,6 +407,7 @@ def write_benchmark_report(out: Path, profile: str, rows: list[dict], strategies
     curves = plot_learning_curves(tidy, out / "learning_curves.png", title=f"{profile} profile, {len(seeds)} seeds")
     auc_table(tidy).to_csv(out / "auc.csv", index=False)
     fine_tunes = None
+    (out / "finetunes.csv").unlink(missing_ok=True)  # a report of another R must not leave its list behind
     if repeats > 1:
         fine_tunes = pd.DataFrame(finetune_results(out, strategies, seeds, cycles, repeats))
         fine_tunes.to_csv(out / "finetunes.csv", index=False)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from mgral_workspace import benchmark as bench
 from mgral_workspace.config import BenchmarkProfile, Params
 from tasks import tracking
+from tasks.retry import transient_only
 
 
 @task(name="benchmark-plan")
@@ -80,17 +82,16 @@ def save_cell_task(out: str, project: str, spec: str, seed: int, cycle: int, res
                           f"{result['map50_95']:.4f}); " + bench.progress_line(bench.benchmark_progress(Path(out))))
 
 
-@task(name="benchmark-repeats-todo")
+@task(name="benchmark-repeats-todo", cache_policy=NO_CACHE)  # asked again after every cell: never a cached answer
 def repeats_todo_task(project: str, cycles: int, repeats: int) -> list[tuple[int, int]]:
     return bench.repeats_todo(Path(project), cycles, repeats)
 
 
-@task(name="benchmark-finetune-repeat")
-def finetune_repeat_task(out: str, project: str, params: Params, spec: str, seed: int, cycle: int, repeat: int,
-                         code: str) -> dict:
+@task(name="benchmark-finetune-repeat", retries=1, retry_condition_fn=transient_only, retry_delay_seconds=5)
+def finetune_repeat_task(out: str, project: str, spec: str, seed: int, cycle: int, repeat: int, code: str) -> dict:
     """One more fine-tune of a finished cell with another training seed, its test result persisted at once."""
     logger = get_run_logger()
-    result = bench.run_finetune_repeat(Path(project), params, spec, seed, cycle, repeat, code, logger.info)
+    result = bench.run_finetune_repeat(Path(project), spec, seed, cycle, repeat, code, logger.info)
     logger.info(f"benchmark: {spec}, seed {seed}, cycle {cycle}, repeat {repeat} done (test mAP50-95 "
                 f"{result['map50_95']:.4f}); " + bench.progress_line(bench.benchmark_progress(Path(out))))
     return result

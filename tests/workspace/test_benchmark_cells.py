@@ -10,7 +10,9 @@ import pytest
 from mgral_workspace import benchmark as bench
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.cycle_steps import cycle_dir, oracle_annotate
+from mgral_workspace.config import load_params
 from mgral_workspace.pool import PoolState
+from tests.conftest import write_params
 
 
 def _evaluated(project, cycle, value):
@@ -143,13 +145,23 @@ def test_repeated_fine_tunes_are_persisted_counted_and_averaged(monkeypatch, tmp
     from tests.backends.fake_detector import FakeDetectorBackend
     from mgral_workspace.cycle_steps import evaluate_split, train_cycle_detector
 
-    backend = FakeDetectorBackend(3)
-    params = _fake_params(monkeypatch, backend)
+    class Recording(FakeDetectorBackend):  # which epochs each training was given
+        epochs: list[int] = []
+
+        def train(self, *args, epochs, **kwargs):
+            self.epochs.append(epochs)
+            return super().train(*args, epochs=epochs, **kwargs)
+
+    backend = Recording(3)
+    _fake_params(monkeypatch, backend)
     out = tmp_path / "bench"
     write_json_atomic(out / "plan.json", {"strategies": ["random"], "seeds": [0], "cycles": 1,
                                           "finetune_repeats": 3, "code": "c"})
     project = bench.run_dir(out, "random", 0)
     shutil.copytree(tiny_project, project)
+    # the campaign's own parameters (a variant's override included) are what its repeats train with
+    write_params(project / "params.yaml", detector__backend="fake", detector__finetune_epochs=3)
+    params = load_params(project / "params.yaml")
     train_cycle_detector(project, params, 1, log=lambda m: None)
     bench.save_cell(project, "random", 0, {"cycle": 1, "labeled": 20, "map50_95": 0.1, "map50": 0.2}, "c")
     oracle_annotate(project, PoolState.load(project).unlabeled_pool_ids[:8], 1)
@@ -161,12 +173,13 @@ def test_repeated_fine_tunes_are_persisted_counted_and_averaged(monkeypatch, tmp
     with pytest.raises(ValueError, match="2 repeated fine-tunes are not finished: random seed 0 cycle 2 repeat 1"):
         bench.benchmark_rows(out, ["random"], [0], 1, repeats=3)
 
-    results = [bench.run_finetune_repeat(project, params, "random", 0, 2, r, "c", log=lambda m: None) for r in (1, 2)]
+    results = [bench.run_finetune_repeat(project, "random", 0, 2, r, "c", log=lambda m: None) for r in (1, 2)]
     fake_test = evaluate_split(project, weights, params, "test").map50_95  # the fake's predictions ignore weights
     assert [(r["repeat"], r["labeled"], r["map50_95"]) for r in results] == [(1, 28, fake_test), (2, 28, fake_test)]
     assert not (cycle_dir(project, 2) / "repeats" / "repeat_1").exists()  # weights dropped, result kept
+    assert backend.epochs[1:] == [3, 3, 3]  # cycle 2 and its two repeats: the campaign's finetune_epochs
     trainings = backend.calls.count("train")
-    assert bench.run_finetune_repeat(project, params, "random", 0, 2, 1, "c") == results[0]  # persisted: not rerun
+    assert bench.run_finetune_repeat(project, "random", 0, 2, 1, "c") == results[0]  # persisted: not rerun
     assert backend.calls.count("train") == trainings and bench.repeats_todo(project, 1, 3) == []
     assert bench.benchmark_progress(out)["repeats_done"] == 2
     rows = bench.benchmark_rows(out, ["random"], [0], 1, repeats=3)
