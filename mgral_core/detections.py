@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,3 +72,15 @@ def sampled_labels(detections: Detections, image_id: str, draw: int, seed: int, 
         drawn = (cumulative < class_draw[:, None]).sum(1)
         classes = np.where(totals[:, 0] > 0, np.minimum(drawn, probs.shape[1] - 1), classes)
     return detections.boxes_xyxy[keep].astype(np.float32), classes[keep].astype(np.int64)
+
+
+def expected_objects(detections: Sequence[Detections], floor: float) -> float:
+    """The expected number of objects per image of a batch: the mean over its images of the summed scores >= floor.
+
+    A record value that needs no training (`lookup_table.value: expected_objects`). On the built-in
+    benchmark's batches it orders the real fine-tunes' outcomes better than any pseudo-label
+    proxy measured (docs/method.md, "The reward chain"). An empty batch is worth 0.
+    """
+    if not len(detections):
+        return 0.0
+    return float(np.mean([d.scores[d.scores >= floor].sum(dtype=np.float64) for d in detections]))

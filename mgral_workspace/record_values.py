@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mgral_core.batch_design import designed_batches
-from mgral_core.detections import sampled_labels
+from mgral_core.detections import expected_objects, sampled_labels
 from mgral_core.lookup_table import LookupRecord, mixed_batches, random_batches
 from mgral_core.seeding import rng_for, seed_for
 from mgral_workspace.config import Params
@@ -110,7 +110,19 @@ def cycle_proxy(project_dir: str | Path, params: Params, weights: str | Path, ta
 
 def record_value(project_dir: str | Path, params: Params, table_dir: Path, record_id: str, weights: str | Path,
                  batch_ids: Sequence[str], inference_path: str | Path, seeds: Sequence[int] | None = None) -> dict:
-    """{"value": val mAP50-95, "map50", "seconds", "weights_digest", ...} of the record L ∪ pseudo(B)."""
+    """{"value": val mAP50-95, "map50", "seconds", "weights_digest", ...} of the record L ∪ pseudo(B).
+
+    With `lookup_table.value: expected_objects` the value is B's expected objects per image under the
+    cycle's detector instead (`mgral_core.detections.expected_objects`; {"value", "seconds"}, no training).
+    """
+    if params.lookup_table.value == "expected_objects":
+        start = time.time()
+        detections = load_inference(inference_path).detections_by_id()
+        missing = [i for i in batch_ids if i not in detections]
+        if missing:
+            raise KeyError(f"{inference_path}: no detections for {len(missing)} of the batch's images, e.g. {missing[0]}")
+        value = expected_objects([detections[i] for i in batch_ids], params.lookup_table.expected_floor)
+        return {"value": value, "seconds": round(time.time() - start, 2)}
     if params.lookup_table.proxy == "full":
         return train_proxy_record_isolated(project_dir, params, Path(table_dir) / "work" / record_id, Path(weights),
                                            batch_ids, Path(inference_path))

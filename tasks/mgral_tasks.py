@@ -28,8 +28,9 @@ __all__ = ["head_features_task", "lookup_dir", "lookup_diagnostic_task", "lookup
 @task(name="head-features", retries=1, retry_condition_fn=transient_only, retry_delay_seconds=2)
 def head_features_task(project_dir: str, params: Params, cycle: int, weights: str) -> str | None:
     """Cache the Detect-head inputs of L, the unlabeled pool and val once per cycle (head proxy only)."""
-    if params.lookup_table.proxy != "head":
-        return None
+    table = params.lookup_table
+    if table.proxy != "head" or (table.value == "expected_objects" and not table.diagnostics):
+        return None  # no head-proxy training this cycle (the diagnostics' true-label records need the features)
     n = len(PoolState.load(project_dir).table)
     with tqdm(total=n, desc="head features", unit="img", leave=False) as bar:
         path = cache_cycle_features(project_dir, params, weights, lookup_dir(project_dir, cycle), bar.update)
@@ -44,7 +45,8 @@ def lookup_record_task(project_dir: str, params: Params, cycle: int, record_inde
     result = lookup_record(project_dir, params, lookup_dir(project_dir, cycle), record_index, batch_ids, weights,
                            inference_path, design, worker=_worker_name())
     if not result.get("reused"):
-        get_run_logger().info(f"{result['record_id']}: proxy val mAP50-95 {result['value']:.4f} "
+        what = "expected objects per image" if params.lookup_table.value == "expected_objects" else "proxy val mAP50-95"
+        get_run_logger().info(f"{result['record_id']}: {what} {result['value']:.4f} "
                               f"({result['seconds']} s on {result['worker']})")
     return result
 

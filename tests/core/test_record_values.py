@@ -79,6 +79,32 @@ def test_sampled_pseudo_labels_average_their_draws(cycle_inputs):
         load_params(project / "params.yaml", {"lookup_table.pseudo_labels": "sampled", "lookup_table.proxy": "full"})
 
 
+def test_expected_objects_value_needs_no_training_and_sums_scores(cycle_inputs):
+    """value: expected_objects values a record as the mean over B of its summed detection scores >= the floor,
+    read from the cycle's pool inference: no head features, no training, and a batch outside the pool is refused."""
+    from mgral_core.detections import Detections, expected_objects
+    from mgral_workspace.inference_cache import load_inference
+
+    project, params, weights, _, table = cycle_inputs
+    params = params.model_copy(update={
+        "lookup_table": params.lookup_table.model_copy(update={"value": "expected_objects", "expected_floor": 1e-5}),
+        "detector": params.detector.model_copy(update={"predict_conf": 0.0})})  # an untrained model scores ~1e-4
+    inference = infer_pool(project, weights, params.detector, 1)
+    unlabeled = PoolState.load(project).unlabeled_pool_ids.tolist()
+    batch = unlabeled[:6]
+    result = record_value(project, params, table, "record_000", weights, batch, inference)
+    detections = load_inference(inference).detections_by_id()
+    by_hand = np.mean([detections[i].scores[detections[i].scores >= 1e-5].sum() for i in batch])
+    assert result["value"] == pytest.approx(by_hand, rel=1e-6) and result["value"] > 0
+    assert not (table / FEATURES_FILE).exists()  # nothing was trained or cached
+    one = Detections(np.zeros((3, 4), np.float32), np.array([0.9, 0.3, 0.01], np.float32), np.zeros(3, np.int64))
+    none = Detections.empty()
+    assert expected_objects([one, none], 0.05) == pytest.approx(0.6)  # (0.9 + 0.3 + 0) / 2 images
+    assert expected_objects([], 0.05) == 0.0
+    with pytest.raises(KeyError, match="no detections for 1 of the batch's images, e.g. not_an_image"):
+        record_value(project, params, table, "record_001", weights, [*batch[:2], "not_an_image"], inference)
+
+
 def test_stale_feature_cache_is_recomputed(cycle_inputs):
     project, params, weights, _, table = cycle_inputs
     table.mkdir()

@@ -59,3 +59,28 @@ def test_chain_is_logged_and_written_and_changes_no_selection(tiny_project, tmp_
     assert run.data.metrics["chain_targets_checked"] >= 2
     assert {"mgral/reward_chain.md", "mgral/reward_chain.csv"} <= {a.path for a in client.list_artifacts(
         result["run_id"], "mgral")}
+
+
+def test_expected_objects_table_trains_nothing_and_values_each_record_by_its_detections(tiny_project, fake_backend,
+                                                                                        prefect_harness):
+    """lookup_table.value: expected_objects: a cycle's records are the detector's expected objects per image of
+    their batches (from the cycle's pool inference), no head features are cached, and MGRAL still selects."""
+    import numpy as np
+
+    from mgral_core.detections import expected_objects
+    from mgral_workspace.inference_cache import load_inference
+
+    write_params(tiny_project / "params.yaml", detector__backend="fake", tracking__version_pool=False,
+                 selection__strategy="mgral", lookup_table__records=5, lookup_table__value="expected_objects",
+                 lookup_table__diagnostics=False, agent__iterations=3, agent__advantage="normalized")
+    result = mgral_cycle(str(tiny_project))
+    assert len(result["selected"]) == 8
+    cycle = tiny_project / "cycles" / "cycle_001"
+    assert not (cycle / "lookup_table" / "head_features.pt").exists()
+    detections = load_inference(cycle / "pool_inference.npz").detections_by_id()
+    records = [r for r in load_table(cycle / "lookup_table") if not r.is_fallback]
+    assert len(records) == 5
+    values = [r.value for r in records]
+    assert values == pytest.approx([expected_objects([detections[i] for i in r.batch_ids.tolist()], 0.05)
+                                    for r in records])
+    assert np.std(values) > 0  # the fake detector's batches differ in what they hold
