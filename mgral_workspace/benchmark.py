@@ -140,7 +140,7 @@ def plan_benchmark(out: Path, params: Params, profile: BenchmarkProfile, strateg
         for spec in strategies:
             marker = run_dir(out, spec, seed) / CELLS / "running.json"
             if marker.exists():
-                interrupted.append(f"{spec} seed {seed} cycle {json.loads(marker.read_text())['cycle']}")
+                interrupted.append(f"{spec} seed {seed} {_running_what(json.loads(marker.read_text()))}")
                 marker.unlink()
     write_json_atomic(out / "plan.json", {"strategies": list(strategies), "seeds": list(seeds),
                                           "cycles": profile.cycles, "finetune_repeats": profile.finetune_repeats,
@@ -243,6 +243,7 @@ def run_finetune_repeat(project: Path, spec: str, seed: int, cycle: int, repeat:
     if path.exists():
         return json.loads(path.read_text())
     params = load_params(project / "params.yaml")
+    mark_running(project, cycle, repeat)
     trained = train_repeat_detector(project, params, cycle, repeat, log=log)
     test = evaluate_split(project, trained.weights, params, "test")
     result = {"strategy": spec, "seed": seed, "cycle": cycle, "repeat": repeat,
@@ -251,13 +252,20 @@ def run_finetune_repeat(project: Path, spec: str, seed: int, cycle: int, repeat:
               "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "worker": f"{socket.gethostname()} pid {os.getpid()}"}
     write_json_atomic(path, result)
+    (project / CELLS / "running.json").unlink(missing_ok=True)
     shutil.rmtree(cycle_dir(project, cycle) / "repeats" / f"repeat_{repeat}", ignore_errors=True)
     return result
 
 
-def mark_running(project: Path, cycle: int) -> None:
+def mark_running(project: Path, cycle: int, repeat: int | None = None) -> None:
+    """`cells/running.json`: the campaign's cycle (or the cycle's repeated fine-tune) in training, for progress."""
+    what = {"cycle": cycle} if repeat is None else {"cycle": cycle, "repeat": repeat}
     write_json_atomic(Path(project) / CELLS / "running.json",
-                      {"cycle": cycle, "since": time.time(), "worker": f"{socket.gethostname()} pid {os.getpid()}"})
+                      {**what, "since": time.time(), "worker": f"{socket.gethostname()} pid {os.getpid()}"})
+
+
+def _running_what(marker: dict) -> str:
+    return f"cycle {marker['cycle']}" + (f" repeat {marker['repeat']}" if "repeat" in marker else "")
 
 
 def campaign_todo(project: Path, spec: str, seed: int, cycles: int, code: str) -> list[int]:
@@ -297,7 +305,7 @@ def benchmark_progress(out: Path) -> dict:
     total = len(plan["strategies"]) * len(plan["seeds"]) * (plan["cycles"] + 1)
     repeats = plan.get("finetune_repeats", 1)
     repeat_keys = [(c, r) for c in repeated_cycles(plan["cycles"], repeats) for r in range(1, repeats)]
-    done, running, repeats_done = 0, [], 0
+    done, running, running_cells, repeats_done = 0, [], 0, 0
     for seed in plan["seeds"]:
         for spec in plan["strategies"]:
             project = run_dir(out, spec, seed)
@@ -306,10 +314,12 @@ def benchmark_progress(out: Path) -> dict:
             marker = project / CELLS / "running.json"
             if marker.exists():
                 try:
-                    running.append(f"{spec} seed {seed} cycle {json.loads(marker.read_text())['cycle']}")
+                    what = json.loads(marker.read_text())
+                    running.append(f"{spec} seed {seed} {_running_what(what)}")
                 except (OSError, ValueError, KeyError):
                     continue  # replaced or removed while it was read
-    progress = {"total": total, "done": done, "running": running, "left": total - done - len(running)}
+                running_cells += "repeat" not in what
+    progress = {"total": total, "done": done, "running": running, "left": total - done - running_cells}
     if repeat_keys:
         progress.update(repeats_done=repeats_done,
                         repeats_total=len(plan["strategies"]) * len(plan["seeds"]) * len(repeat_keys))

@@ -21,5 +21,8 @@ def test_variants_set_their_levers_and_share_records_only_under_the_same_proxy()
     assert key(bench.variant_params(params, "designed")) == key(variant)  # value model, agent: same records
     assert key(bench.variant_params(params, "designed+sampled")) != key(variant)  # another proxy
     assert key(bench.variant_params(params, "random")) != key(variant)
+    expected = bench.variant_params(params, "designed+expected+gp")
+    assert expected.lookup_table.value == "expected_objects" and params.lookup_table.value == "proxy"
+    assert key(expected) != key(variant) and key(expected) == key(bench.variant_params(params, "designed+expected"))
     with pytest.raises(SystemExit, match="unknown lever 'gpp' in 'designed\\+gpp'"):
         bench.variant_params(params, "designed+gpp")

@@ -170,6 +170,9 @@ def test_repeated_fine_tunes_are_persisted_counted_and_averaged(monkeypatch, tmp
     bench.save_cell(project, "random", 0, {"cycle": 2, "labeled": 28, "map50_95": 0.3, "map50": 0.5}, "c")
     assert bench.repeats_todo(project, 1, 3) == [(2, 1), (2, 2)] and bench.repeats_todo(project, 1, 1) == []
     assert bench.progress_line(bench.benchmark_progress(out)).endswith("0 left; repeated fine-tunes 0/2")
+    bench.mark_running(project, 2, repeat=1)  # a repeat in training is shown, and is no cell
+    progress = bench.benchmark_progress(out)
+    assert progress["running"] == ["random seed 0 cycle 2 repeat 1"] and progress["left"] == 0
     with pytest.raises(ValueError, match="2 repeated fine-tunes are not finished: random seed 0 cycle 2 repeat 1"):
         bench.benchmark_rows(out, ["random"], [0], 1, repeats=3)
 
@@ -177,6 +180,7 @@ def test_repeated_fine_tunes_are_persisted_counted_and_averaged(monkeypatch, tmp
     fake_test = evaluate_split(project, weights, params, "test").map50_95  # the fake's predictions ignore weights
     assert [(r["repeat"], r["labeled"], r["map50_95"]) for r in results] == [(1, 28, fake_test), (2, 28, fake_test)]
     assert not (cycle_dir(project, 2) / "repeats" / "repeat_1").exists()  # weights dropped, result kept
+    assert not (project / "cells" / "running.json").exists()  # the marker went with the last repeat
     assert backend.epochs[1:] == [3, 3, 3]  # cycle 2 and its two repeats: the campaign's finetune_epochs
     trainings = backend.calls.count("train")
     assert bench.run_finetune_repeat(project, "random", 0, 2, 1, "c") == results[0]  # persisted: not rerun
