@@ -18,7 +18,15 @@ Copies the learning curves and first-cycle histograms into `--docs`, and writes:
                   chosen, best proposal, mean random batch) from cycles/cycle_NNN/oracle_ceiling/candidates.json.
 The ceiling reads the oracle: every table names it `oracle_best_of_n (ceiling)`.
 
+`--pair-with` joins the strategies of earlier runs' results.csv to the tables, so that a run of new
+variants is compared with every strategy of an earlier run of the same profile and seeds without
+training those again. That is valid only when the two runs trained the same detectors (the training
+is bit-reproducible on one kind of machine, docs/RELIABILITY.md), and it is checked: every
+(strategy, seed, cycle) cell both files hold must agree, or the report stops naming the first cell that does not.
+
     python bench/benchmark_report.py --bench benchmark_results/quick --docs docs/results/quick
+    python bench/benchmark_report.py --bench /work/bench_out/new --docs docs/results/new \
+        --pair-with docs/results/quick10_r1/results.csv
 """
 
 from __future__ import annotations
@@ -51,6 +59,37 @@ def cycle_table(tidy: pd.DataFrame, metric: str = "map50_95", reference: str = "
         rows.append(row)
     table = pd.DataFrame(rows).sort_values(["labeled", "mean"], ascending=[True, False])
     return table.assign(strategy=table["strategy"].map(display_name)) if len(table) else table
+
+
+def pair_with(tidy: pd.DataFrame, earlier: pd.DataFrame, name: str, metric: str = "map50_95",
+              tolerance: float = 1e-9) -> pd.DataFrame:
+    """`tidy` with the rows of `earlier` (another run's results.csv) whose strategy it lacks.
+
+    Raises SystemExit when a (strategy, seed, cycle) cell of both differs by more than `tolerance`, or when
+    they share no cell at all (nothing shows the two runs trained the same detectors), or when `earlier`
+    lacks one of `tidy`'s seeds for a strategy it adds.
+    """
+    keys = ["strategy", "seed", "cycle"]
+    shared = tidy.merge(earlier, on=keys, suffixes=("", "_earlier"))
+    if shared.empty:
+        raise SystemExit(f"--pair-with {name}: no (strategy, seed, cycle) cell in common with this run, so "
+                         "nothing shows both trained the same detectors; refusing to pair them")
+    gap = (shared[metric] - shared[f"{metric}_earlier"]).abs()
+    if (gap > tolerance).any():
+        row = shared[gap > tolerance].iloc[0]
+        raise SystemExit(f"--pair-with {name}: {row['strategy']} seed {row['seed']} cycle {row['cycle']} is "
+                         f"{row[metric]:.6f} here and {row[f'{metric}_earlier']:.6f} there: the runs trained other "
+                         "detectors, so their strategies do not pair")
+    added = earlier[~earlier["strategy"].isin(set(tidy["strategy"]))]
+    seeds = set(tidy["seed"])
+    for strategy, group in added.groupby("strategy"):
+        if not seeds <= set(group["seed"]):
+            raise SystemExit(f"--pair-with {name}: {strategy} lacks seeds {sorted(seeds - set(group['seed']))} "
+                             "of this run")
+    added = added[added["seed"].isin(seeds)]
+    print(f"paired with {name}: {len(shared)} shared cells identical (largest gap {gap.max():.2e}); "
+          f"added {sorted(added['strategy'].unique())}")
+    return pd.concat([tidy, added[tidy.columns]], ignore_index=True)
 
 
 def ceiling_table(bench: Path) -> pd.DataFrame:
@@ -119,6 +158,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bench", required=True, help="a finished `mgral benchmark --out` directory")
     parser.add_argument("--docs", required=True, help="where the figures and tables go")
+    parser.add_argument("--pair-with", action="append", default=[], metavar="CSV",
+                        help="an earlier run's results.csv whose other strategies join the tables (checked: "
+                             "shared cells must be identical); may be given more than once")
     args = parser.parse_args()
     bench, docs = Path(args.bench), Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
@@ -127,6 +169,10 @@ def main() -> None:
         if (bench / name).exists() and (bench / name).resolve() != (docs / name).resolve():
             shutil.copy(bench / name, docs / name)
     tidy = pd.read_csv(bench / "results.csv")
+    for earlier in args.pair_with:
+        tidy = pair_with(tidy, pd.read_csv(earlier), earlier)
+    if args.pair_with:
+        tidy.to_csv(docs / "results_paired.csv", index=False)
     fine_tunes = pd.read_csv(bench / "finetunes.csv") if (bench / "finetunes.csv").exists() else None
     statistics = benchmark_markdown(tidy, fine_tunes=fine_tunes)  # with repeats: the measured training noise
     (docs / "auc.md").write_text(statistics)

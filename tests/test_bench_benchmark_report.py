@@ -26,3 +26,26 @@ def test_value_vs_objects_ranks_record_values_against_oracle_object_counts(tmp_p
     assert report.value_vs_objects(table.parent, project) == -1.0
     (project / "oracle" / "labels" / "d.txt").unlink()
     assert report.value_vs_objects(table.parent, project) is None  # no oracle: not a simulation
+
+
+def test_pair_with_adds_an_earlier_runs_strategies_only_when_shared_cells_agree():
+    import pandas as pd
+    import pytest
+
+    report = _report()
+    def rows(strategy, values):
+        return [{"strategy": strategy, "seed": seed, "cycle": 2, "labeled": 200, "map50_95": v, "map50": 2 * v}
+                for seed, v in enumerate(values)]
+    new = pd.DataFrame(rows("random", [0.1, 0.2]) + rows("mgral@x=1", [0.15, 0.25]))
+    earlier = pd.DataFrame(rows("random", [0.1, 0.2]) + rows("cdal", [0.3, 0.4, 0.5]))  # a third seed: dropped
+    joined = report.pair_with(new, earlier, "earlier.csv")
+    assert sorted(joined["strategy"].unique()) == ["cdal", "mgral@x=1", "random"]
+    assert joined[joined["strategy"] == "cdal"]["map50_95"].tolist() == [0.3, 0.4]
+    assert len(joined[joined["strategy"] == "random"]) == 2  # shared cells are not doubled
+    other = earlier.assign(map50_95=earlier["map50_95"].where(earlier["strategy"] != "random", 0.11))
+    with pytest.raises(SystemExit, match="random seed 0 cycle 2 is 0.100000 here and 0.110000 there"):
+        report.pair_with(new, other, "other.csv")
+    with pytest.raises(SystemExit, match="no \\(strategy, seed, cycle\\) cell in common"):
+        report.pair_with(new, earlier[earlier["strategy"] == "cdal"], "cdal_only.csv")
+    with pytest.raises(SystemExit, match="cdal lacks seeds \\[1\\]"):
+        report.pair_with(new, earlier[(earlier["strategy"] == "random") | (earlier["seed"] == 0)], "short.csv")
