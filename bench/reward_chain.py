@@ -13,7 +13,7 @@ The diverse set (the oracle ceiling's candidates: every baseline's batch, mixtur
 same for every table kind, and scored once. Results: bench/results/reward_chain.json (per table kind).
 
 A variant is a table kind with levers joined by '+': `designed+sampled` (sampled pseudo-labels),
-`+expected` (records valued by the detector's expected objects per image, `lookup_table.value: expected_objects`),
+`+expected` / `+class_gain` (records valued from the detector's detections, `lookup_table.value`),
 `+gp` (the GP value model), `+task_aware` (task-aware batch representation), `+normalized` / `+rank`
 (the agent's advantage), `+imitate` (imitation start, 20 steps), `+best_estimate` (the final batch: the estimator's
 best of the agent's top-k and the records). Variants with the same table kind and
@@ -66,6 +66,7 @@ def build_table(project: Path, params, weights: str, inference: str, budget: int
 
 LEVERS = {"sampled": ("lookup_table", {"pseudo_labels": "sampled"}),
           "expected": ("lookup_table", {"value": "expected_objects"}),
+          "class_gain": ("lookup_table", {"value": "class_gain"}),
           "gp": ("reward", {"estimator": "gp"}),
           "task_aware": ("reward", {"representation": "task_aware"}),
           "normalized": ("agent", {"advantage": "normalized"}),
@@ -90,7 +91,7 @@ def variant_params(params, variant: str):
 def table_key(params) -> tuple:
     """What a record's value depends on, beyond the cycle: variants with the same key share records."""
     t = params.lookup_table
-    if t.value == "expected_objects":
+    if t.value != "proxy":
         return t.batch_sampling, t.value, t.expected_floor
     return t.batch_sampling, t.pseudo_labels, t.pseudo_draws if t.pseudo_labels == "sampled" else None
 

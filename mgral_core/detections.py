@@ -84,3 +84,27 @@ def expected_objects(detections: Sequence[Detections], floor: float) -> float:
     if not len(detections):
         return 0.0
     return float(np.mean([d.scores[d.scores >= floor].sum(dtype=np.float64) for d in detections]))
+
+
+def expected_class_counts(detections: Sequence[Detections], floor: float, num_classes: int) -> np.ndarray:
+    """(C,) the objects of each class a batch is expected to hold: the class probabilities of its detections
+    scoring >= floor, summed (a detection without them counts its score for its predicted class)."""
+    counts = np.zeros(num_classes, np.float64)
+    for d in detections:
+        keep = d.scores >= floor
+        if d.class_probs is not None:
+            counts += d.class_probs[keep].sum(0, dtype=np.float64)[:num_classes]
+        else:
+            np.add.at(counts, d.classes[keep], d.scores[keep].astype(np.float64))
+    return counts
+
+
+def class_gain(labeled_counts: np.ndarray, batch_counts: np.ndarray) -> float:
+    """The mean over classes of log((1 + n_c + e_c) / (1 + n_c)): a log learning curve per class, mAP being the
+    mean of per-class APs, for L's n_c labeled objects of class c and B's e_c expected ones (`lookup_table.value:
+    class_gain`). Concave in each class's count, so a batch is worth more when it adds objects of classes L has
+    few of, and a second batch of the same class adds less than the first."""
+    labeled, batch = np.asarray(labeled_counts, np.float64), np.asarray(batch_counts, np.float64)
+    if labeled.shape != batch.shape:
+        raise ValueError(f"class counts differ in length: {labeled.shape} labeled, {batch.shape} in the batch")
+    return float(np.mean(np.log1p(labeled + batch) - np.log1p(labeled)))

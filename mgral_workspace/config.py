@@ -176,12 +176,13 @@ class LookupTableParams(_Section):
                                       "that swap in another proposal's images (the rest swap in random images)")
     design_swap_fractions: list[float] = Field([0.25, 0.5, 0.75], min_length=1, description="designed batches: "
                                                "shares of a proposal a perturbation replaces, used in turn")
-    value: Literal["proxy", "expected_objects"] = Field(
+    value: Literal["proxy", "expected_objects", "class_gain"] = Field(
         "proxy", description="a record's value: 'proxy' = the val mAP50-95 of the proxy training on L + pseudo(B) "
-        "(the paper) or 'expected_objects' = the detector's expected objects per image of B (summed scores >= "
-        "expected_floor; no training, docs/method.md)")
-    expected_floor: float = Field(0.05, ge=0, lt=1, description="expected_objects: detection scores below this "
-                                  "are not counted")
+        "(the paper); 'expected_objects' = the detector's expected objects per image of B (summed scores >= "
+        "expected_floor); 'class_gain' = the mean over classes of log((1 + n_c(L) + e_c(B)) / (1 + n_c(L))), "
+        "B's objects per class expected from the detector (no training for either; docs/method.md)")
+    expected_floor: float = Field(0.05, ge=0, lt=1, description="expected_objects, class_gain: detection scores "
+                                  "below this are not counted")
     pseudo_conf: float = Field(0.5, gt=0, lt=1, description="confidence threshold for pseudo-labels")
     pseudo_labels: Literal["threshold", "sampled"] = Field(
         "threshold", description="B's pseudo-labels: 'threshold' = detections >= pseudo_conf (paper); 'sampled' = "

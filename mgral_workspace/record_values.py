@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mgral_core.batch_design import designed_batches
-from mgral_core.detections import expected_objects, sampled_labels
+from mgral_core.detections import class_gain, expected_class_counts, expected_objects, sampled_labels
 from mgral_core.lookup_table import LookupRecord, mixed_batches, random_batches
 from mgral_core.seeding import rng_for, seed_for
 from mgral_workspace.config import Params
@@ -112,17 +112,11 @@ def record_value(project_dir: str | Path, params: Params, table_dir: Path, recor
                  batch_ids: Sequence[str], inference_path: str | Path, seeds: Sequence[int] | None = None) -> dict:
     """{"value": val mAP50-95, "map50", "seconds", "weights_digest", ...} of the record L ∪ pseudo(B).
 
-    With `lookup_table.value: expected_objects` the value is B's expected objects per image under the
-    cycle's detector instead (`mgral_core.detections.expected_objects`; {"value", "seconds"}, no training).
+    With `lookup_table.value` 'expected_objects' or 'class_gain' the value is read from B's detections under
+    the cycle's detector instead (`detection_value`; {"value", "seconds"}, no training).
     """
-    if params.lookup_table.value == "expected_objects":
-        start = time.time()
-        detections = load_inference(inference_path).detections_by_id()
-        missing = [i for i in batch_ids if i not in detections]
-        if missing:
-            raise KeyError(f"{inference_path}: no detections for {len(missing)} of the batch's images, e.g. {missing[0]}")
-        value = expected_objects([detections[i] for i in batch_ids], params.lookup_table.expected_floor)
-        return {"value": value, "seconds": round(time.time() - start, 2)}
+    if params.lookup_table.value != "proxy":
+        return detection_value(project_dir, params, batch_ids, inference_path)
     if params.lookup_table.proxy == "full":
         return train_proxy_record_isolated(project_dir, params, Path(table_dir) / "work" / record_id, Path(weights),
                                            batch_ids, Path(inference_path))
@@ -131,6 +125,28 @@ def record_value(project_dir: str | Path, params: Params, table_dir: Path, recor
     detections = load_inference(inference_path).detections_by_id()
     draws = [proxy.record(targets, seeds=seeds) for targets in record_pseudo_targets(params, detections, batch_ids)]
     return _summary(draws[0] if len(draws) == 1 else RecordScore.mean(draws), time.time() - start)
+
+
+def detection_value(project_dir: str | Path, params: Params, batch_ids: Sequence[str],
+                    inference_path: str | Path) -> dict:
+    """{"value", "seconds"} of B under `lookup_table.value` 'expected_objects' or 'class_gain', read from the
+    cycle's pool inference (no training); KeyError naming an image the inference does not hold."""
+    start, t = time.time(), params.lookup_table
+    detections = load_inference(inference_path).detections_by_id()
+    missing = [i for i in batch_ids if i not in detections]
+    if missing:
+        raise KeyError(f"{inference_path}: no detections for {len(missing)} of the batch's images, e.g. {missing[0]}")
+    batch = [detections[i] for i in batch_ids]
+    if t.value == "expected_objects":
+        value = expected_objects(batch, t.expected_floor)
+    else:
+        num_classes = len(load_project_info(project_dir).class_names)
+        pool = PoolState.load(project_dir)
+        labeled = np.zeros(num_classes, np.float64)
+        for _, classes in ground_truth(project_dir, pool, pool.labeled_pool_ids.tolist()).values():
+            np.add.at(labeled, np.asarray(classes, np.int64), 1.0)
+        value = class_gain(labeled, expected_class_counts(batch, t.expected_floor, num_classes))
+    return {"value": value, "seconds": round(time.time() - start, 2)}
 
 
 def record_pseudo_targets(params: Params, detections: dict, batch_ids: Sequence[str]) -> list[dict]:

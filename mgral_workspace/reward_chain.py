@@ -91,10 +91,10 @@ class ChainValues:
     def _proxy_tag(self) -> str:
         """'' for the threshold pseudo-labels, '-sampledN' for N sampled draws: a pseudo value is cached per proxy,
         so a cycle measured again with `lookup_table.pseudo_labels` changed does not read the other proxy's value;
-        '-expected_objects' for `lookup_table.value: expected_objects`."""
+        '-expected_objects' / '-class_gain' for those `lookup_table.value`s."""
         t = self.params.lookup_table
-        if t.value == "expected_objects":
-            return "-expected_objects"
+        if t.value != "proxy":
+            return f"-{t.value}"
         return "" if t.pseudo_labels == "threshold" else f"-{t.pseudo_labels}{t.pseudo_draws}"
 
     def base(self) -> float:

@@ -29,7 +29,7 @@ __all__ = ["head_features_task", "lookup_dir", "lookup_diagnostic_task", "lookup
 def head_features_task(project_dir: str, params: Params, cycle: int, weights: str) -> str | None:
     """Cache the Detect-head inputs of L, the unlabeled pool and val once per cycle (head proxy only)."""
     table = params.lookup_table
-    if table.proxy != "head" or (table.value == "expected_objects" and not table.diagnostics):
+    if table.proxy != "head" or (table.value != "proxy" and not table.diagnostics):
         return None  # no head-proxy training this cycle (the diagnostics' true-label records need the features)
     n = len(PoolState.load(project_dir).table)
     with tqdm(total=n, desc="head features", unit="img", leave=False) as bar:
@@ -45,7 +45,8 @@ def lookup_record_task(project_dir: str, params: Params, cycle: int, record_inde
     result = lookup_record(project_dir, params, lookup_dir(project_dir, cycle), record_index, batch_ids, weights,
                            inference_path, design, worker=_worker_name())
     if not result.get("reused"):
-        what = "expected objects per image" if params.lookup_table.value == "expected_objects" else "proxy val mAP50-95"
+        what = {"proxy": "proxy val mAP50-95", "expected_objects": "expected objects per image",
+                "class_gain": "class gain"}[params.lookup_table.value]
         get_run_logger().info(f"{result['record_id']}: {what} {result['value']:.4f} "
                               f"({result['seconds']} s on {result['worker']})")
     return result

@@ -79,10 +79,12 @@ def test_sampled_pseudo_labels_average_their_draws(cycle_inputs):
         load_params(project / "params.yaml", {"lookup_table.pseudo_labels": "sampled", "lookup_table.proxy": "full"})
 
 
-def test_expected_objects_value_needs_no_training_and_sums_scores(cycle_inputs):
-    """value: expected_objects values a record as the mean over B of its summed detection scores >= the floor,
-    read from the cycle's pool inference: no head features, no training, and a batch outside the pool is refused."""
-    from mgral_core.detections import Detections, expected_objects
+def test_detection_values_need_no_training(cycle_inputs):
+    """value: expected_objects (the mean over B of its summed detection scores >= the floor) and class_gain (L's
+    labeled class counts and B's expected ones) are read from the cycle's pool inference: no head features, no
+    training, and a batch outside the pool is refused."""
+    from mgral_core.detections import class_gain, expected_class_counts
+    from mgral_workspace.cycle_steps import ground_truth
     from mgral_workspace.inference_cache import load_inference
 
     project, params, weights, _, table = cycle_inputs
@@ -97,10 +99,15 @@ def test_expected_objects_value_needs_no_training_and_sums_scores(cycle_inputs):
     by_hand = np.mean([detections[i].scores[detections[i].scores >= 1e-5].sum() for i in batch])
     assert result["value"] == pytest.approx(by_hand, rel=1e-6) and result["value"] > 0
     assert not (table / FEATURES_FILE).exists()  # nothing was trained or cached
-    one = Detections(np.zeros((3, 4), np.float32), np.array([0.9, 0.3, 0.01], np.float32), np.zeros(3, np.int64))
-    none = Detections.empty()
-    assert expected_objects([one, none], 0.05) == pytest.approx(0.6)  # (0.9 + 0.3 + 0) / 2 images
-    assert expected_objects([], 0.05) == 0.0
+    gain = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(update={"value": "class_gain"})})
+    labeled = np.zeros(8)
+    pool = PoolState.load(project)
+    for _, classes in ground_truth(project, pool, pool.labeled_pool_ids.tolist()).values():
+        np.add.at(labeled, classes, 1)
+    assert labeled.sum() > 0
+    by_hand = class_gain(labeled, expected_class_counts([detections[i] for i in batch], 1e-5, 8))
+    assert record_value(project, gain, table, "record_000", weights, batch, inference)["value"] == pytest.approx(
+        by_hand) and by_hand > 0
     with pytest.raises(KeyError, match="no detections for 1 of the batch's images, e.g. not_an_image"):
         record_value(project, params, table, "record_001", weights, [*batch[:2], "not_an_image"], inference)
 
