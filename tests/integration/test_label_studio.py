@@ -47,9 +47,15 @@ def label_studio(tmp_path_factory):
            # local files below the session's temporary folder, where every test's project lives
            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path_factory.getbasetemp())}
+    log_path = data_dir / "label_studio.log"
+    log = log_path.open("wb")
     server = subprocess.Popen([executable, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+
+    def log_tail() -> str:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+
     try:
         deadline = time.time() + 300  # a loaded 2-core machine needs minutes
         while True:
@@ -59,12 +65,17 @@ def label_studio(tmp_path_factory):
                         break
             except OSError:
                 pass
-            assert time.time() < deadline, "Label Studio did not start in 300 s"
+            assert server.poll() is None, f"Label Studio exited with {server.returncode}:\n{log_tail()}"
+            assert time.time() < deadline, f"Label Studio did not start in 300 s:\n{log_tail()}"
             time.sleep(2)
         yield base
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            os.killpg(server.pid, signal.SIGTERM)  # the whole group: Label Studio starts helpers
+        except ProcessLookupError:
+            pass
         server.wait(timeout=60)
+        log.close()
 
 
 def test_round_trip_through_label_studio(label_studio, tmp_path, prefect_harness):
