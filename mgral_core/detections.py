@@ -108,3 +108,52 @@ def class_gain(labeled_counts: np.ndarray, batch_counts: np.ndarray) -> float:
     if labeled.shape != batch.shape:
         raise ValueError(f"class counts differ in length: {labeled.shape} labeled, {batch.shape} in the batch")
     return float(np.mean(np.log1p(labeled + batch) - np.log1p(labeled)))
+
+
+DETECTION_VALUES = ("expected_objects", "class_gain")
+
+
+class DetectionValue:
+    """A batch's detection value (`expected_objects` or `class_gain`) from per-image sums computed once.
+
+    The values of `expected_objects` and `class_gain` over a batch of the pool, in microseconds per batch:
+    what an agent needs to use the value itself as its reward (`reward.estimator: exact`) instead of an
+    estimate from lookup-table records.
+
+    Args:
+        detections_by_id: {image id: Detections} of the pool.
+        kind: "expected_objects" or "class_gain".
+        floor: detections scoring below it are ignored (`lookup_table.expected_floor`).
+        num_classes: C, for class_gain.
+        labeled_counts: (C,) L's labeled objects per class, for class_gain.
+    """
+
+    def __init__(self, detections_by_id: dict[str, Detections], kind: str, floor: float, num_classes: int = 0,
+                 labeled_counts: np.ndarray | None = None):
+        if kind not in DETECTION_VALUES:
+            raise ValueError(f"unknown detection value {kind!r}; use one of {', '.join(DETECTION_VALUES)}")
+        if kind == "class_gain" and (labeled_counts is None or len(labeled_counts) != num_classes):
+            raise ValueError(f"class_gain needs L's labeled counts for {num_classes} classes, got {labeled_counts}")
+        self.kind = kind
+        self.row = {str(image): row for row, image in enumerate(detections_by_id)}
+        detections = list(detections_by_id.values())
+        if kind == "expected_objects":  # (U, 1) each image's expected objects
+            self.per_image = np.array([[expected_objects([d], floor)] for d in detections], np.float64)
+        else:  # (U, C) each image's expected objects per class
+            self.per_image = np.array([expected_class_counts([d], floor, num_classes) for d in detections],
+                                      np.float64).reshape(len(detections), num_classes)
+            self.labeled = np.asarray(labeled_counts, np.float64)
+
+    def rows(self, batch_ids) -> np.ndarray:
+        """(k,) rows of the batch's images; KeyError naming an image without detections."""
+        try:
+            return np.array([self.row[str(image)] for image in batch_ids], np.int64)
+        except KeyError as err:
+            raise KeyError(f"no detections for image {err.args[0]!r}: the detection value covers the pool "
+                           "inference's images only") from None
+
+    def __call__(self, batch_ids) -> float:
+        rows = self.rows(batch_ids)
+        if self.kind == "expected_objects":
+            return float(self.per_image[rows, 0].mean()) if len(rows) else 0.0
+        return class_gain(self.labeled, self.per_image[rows].sum(0))

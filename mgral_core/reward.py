@@ -264,3 +264,33 @@ def leave_one_out_spearman(source: LookupTable | RewardEstimator, **estimator_kw
     if np.ptp(values) == 0 or np.ptp(estimates) == 0:
         return float("nan")
     return float(spearmanr(values, estimates).statistic)
+
+
+class ExactValueEstimator(RewardEstimator):
+    """A reward that is the batch's value itself, computed for every batch, where that is cheap (`reward.estimator:
+    exact`): a value read from detections (`mgral_core.detections.DetectionValue`) costs microseconds, so
+    the agent need not learn it from records. The paper's direct training without the table in between.
+
+    The table still gives the random-batch reference (the agent's first baseline) and the diagnostics;
+    `estimate_only` and calls return `value_of(batch ids)`, never an estimate and never a fallback.
+
+    Args:
+        table: the cycle's records, as for RewardEstimator.
+        value_of: batch ids (k,) -> the batch's value, as the records' values were computed.
+        **options: RewardEstimator's other keyword arguments (distances for the diagnostics).
+    """
+
+    def __init__(self, table: LookupTable, value_of: Callable[[np.ndarray], float], **options):
+        options = {**options, "estimator": "knn", "fallback_rule": "never", "direct_value": None, "max_fallbacks": 0}
+        super().__init__(table, **options)
+        self.value_of = value_of
+
+    def estimate_only(self, batch_ids: np.ndarray, embeddings: np.ndarray) -> float:
+        return float(self.value_of(np.asarray(batch_ids)))
+
+    def __call__(self, batch_ids: np.ndarray, embeddings: np.ndarray | None = None) -> float:
+        self.queries += 1
+        return float(self.value_of(np.asarray(batch_ids)))
+
+    def diagnostics(self) -> dict[str, float]:
+        return {**super().diagnostics(), "exact": 1.0}

@@ -263,9 +263,11 @@ class RewardParams(_Section):
     """Reward estimator: Wasserstein matching of a candidate batch to lookup-table records."""
 
     method: Literal["sliced", "exact"] = "sliced"
-    estimator: Literal["knn", "gp"] = Field(
+    estimator: Literal["knn", "gp", "exact"] = Field(
         "knn", description="'knn': inverse-distance mean of the n_neighbors nearest records (the paper); 'gp': "
-        "Gaussian-process regression over every record, hyperparameters by leave-one-out (docs/method.md)")
+        "Gaussian-process regression over every record, hyperparameters by leave-one-out; 'exact': the batch's "
+        "value itself, computed for every batch the agent draws (only for a lookup_table.value read from the "
+        "detections, which costs microseconds; docs/method.md)")
     n_projections: int = Field(128, ge=1)
     n_quantiles: int = Field(128, ge=2, description="quantiles per projection in the sliced index")
     n_neighbors: int = Field(3, ge=1, description="knn only")
@@ -322,9 +324,10 @@ class AgentParams(_Section):
                            "shortlisted by shortlist_method (hierarchical selection for large pools; N >= budget)")
     shortlist_method: Literal["kmeans", "random"] = Field(
         "kmeans", description="'kmeans': cluster-stratified random sample; 'random': uniform random sample")
-    final_choice: Literal["top_k", "best_estimate"] = Field(
+    final_choice: Literal["top_k", "best_estimate", "best_sampled"] = Field(
         "top_k", description="'top_k': the trained agent's top-k (paper); 'best_estimate': the batch the reward "
-        "estimator rates highest of that top-k and the table's records (docs/method.md)")
+        "estimator rates highest of that top-k and the table's records; 'best_sampled': that top-k or the best "
+        "batch the agent drew while training, whichever the reward rates higher (docs/method.md)")
     threads: int = Field(0, ge=0, le=256, description="torch threads for the agent on a large pool (above "
                          "large_pool; below it the agent runs on one thread); 0 = one per CPU core")
 
@@ -564,6 +567,14 @@ class Params(_Section):
     annotation: AnnotationParams = AnnotationParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="after")
+    def _check_exact_reward(self) -> "Params":
+        if self.reward.estimator == "exact" and self.lookup_table.value == "proxy":
+            raise ValueError("reward.estimator: exact needs lookup_table.value expected_objects or class_gain (values "
+                             "read from the detections); with value: proxy every batch the agent draws would be a "
+                             "training, so use knn or gp there")
+        return self
 
 
 def _format_errors(source: str, err: ValidationError) -> str:

@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from mgral_core.batch_design import designed_batches
-from mgral_core.detections import class_gain, expected_class_counts, expected_objects, sampled_labels
+from mgral_core.detections import (
+    DetectionValue,
+    class_gain,
+    expected_class_counts,
+    expected_objects,
+    sampled_labels,
+)
 from mgral_core.lookup_table import LookupRecord, mixed_batches, random_batches
 from mgral_core.seeding import rng_for, seed_for
 from mgral_workspace.config import Params
@@ -141,12 +147,28 @@ def detection_value(project_dir: str | Path, params: Params, batch_ids: Sequence
         value = expected_objects(batch, t.expected_floor)
     else:
         num_classes = len(load_project_info(project_dir).class_names)
-        pool = PoolState.load(project_dir)
-        labeled = np.zeros(num_classes, np.float64)
-        for _, classes in ground_truth(project_dir, pool, pool.labeled_pool_ids.tolist()).values():
-            np.add.at(labeled, np.asarray(classes, np.int64), 1.0)
-        value = class_gain(labeled, expected_class_counts(batch, t.expected_floor, num_classes))
+        value = class_gain(labeled_class_counts(project_dir, num_classes),
+                           expected_class_counts(batch, t.expected_floor, num_classes))
     return {"value": value, "seconds": round(time.time() - start, 2)}
+
+
+def labeled_class_counts(project_dir: str | Path, num_classes: int) -> np.ndarray:
+    """(C,) the labeled objects of each class in L (the pool's labeled images; val and test not included)."""
+    pool = PoolState.load(project_dir)
+    labeled = np.zeros(num_classes, np.float64)
+    for _, classes in ground_truth(project_dir, pool, pool.labeled_pool_ids.tolist()).values():
+        np.add.at(labeled, np.asarray(classes, np.int64), 1.0)
+    return labeled
+
+
+def pool_detection_value(project_dir: str | Path, params: Params, inference_path: str | Path) -> DetectionValue:
+    """The cycle's detection value (`lookup_table.value`) over every image of its pool inference, computed once:
+    the reward of `reward.estimator: exact`. It gives every batch the value `detection_value` gives it."""
+    t = params.lookup_table
+    num_classes = len(load_project_info(project_dir).class_names)
+    labeled = labeled_class_counts(project_dir, num_classes) if t.value == "class_gain" else None
+    return DetectionValue(load_inference(inference_path).detections_by_id(), t.value, t.expected_floor,
+                          num_classes, labeled)
 
 
 def record_pseudo_targets(params: Params, detections: dict, batch_ids: Sequence[str]) -> list[dict]:

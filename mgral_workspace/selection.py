@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mgral_core.lookup_table import LookupTable
-from mgral_core.reward import RewardEstimator, leave_one_out_spearman
+from mgral_core.reward import ExactValueEstimator, RewardEstimator, leave_one_out_spearman
 from mgral_core.seeding import rng_for, seed_for
 from mgral_core.shortlist import shortlist_size
 from mgral_core.strategies import SelectionContext, get_strategy, needs_lookup_table, reads_oracle
@@ -38,7 +38,7 @@ from mgral_workspace.inference_cache import load_inference
 from mgral_workspace.lookup_store import load_table
 from mgral_workspace.plots import plot_agent_training
 from mgral_workspace.project import load_project_info
-from mgral_workspace.record_values import cache_cycle_features, record_value, true_label_record
+from mgral_workspace.record_values import cache_cycle_features, pool_detection_value, record_value, true_label_record
 
 
 class OracleRefusedError(ValueError):
@@ -83,10 +83,18 @@ class LookupEstimatorFactory:
         inference = load_inference(self.inference_path)
         reward = self.params.reward
         features_of = batch_representation(params=self.params, inference=inference, num_classes=pool.num_classes)
-        estimator = RewardEstimator(load_table(self.table_dir), lambda ids: inference.subset(ids).embeddings,
-                                    seed=seed_for(self.params.selection.seed, self.cycle, "estimator"),
-                                    direct_value=self.direct_value, features_of=features_of,
-                                    **reward.estimator_options())
+        seed = seed_for(self.params.selection.seed, self.cycle, "estimator")
+        if reward.estimator == "exact":  # the value itself for every batch; the table gives the reference
+            options = {name: value for name, value in reward.estimator_options().items()
+                       if name not in ("estimator", "fallback_rule", "max_fallbacks")}
+            estimator = ExactValueEstimator(
+                load_table(self.table_dir), pool_detection_value(self.project_dir, self.params, self.inference_path),
+                embeddings_of=lambda ids: inference.subset(ids).embeddings, seed=seed, features_of=features_of,
+                **options)
+        else:
+            estimator = RewardEstimator(load_table(self.table_dir), lambda ids: inference.subset(ids).embeddings,
+                                        seed=seed, direct_value=self.direct_value, features_of=features_of,
+                                        **reward.estimator_options())
         self.loo_spearman = leave_one_out_spearman(estimator)
         return estimator
 
@@ -204,11 +212,14 @@ def save_mgral_outputs(project_dir: str | Path, cycle: int, strategy: MgralStrat
                "lookup_value_mean": float(frame["value"].mean()), "lookup_value_std": float(frame["value"].std()),
                "lookup_reference_value": float(estimator.reference_value),
                "agent_final_reward": float(np.mean(history.rewards[-20:])),
+               "agent_best_drawn_reward": float(history.best_reward),
+               "reward_exact": float(isinstance(estimator, ExactValueEstimator)),
                "agent_candidates_read": shortlist_size(candidates, shortlist),
                "agent_chunks": strategy.last_checkpoint["config"]["chunks"]}
-    if strategy.last_final_choice is not None:  # agent.final_choice best_estimate: what was compared
+    if strategy.last_final_choice is not None:  # agent.final_choice best_estimate / best_sampled: what was compared
         choice = strategy.last_final_choice
-        metrics.update({"final_choice_from_record": float(choice["source"] != "agent"),
+        metrics.update({"final_choice_from_record": float(choice["source"] not in ("agent", "sampled")),
+                        "final_choice_from_sampled": float(choice["source"] == "sampled"),
                         "final_choice_agent_estimate": choice["agent_estimate"],
                         "final_choice_estimate": choice["chosen_estimate"]})
     if estimator.value_model is not None:  # reward.estimator gp: the fitted model after any fallback

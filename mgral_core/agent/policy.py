@@ -178,10 +178,16 @@ def softmax_entropy(scores: Tensor) -> Tensor:
 
 @dataclass
 class TrainingHistory:
-    """Per-iteration reward R_i and the baseline mAP_ref it was compared with."""
+    """Per-iteration reward R_i and the baseline mAP_ref it was compared with; the best batch drawn.
+
+    `best_rows` are the rows (of the embeddings the agent was trained on) of the first batch drawn with the
+    highest reward, `best_reward` that reward (None before any iteration).
+    """
 
     rewards: list[float] = field(default_factory=list)
     baselines: list[float] = field(default_factory=list)
+    best_rows: np.ndarray | None = None
+    best_reward: float | None = None
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"rewards": list(self.rewards), "baselines": list(self.baselines)}
@@ -268,7 +274,10 @@ def _reinforce(agent: SamplingAgent, optimizer: torch.optim.Optimizer, x_seq: Te
     for iteration in range(config.iterations):
         scores = agent(x_seq)  # (U,) in reading order
         picked = gumbel_top_k(scores, k, generator)  # (k,) sequence positions, in draw order
-        value = float(reward(order[picked.numpy()]))
+        rows = order[picked.numpy()]  # (k,) pool rows
+        value = float(reward(rows))
+        if history.best_reward is None or value > history.best_reward:
+            history.best_rows, history.best_reward = rows.copy(), value
         weight = advantage(value, baseline, history.rewards[-config.advantage_window:], config.advantage)
         loss = -weight * plackett_luce_log_prob(scores, picked)
         if config.entropy_weight > 0:

@@ -36,7 +36,23 @@ class AgentSettings:
     final_choice: str = "top_k"
 
 
-FINAL_CHOICES = ("top_k", "best_estimate")
+FINAL_CHOICES = ("top_k", "best_estimate", "best_sampled")
+
+
+def best_sampled_batch(estimator: RewardEstimator, ids: np.ndarray, embeddings: np.ndarray, agent_rows: np.ndarray,
+                       history: TrainingHistory) -> tuple[np.ndarray, dict]:
+    """The agent's top-k or the best batch it drew while training, whichever the reward rates higher
+    (`final_choice: best_sampled`), as rows of `ids`, and what was compared.
+
+    The top-k of a trained policy is its mode, a batch it may never have drawn: under a reward computed
+    for every batch (`reward.estimator: exact`) the best drawn batch is a measured value, the top-k
+    only a hope. The top-k is rated by the table alone (no fallback training).
+    """
+    agent_estimate = estimator.estimate_only(ids[agent_rows], embeddings[agent_rows])
+    if history.best_rows is None or not history.best_reward > agent_estimate:
+        return agent_rows, {"source": "agent", "agent_estimate": agent_estimate, "chosen_estimate": agent_estimate}
+    return np.asarray(history.best_rows), {"source": "sampled", "agent_estimate": agent_estimate,
+                                          "chosen_estimate": float(history.best_reward)}
 
 
 def best_estimated_batch(estimator: RewardEstimator, ids: np.ndarray, embeddings: np.ndarray,
@@ -85,7 +101,7 @@ def train_and_select(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarra
             shortlist are left out.
 
     Returns:
-        The chosen pool rows (k,) best first, the trained agent and its history.
+        The chosen pool rows (k,) best first, the trained agent and its history (its `best_rows` as pool rows).
     """
     embeddings = np.asarray(embeddings)
     rows = shortlist_rows(embeddings, k, shortlist, config.seed, shortlist_method)  # (S,) pool rows
@@ -95,6 +111,8 @@ def train_and_select(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarra
         imitate = np.flatnonzero(np.isin(rows, np.asarray(imitate)))
     agent, history = train_agent(candidates, k, lambda picked: reward(rows[picked]), config, initial_baseline,
                                  progress, imitate)
+    if history.best_rows is not None:  # candidate positions -> pool rows, like the top-k
+        history.best_rows = rows[history.best_rows]
     return rows[select_top_k(agent, candidates, k)], agent, history
 
 
@@ -178,4 +196,6 @@ class MgralStrategy:
         self.last_history, self.last_checkpoint, self.last_estimator = history, checkpoint(agent), estimator
         if self.final_choice == "best_estimate":
             chosen, self.last_final_choice = best_estimated_batch(estimator, ids, embeddings, chosen)
+        elif self.final_choice == "best_sampled":
+            chosen, self.last_final_choice = best_sampled_batch(estimator, ids, embeddings, chosen, history)
         return [str(ids[i]) for i in chosen]

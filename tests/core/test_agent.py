@@ -251,3 +251,36 @@ def test_best_estimate_final_choice_takes_a_record_the_agent_did_not_beat():
     assert chooser.last_final_choice["source"] != best.record_id
     with pytest.raises(ValueError, match="unknown final_choice 'best'"):
         MgralStrategy(RewardEstimator(table), final_choice="best")
+
+
+def test_exact_reward_and_best_sampled_final_choice():
+    """reward 'exact': every drawn batch is valued by the value function itself (no record matching, no
+    fallback); final_choice 'best_sampled' returns the best batch drawn unless the top-k rates higher."""
+    from mgral_core.reward import ExactValueEstimator
+
+    pool, labels, table = composition_pool(seed=4)
+    share = dict(zip(pool.unlabeled_ids.tolist(), (labels == TARGET).astype(float)))
+
+    def value_of(batch_ids):
+        return float(np.mean([share[str(i)] for i in batch_ids]))
+
+    exact = ExactValueEstimator(table, value_of)
+    batch = pool.unlabeled_ids[:10]
+    assert exact(batch) == value_of(batch) and exact.estimate_only(batch, None) == value_of(batch)
+    assert exact.queries == 1 and exact.fallbacks == 0 and exact.diagnostics()["exact"] == 1.0
+    assert exact.reference_value == pytest.approx(np.mean(table.values))  # the table still gives the reference
+
+    agent = AgentConfig(iterations=2, lr=1e-2)
+    for seed, source in ((0, "agent"), (1, "sampled")):  # after 2 steps the top-k is sometimes the better one
+        plain = MgralStrategy(ExactValueEstimator(table, value_of), agent_config=agent)
+        chooser = MgralStrategy(ExactValueEstimator(table, value_of), agent_config=agent, final_choice="best_sampled")
+        plain_ids = plain(pool, 10, np.random.default_rng(seed))
+        chosen_ids = chooser(pool, 10, np.random.default_rng(seed))
+        history, choice = chooser.last_history, chooser.last_final_choice
+        assert history.rewards == plain.last_history.rewards  # same draws; only the final choice differs
+        assert history.best_reward == max(history.rewards)
+        assert value_of(pool.unlabeled_ids[history.best_rows]) == history.best_reward  # best_rows are pool rows
+        assert choice["source"] == source and choice["agent_estimate"] == pytest.approx(value_of(plain_ids))
+        assert value_of(chosen_ids) == max(history.best_reward, value_of(plain_ids))
+        assert len(set(chosen_ids)) == 10 and set(chosen_ids) <= set(pool.unlabeled_ids.tolist())
+        assert (sorted(chosen_ids) == sorted(plain_ids)) == (source == "agent")

@@ -108,3 +108,14 @@ def test_designed_record_batches_are_configured_from_the_lookup_table_section():
     assert table.batch_sampling == "designed" and list(table.design_proposers()) == ["coreset", "ebal"]
     assert table.design_settings().swap_fractions == (0.3,)
     assert table.design_settings().random_share == table.design_random_share
+
+
+def test_exact_reward_needs_a_value_read_from_the_detections():
+    from mgral_workspace.config import params_from_dict
+
+    with pytest.raises(ConfigError, match="reward.estimator: exact needs lookup_table.value expected_objects or "
+                                          "class_gain"):
+        params_from_dict({"reward": {"estimator": "exact"}}, "params.yaml")
+    params = params_from_dict({"reward": {"estimator": "exact"}, "lookup_table": {"value": "class_gain"},
+                               "agent": {"final_choice": "best_sampled"}})
+    assert params.reward.estimator == "exact" and params.agent.to_agent_settings().final_choice == "best_sampled"

@@ -37,3 +37,30 @@ def test_class_gain_is_concave_per_class_and_favours_classes_the_labeled_set_lac
     assert spread > twice - once  # objects of two classes beat more of one
     with pytest.raises(ValueError, match="class counts differ in length: \\(2,\\) labeled, \\(3,\\) in the batch"):
         class_gain(labeled, np.zeros(3))
+
+
+def test_detection_value_of_a_pool_gives_every_batch_the_value_of_the_batch_functions():
+    """DetectionValue (the reward of `reward.estimator: exact`) equals expected_objects / class_gain on any batch."""
+    from mgral_core.detections import DetectionValue
+
+    rng = np.random.default_rng(0)
+    pool = {}
+    for i in range(30):
+        n = int(rng.integers(0, 5))
+        probs = rng.uniform(0, 1, (n, 3))
+        pool[f"img{i:02d}"] = _detections(probs.max(1), probs.argmax(1), probs if i % 2 else None)
+    labeled = np.array([4.0, 0.0, 9.0])
+    objects = DetectionValue(pool, "expected_objects", 0.05)
+    gain = DetectionValue(pool, "class_gain", 0.05, 3, labeled)
+    for _ in range(5):
+        batch = rng.choice(sorted(pool), 7, replace=False).tolist()
+        assert objects(batch) == pytest.approx(expected_objects([pool[i] for i in batch], 0.05))
+        assert gain(batch) == pytest.approx(class_gain(labeled, expected_class_counts([pool[i] for i in batch],
+                                                                                      0.05, 3)))
+    assert objects([]) == 0.0
+    with pytest.raises(KeyError, match="no detections for image 'other'"):
+        gain(["img00", "other"])
+    with pytest.raises(ValueError, match="class_gain needs L's labeled counts for 3 classes"):
+        DetectionValue(pool, "class_gain", 0.05, 3)
+    with pytest.raises(ValueError, match="unknown detection value 'objects'"):
+        DetectionValue(pool, "objects", 0.05)

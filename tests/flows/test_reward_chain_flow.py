@@ -84,3 +84,46 @@ def test_expected_objects_table_trains_nothing_and_values_each_record_by_its_det
     assert values == pytest.approx([expected_objects([detections[i] for i in r.batch_ids.tolist()], 0.05)
                                     for r in records])
     assert np.std(values) > 0  # the fake detector's batches differ in what they hold
+
+
+def test_exact_reward_values_every_drawn_batch_by_its_detections(tiny_project, fake_backend, prefect_harness):
+    """reward.estimator: exact with lookup_table.value: class_gain: the agent's rewards are the class gain of the
+    batches it drew, nothing falls back to training, and best_sampled hands out the best of them or the top-k."""
+    import numpy as np
+
+    from mgral_core.detections import DetectionValue
+    from mgral_workspace.config import load_params
+    from mgral_workspace.cycle_steps import ground_truth
+    from mgral_workspace.inference_cache import load_inference
+    from mgral_workspace.pool import PoolState
+    from mgral_workspace.project import load_project_info
+
+    write_params(tiny_project / "params.yaml", detector__backend="fake", tracking__version_pool=False,
+                 selection__strategy="mgral", lookup_table__records=5, lookup_table__value="class_gain",
+                 lookup_table__diagnostics=False, reward__estimator="exact", agent__iterations=4,
+                 agent__advantage="normalized", agent__final_choice="best_sampled")
+    params = load_params(tiny_project / "params.yaml")
+    result = mgral_cycle(str(tiny_project))
+    assert len(result["selected"]) == 8
+    cycle = tiny_project / "cycles" / "cycle_001"
+    summary = json.loads((cycle / "mgral_summary.json").read_text())
+    history = json.loads((cycle / "agent_history.json").read_text())
+    assert summary["reward_exact"] == 1.0 and summary["lookup_fallbacks"] == 0
+    assert summary["agent_best_drawn_reward"] == pytest.approx(max(history["rewards"]))
+    assert summary["final_choice_estimate"] >= summary["agent_best_drawn_reward"] - 1e-12
+    # the batch handed out is worth what the agent was told: its class gain over L as it was before the
+    # oracle labeled the selection, from the cycle's pool inference
+    pool = PoolState.load(tiny_project)
+    before = [i for i in pool.labeled_pool_ids.tolist() if i not in set(result["selected"])]
+    num_classes = len(load_project_info(tiny_project).class_names)
+    labeled = np.zeros(num_classes)
+    for _, classes in ground_truth(tiny_project, pool, before).values():
+        np.add.at(labeled, np.asarray(classes, np.int64), 1.0)
+    value = DetectionValue(load_inference(cycle / "pool_inference.npz").detections_by_id(), "class_gain",
+                           params.lookup_table.expected_floor, num_classes, labeled)
+    assert value(result["selected"]) == pytest.approx(summary["final_choice_estimate"])
+    records = [r for r in load_table(cycle / "lookup_table") if not r.is_fallback]
+    assert len(records) == 5 and np.std([r.value for r in records]) > 0
+    assert [r.value for r in records] == pytest.approx([value(r.batch_ids) for r in records])
+    run = MlflowClient(f"sqlite:///{tiny_project / 'mlflow.db'}").get_run(result["run_id"])
+    assert any(name.endswith("reward_exact") and value == 1.0 for name, value in run.data.metrics.items())
