@@ -16,7 +16,9 @@ A variant is a table kind with levers joined by '+': `designed+sampled` (sampled
 `+expected` / `+class_gain` (records valued from the detector's detections, `lookup_table.value`),
 `+gp` (the GP value model), `+task_aware` (task-aware batch representation), `+normalized` / `+rank`
 (the agent's advantage), `+imitate` (imitation start, 20 steps), `+best_estimate` (the final batch: the estimator's
-best of the agent's top-k and the records). Variants with the same table kind and
+best of the agent's top-k and the records), `+exact` (the reward is the detection value itself, computed for every
+batch drawn; with `+expected` or `+class_gain`), `+best_sampled` (the final batch: the top-k or the best batch drawn,
+whichever rates higher). Variants with the same table kind and
 pseudo-labels share their records (trained once): only the selection and the chain run again. Each
 variant's result is written as soon as it is done, and a run started again reuses everything finished.
 
@@ -72,7 +74,9 @@ LEVERS = {"sampled": ("lookup_table", {"pseudo_labels": "sampled"}),
           "normalized": ("agent", {"advantage": "normalized"}),
           "rank": ("agent", {"advantage": "rank"}),
           "imitate": ("agent", {"imitation_steps": 20}),
-          "best_estimate": ("agent", {"final_choice": "best_estimate"})}
+          "best_estimate": ("agent", {"final_choice": "best_estimate"}),
+          "exact": ("reward", {"estimator": "exact"}),
+          "best_sampled": ("agent", {"final_choice": "best_sampled"})}
 
 
 def variant_params(params, variant: str):

@@ -148,6 +148,8 @@ def reward_chain(project_dir: str | Path, params: Params, cycle: int, budget: in
     if len(table) == 0:
         raise ValueError(f"{out_dir / 'lookup_table'}: no lookup-table record; the chain measures the table")
     options = {**params.reward.estimator_options(), "fallback_rule": "never", "max_fallbacks": 0}
+    if options["estimator"] == "exact":  # the agent read the value itself; link c still measures the table's k-NN
+        options["estimator"] = "knn"
     features_of = batch_representation(params, load_inference(inference_path),  # as the selection's estimator
                                        steps.pool_view(project_dir, Path(inference_path)).num_classes)
     estimator = RewardEstimator(table, seed=seed_for(params.selection.seed, cycle, "estimator"),

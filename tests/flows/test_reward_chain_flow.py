@@ -88,7 +88,8 @@ def test_expected_objects_table_trains_nothing_and_values_each_record_by_its_det
 
 def test_exact_reward_values_every_drawn_batch_by_its_detections(tiny_project, fake_backend, prefect_harness):
     """reward.estimator: exact with lookup_table.value: class_gain: the agent's rewards are the class gain of the
-    batches it drew, nothing falls back to training, and best_sampled hands out the best of them or the top-k."""
+    batches it drew, nothing falls back to training, and best_sampled hands out the best of them or the top-k;
+    the reward chain (diagnostics on) measures such a cycle like any other."""
     import numpy as np
 
     from mgral_core.detections import DetectionValue
@@ -100,7 +101,7 @@ def test_exact_reward_values_every_drawn_batch_by_its_detections(tiny_project, f
 
     write_params(tiny_project / "params.yaml", detector__backend="fake", tracking__version_pool=False,
                  selection__strategy="mgral", lookup_table__records=5, lookup_table__value="class_gain",
-                 lookup_table__diagnostics=False, reward__estimator="exact", agent__iterations=4,
+                 lookup_table__diagnostics=True, reward__estimator="exact", agent__iterations=4,
                  agent__advantage="normalized", agent__final_choice="best_sampled")
     params = load_params(tiny_project / "params.yaml")
     result = mgral_cycle(str(tiny_project))
@@ -125,5 +126,7 @@ def test_exact_reward_values_every_drawn_batch_by_its_detections(tiny_project, f
     records = [r for r in load_table(cycle / "lookup_table") if not r.is_fallback]
     assert len(records) == 5 and np.std([r.value for r in records]) > 0
     assert [r.value for r in records] == pytest.approx([value(r.batch_ids) for r in records])
+    figures = json.loads((cycle / "reward_chain.json").read_text())
+    assert figures["records"] == 5 and figures["mgral_true"] is not None
     run = MlflowClient(f"sqlite:///{tiny_project / 'mlflow.db'}").get_run(result["run_id"])
     assert any(name.endswith("reward_exact") and value == 1.0 for name, value in run.data.metrics.items())
