@@ -212,10 +212,11 @@ def save_mgral_outputs(project_dir: str | Path, cycle: int, strategy: MgralStrat
                "lookup_value_mean": float(frame["value"].mean()), "lookup_value_std": float(frame["value"].std()),
                "lookup_reference_value": float(estimator.reference_value),
                "agent_final_reward": float(np.mean(history.rewards[-20:])),
-               "agent_best_drawn_reward": float(history.best_reward),
                "reward_exact": float(isinstance(estimator, ExactValueEstimator)),
                "agent_candidates_read": shortlist_size(candidates, shortlist),
                "agent_chunks": strategy.last_checkpoint["config"]["chunks"]}
+    if history.best_reward is not None:  # the best reward of a batch drawn in training
+        metrics["agent_best_drawn_reward"] = float(history.best_reward)
     if strategy.last_final_choice is not None:  # agent.final_choice best_estimate / best_sampled: what was compared
         choice = strategy.last_final_choice
         metrics.update({"final_choice_from_record": float(choice["source"] not in ("agent", "sampled")),
