@@ -18,7 +18,8 @@ The value models on the same sliced distances (`--estimators`, default both): kn
 records, the default) and gp (the Gaussian-process value model of reward.estimator gp). Per
 estimator: the set-up a cycle pays once (sliced index; pairwise record distances; for gp the
 leave-one-out hyperparameter fit) and the time per query (distances + estimate, and for gp its
-predictive std). `--no-exact` skips the exact EMD part (minutes) to time only the estimators.
+predictive std); and exact (`reward.estimator: exact` on `class_gain`: a batch's value computed from per-image
+class masses of synthetic detections, 20 classes, no records). `--no-exact` skips the exact EMD part (minutes) to time only the estimators.
 
   python bench/reward_speed.py                            # VOC scale, 5 queries per table (~6 min)
   python bench/reward_speed.py --records 20 --queries 2   # quick check
@@ -34,6 +35,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from scale_common import detector_like_embeddings, figure, machine, mixed_batch, synthetic_table, write_result
 
+from mgral_core.detections import DetectionValue, Detections
 from mgral_core.reward import RewardEstimator, inverse_distance_estimate
 from mgral_core.value_model import GPValueModel
 
@@ -54,6 +56,9 @@ def time_estimators(name: str, table, embeddings: np.ndarray, labels: np.ndarray
     """Set-up and per-query time of each value model on the sliced distances (the agent's fast path)."""
     figures, per_query = [], {}
     for kind in args.estimators:
+        if kind == "exact":
+            figures += time_exact_value(name, len(embeddings), labels, args, per_query)
+            continue
         start = time.perf_counter()
         estimator = RewardEstimator(table, method="sliced", estimator=kind, seed=args.seed)  # threshold / fit included
         setup = time.perf_counter() - start
@@ -81,6 +86,28 @@ def time_estimators(name: str, table, embeddings: np.ndarray, labels: np.ndarray
     if {"knn", "gp"} <= set(per_query):
         figures.append(figure("gp / knn time per query", per_query["gp"] / per_query["knn"], "x", "-", None))
     return figures
+
+
+def time_exact_value(name: str, pool: int, labels: np.ndarray, args: argparse.Namespace, per_query: dict) -> list:
+    """`reward.estimator: exact` on `class_gain`: the set-up (per-image class masses of the whole pool, once per
+    cycle) and the time to value one batch, on synthetic detections (0-7 boxes an image, 20 classes)."""
+    rng = np.random.default_rng([args.seed, 7])
+    detections = {}
+    for i in range(pool):
+        n = int(rng.integers(0, 8))
+        probs = rng.dirichlet(np.ones(20) * 0.3, n).astype(np.float32)  # (n, 20)
+        detections[f"img{i:06d}"] = Detections(np.zeros((n, 4), np.float32), probs.max(1), probs.argmax(1), probs)
+    start = time.perf_counter()
+    value = DetectionValue(detections, "class_gain", 0.05, 20, rng.integers(0, 50, 20).astype(float))
+    setup = time.perf_counter() - start
+    ids = np.array(list(detections))
+    batches = [ids[mixed_batch(rng, labels, args.budget)] for _ in range(args.queries)]
+    per_query["exact"] = float(np.median([timed(lambda: value(batch), args.fast_repeats)[0] for batch in batches]))
+    print(f"  [{name}] exact class_gain: set-up {setup:.2f} s, median query {per_query['exact'] * 1e3:.3f} ms",
+          flush=True)
+    return [figure("exact (class_gain): set-up per cycle (per-image class masses)", setup, "s", "-", None),
+            figure(f"exact (class_gain): median time per query ({args.queries} queries)", per_query["exact"] * 1e3,
+                   "ms", "-", None)]
 
 
 def run_table(name: str, embeddings: np.ndarray, labels: np.ndarray, args: argparse.Namespace) -> dict:
@@ -134,7 +161,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--fast-repeats", type=int, default=20)
     parser.add_argument("--tables", nargs="+", default=["mixed", "random"], choices=["mixed", "random"])
-    parser.add_argument("--estimators", nargs="+", default=["knn", "gp"], choices=["knn", "gp"])
+    parser.add_argument("--estimators", nargs="+", default=["knn", "gp", "exact"], choices=["knn", "gp", "exact"])
     parser.add_argument("--no-exact", action="store_true", help="skip exact EMD: time only the value models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="reward_speed")
