@@ -421,11 +421,17 @@ class TrackingParams(_Section):
         return value
 
 
+# MGRAL rewarded by the exact class gain of every batch it draws (docs/RESULTS.md, 2026-12-07): benchmarked beside
+# the paper's MGRAL in the quick and full profiles.
+MGRAL_EXACT_CLASS_GAIN = ("mgral@lookup_table.value=class_gain,reward.estimator=exact,agent.advantage=normalized,"
+                          "agent.final_choice=best_sampled")
+
+
 class BenchmarkProfile(_Section):
     """One benchmark profile: strategies x seeds x cycles on a (possibly smaller) built-in dataset."""
 
     strategies: list[str] = ["random", "entropy_mean", "entropy_sum", "least_confidence", "coreset", "cdal", "ebal",
-                             "typiclust", "mgral", "oracle_best_of_n"]
+                             "typiclust", "mgral", MGRAL_EXACT_CLASS_GAIN, "oracle_best_of_n"]
     seeds: list[int] = [0, 1, 2]
     cycles: int = Field(2, ge=1)
     budget: int = Field(100, ge=1)
@@ -525,7 +531,7 @@ class BenchmarkParams(_Section):
         reuse="quick")
     full: BenchmarkProfile = BenchmarkProfile(
         strategies=["random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "cdal", "ebal",
-                    "typiclust", "mgral", "oracle_best_of_n"],
+                    "typiclust", "mgral", MGRAL_EXACT_CLASS_GAIN, "oracle_best_of_n"],
         seeds=[0, 1, 2, 3, 4], cycles=5, budget=100, n_pool=2000, image_size=160, epochs=60, finetune_epochs=20,
         lookup_records=16, agent_iterations=300, lookup_diagnostics=True)
     runner: Literal["threads", "dask"] = Field(
