@@ -22,16 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from mgral_core.batch_design import designed_batches
-from mgral_core.detections import (
-    DetectionValue,
-    class_gain,
-    expected_class_counts,
-    expected_objects,
-    sampled_labels,
-)
+from mgral_core.detections import DetectionValue, sampled_labels
 from mgral_core.lookup_table import LookupRecord, mixed_batches, random_batches
 from mgral_core.seeding import rng_for, seed_for
-from mgral_workspace.config import Params
+from mgral_workspace.config import LookupTableParams, Params
 from mgral_workspace.cycle_steps import ground_truth, pool_view
 from mgral_backends import get_backend
 from mgral_workspace.atomic import write_json_atomic
@@ -142,14 +136,16 @@ def detection_value(project_dir: str | Path, params: Params, batch_ids: Sequence
     missing = [i for i in batch_ids if i not in detections]
     if missing:
         raise KeyError(f"{inference_path}: no detections for {len(missing)} of the batch's images, e.g. {missing[0]}")
-    batch = [detections[i] for i in batch_ids]
-    if t.value == "expected_objects":
-        value = expected_objects(batch, t.expected_floor)
-    else:
-        num_classes = len(load_project_info(project_dir).class_names)
-        value = class_gain(labeled_class_counts(project_dir, num_classes),
-                           expected_class_counts(batch, t.expected_floor, num_classes))
+    value = _detection_value(project_dir, t, {i: detections[i] for i in batch_ids})(batch_ids)
     return {"value": value, "seconds": round(time.time() - start, 2)}
+
+
+def _detection_value(project_dir: str | Path, t: LookupTableParams, detections_by_id: dict) -> DetectionValue:
+    """`lookup_table.value` (expected_objects or class_gain, section `t`) over these images; one formula for
+    a record's value and for the exact reward."""
+    num_classes = len(load_project_info(project_dir).class_names)
+    labeled = labeled_class_counts(project_dir, num_classes) if t.value == "class_gain" else None
+    return DetectionValue(detections_by_id, t.value, t.expected_floor, num_classes, labeled)
 
 
 def labeled_class_counts(project_dir: str | Path, num_classes: int) -> np.ndarray:
@@ -164,11 +160,7 @@ def labeled_class_counts(project_dir: str | Path, num_classes: int) -> np.ndarra
 def pool_detection_value(project_dir: str | Path, params: Params, inference_path: str | Path) -> DetectionValue:
     """The cycle's detection value (`lookup_table.value`) over every image of its pool inference, computed once:
     the reward of `reward.estimator: exact`. It gives every batch the value `detection_value` gives it."""
-    t = params.lookup_table
-    num_classes = len(load_project_info(project_dir).class_names)
-    labeled = labeled_class_counts(project_dir, num_classes) if t.value == "class_gain" else None
-    return DetectionValue(load_inference(inference_path).detections_by_id(), t.value, t.expected_floor,
-                          num_classes, labeled)
+    return _detection_value(project_dir, params.lookup_table, load_inference(inference_path).detections_by_id())
 
 
 def record_pseudo_targets(params: Params, detections: dict, batch_ids: Sequence[str]) -> list[dict]:

@@ -19,8 +19,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 
 from mgral_workspace.atomic import atomic_open
 from mgral_workspace.config import Params
+from mgral_core.agent.runtime import intra_op_threads
 from mgral_core.detections import Detections
 from mgral_backends.ultralytics.child import child_main, run_child
 from mgral_backends.ultralytics.detector import (
@@ -494,7 +494,9 @@ class HeadProxy:
         targets = self._labeled_targets + self._targets(batch)
         is_pseudo = (torch.arange(len(rows)) >= len(self.labeled_ids)) & pseudo  # (|L| + |B|,) True for B
         scores = []
-        with one_torch_thread():  # the same weights in a thread pool, a Dask worker or a script
+        # one torch thread: the same weights in a thread pool, a Dask worker or a script (on an AMD EPYC
+        # with AVX-512 the head's weights depended on the thread count; docs/RELIABILITY.md)
+        with intra_op_threads(1):
             for seed in (self.config.seeds if seeds is None else seeds):
                 start = time.time()
                 module, first, last = self.fine_tune(rows, targets, is_pseudo, seed)
@@ -504,33 +506,6 @@ class HeadProxy:
                 scores.append(RecordScore(**self.score(module), train_loss_first=first, train_loss_last=last,
                                           seconds=time.time() - start, digest=module_digest(module)))
         return RecordScore.mean(scores)
-
-
-_threads_lock = threading.Lock()
-_threads_state = {"users": 0, "before": 1}
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread while any head-proxy record of this process trains, then restore.
-
-    A record's weights depend on the intra-op thread count on some CPUs (measured 2026-12-07 on an
-    AMD EPYC with AVX-512: a Dask worker, which runs torch on 1 thread, and the local thread pool, on 2,
-    trained different weights for the same record). Records run 1 per core anyway. Reference-counted,
-    so concurrent records in one process do not restore the count under each other.
-    """
-    with _threads_lock:
-        if _threads_state["users"] == 0:
-            _threads_state["before"] = torch.get_num_threads()
-        _threads_state["users"] += 1
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_state["users"] -= 1
-            if _threads_state["users"] == 0:
-                torch.set_num_threads(_threads_state["before"])
 
 
 def pseudo_labels(inference: InferenceResult, batch_ids: Sequence[str], conf: float) -> dict[str, Targets]:

@@ -17,6 +17,11 @@ def bfloat16_matmul_is_fast() -> bool:
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
+_threads_lock = threading.Lock()
+_threads_stack: list[list[int]] = []  # one entry per open intra_op_threads block of this process: [n]
+_threads_outside = 1  # the count before the first open block
+
+
 @contextmanager
 def intra_op_threads(n: int = 1) -> Iterator[None]:
     """Run torch on `n` intra-op threads, then restore the previous count.
@@ -24,13 +29,24 @@ def intra_op_threads(n: int = 1) -> Iterator[None]:
     The step loops issue tens of thousands of small ops; on this 2-core machine a second intra-op
     thread made them over 30x slower whenever the other core was busy (OpenMP workers spin-wait for
     each other), and about 1.5-2x faster on large pools when it was idle.
+
+    The count is process-wide, so blocks open at once in several threads (head-proxy records of a
+    thread pool) share it: a block that ends while others are open leaves the count of the newest one
+    still open, and the count from before the first block comes back when the last one ends.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
+    global _threads_outside
+    entry = [n]
+    with _threads_lock:
+        if not _threads_stack:
+            _threads_outside = torch.get_num_threads()
+        _threads_stack.append(entry)
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        with _threads_lock:
+            del _threads_stack[next(i for i, e in enumerate(_threads_stack) if e is entry)]  # this block's own
+            torch.set_num_threads(_threads_stack[-1][0] if _threads_stack else _threads_outside)
 
 
 def available_cores() -> int:
