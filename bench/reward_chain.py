@@ -12,7 +12,8 @@ against its target:
 The diverse set (the oracle ceiling's candidates: every baseline's batch, mixtures, random batches) is the
 same for every table kind, and scored once. Results: bench/results/reward_chain.json (per table kind).
 
-A variant is a table kind with levers joined by '+': `designed+sampled` (sampled pseudo-labels),
+A variant is a table kind with levers joined by '+', each a change from the paper's MGRAL (whatever params.yaml
+sets; its default MGRAL is `random+class_gain+exact+normalized+best_sampled`): `designed+sampled` (sampled pseudo-labels),
 `+expected` / `+class_gain` (records valued from the detector's detections, `lookup_table.value`),
 `+gp` (the GP value model), `+task_aware` (task-aware batch representation), `+normalized` / `+rank`
 (the agent's advantage), `+imitate` (imitation start, 20 steps), `+best_estimate` (the final batch: the estimator's
@@ -42,7 +43,7 @@ import torch
 from mgral_core.lookup_table import table_diagnostics
 from mgral_core.reward_chain import chain_rows
 from mgral_workspace.atomic import write_json_atomic
-from mgral_workspace.config import load_params
+from mgral_workspace.config import MGRAL_PAPER, load_params, split_strategy_spec
 from mgral_workspace.cycle_steps import infer_pool, train_cycle_detector
 from mgral_workspace.project import init_from_synthetic
 from mgral_workspace.provenance import cpu_model
@@ -80,9 +81,15 @@ LEVERS = {"sampled": ("lookup_table", {"pseudo_labels": "sampled"}),
 
 
 def variant_params(params, variant: str):
-    """`params` with the variant's table kind (`lookup_table.batch_sampling`) and levers applied."""
+    """`params` with the paper's MGRAL (`MGRAL_PAPER`: proxy records, the k-NN reward, R - mAP_ref, the top-k),
+    the variant's table kind (`lookup_table.batch_sampling`) and its levers applied: a variant's name lists
+    everything it changes from the paper, whatever params.yaml's MGRAL is."""
     kind, *levers = variant.split("+")
-    updates = {"lookup_table": {"batch_sampling": kind}}
+    updates: dict[str, dict] = {}
+    for dotted, value in split_strategy_spec(MGRAL_PAPER)[1].items():
+        section, _, key = dotted.partition(".")
+        updates.setdefault(section, {})[key] = value
+    updates["lookup_table"]["batch_sampling"] = kind
     for lever in levers:
         if lever not in LEVERS:
             raise SystemExit(f"--tables: unknown lever {lever!r} in {variant!r}; known: {', '.join(LEVERS)}")
@@ -239,7 +246,7 @@ def maximizer_control(project: Path, params, weights: str, inference_path: str, 
     started = time.time()
     table = LookupTable([r for r in load_table(lookup_dir(project, 1)) if not r.is_fallback])
     inference, view = load_inference(inference_path), pool_view(project, Path(inference_path))
-    options = {**params.reward.estimator_options(), "fallback_rule": "never", "max_fallbacks": 0}
+    options = {**params.reward.estimator_options(params.lookup_table.value), "fallback_rule": "never", "max_fallbacks": 0}
     estimator = RewardEstimator(table, lambda ids: inference.subset(ids).embeddings,
                                 seed=seed_for(params.selection.seed, 1, "estimator"),
                                 features_of=batch_representation(params, inference, view.num_classes), **options)

@@ -177,10 +177,11 @@ class LookupTableParams(_Section):
     design_swap_fractions: list[float] = Field([0.25, 0.5, 0.75], min_length=1, description="designed batches: "
                                                "shares of a proposal a perturbation replaces, used in turn")
     value: Literal["proxy", "expected_objects", "class_gain"] = Field(
-        "proxy", description="a record's value: 'proxy' = the val mAP50-95 of the proxy training on L + pseudo(B) "
-        "(the paper); 'expected_objects' = the detector's expected objects per image of B (summed scores >= "
-        "expected_floor); 'class_gain' = the mean over classes of log((1 + n_c(L) + e_c(B)) / (1 + n_c(L))), "
-        "B's objects per class expected from the detector (no training for either; docs/method.md)")
+        "class_gain", description="a record's value: 'class_gain' (default) = the mean over classes of "
+        "log((1 + n_c(L) + e_c(B)) / (1 + n_c(L))), B's objects per class expected from the detector; "
+        "'expected_objects' = the detector's expected objects per image of B (summed scores >= expected_floor); "
+        "neither trains. 'proxy' = the val mAP50-95 of the proxy training on L + pseudo(B) (the paper; "
+        "docs/method.md, deviation 19)")
     expected_floor: float = Field(0.05, ge=0, lt=1, description="expected_objects, class_gain: detection scores "
                                   "below this are not counted")
     pseudo_conf: float = Field(0.5, gt=0, lt=1, description="confidence threshold for pseudo-labels")
@@ -263,8 +264,9 @@ class RewardParams(_Section):
     """Reward estimator: Wasserstein matching of a candidate batch to lookup-table records."""
 
     method: Literal["sliced", "exact"] = "sliced"
-    estimator: Literal["knn", "gp", "exact"] = Field(
-        "knn", description="'knn': inverse-distance mean of the n_neighbors nearest records (the paper); 'gp': "
+    estimator: Literal["auto", "knn", "gp", "exact"] = Field(
+        "auto", description="'auto' (default): 'exact' for a lookup_table.value read from the detections, 'knn' "
+        "for proxy values; 'knn': inverse-distance mean of the n_neighbors nearest records (the paper); 'gp': "
         "Gaussian-process regression over every record, hyperparameters by leave-one-out; 'exact': the batch's "
         "value itself, computed for every batch the agent draws (only for a lookup_table.value read from the "
         "detections, which costs microseconds; docs/method.md)")
@@ -280,10 +282,18 @@ class RewardParams(_Section):
         "paper) or 'task_aware' (class-probability mass per class, detection entropy, PCA of the embedding)")
     task_aware_pca_dims: int = Field(8, ge=0, le=256, description="task_aware only: principal components kept")
 
-    def estimator_options(self) -> dict[str, Any]:
-        """Keyword arguments of `mgral_core.reward.RewardEstimator` from this section (the representation is
-        the caller's: it builds the estimator's `features_of`)."""
-        return {"method": self.method, "estimator": self.estimator, "n_neighbors": self.n_neighbors,
+    def resolved_estimator(self, table_value: str) -> str:
+        """The estimator in use for records valued by `table_value` (lookup_table.value): 'auto' is 'exact'
+        for values read from the detections (no training per batch) and 'knn' for proxy values."""
+        if self.estimator != "auto":
+            return self.estimator
+        return "knn" if table_value == "proxy" else "exact"
+
+    def estimator_options(self, table_value: str) -> dict[str, Any]:
+        """Keyword arguments of `mgral_core.reward.RewardEstimator` from this section, for records valued by
+        `table_value` (the representation is the caller's: it builds the estimator's `features_of`)."""
+        return {"method": self.method, "estimator": self.resolved_estimator(table_value),
+                "n_neighbors": self.n_neighbors,
                 "n_projections": self.n_projections, "n_quantiles": self.n_quantiles,
                 "fallback_rule": self.fallback_rule, "gp_fallback_std": self.gp_fallback_std,
                 "max_fallbacks": self.max_fallbacks}
@@ -313,8 +323,9 @@ class AgentParams(_Section):
     decoder_hidden: int = Field(64, ge=1, description="hidden width of the 2-layer decoder MLP")
     entropy_weight: float = Field(0.0, ge=0, description="entropy bonus on the policy (0 = off)")
     advantage: Literal["baseline", "normalized", "rank"] = Field(
-        "baseline", description="'baseline': R - mAP_ref (paper); 'normalized': that over the spread of the last "
-        "advantage_window rewards; 'rank': R's centred rank among them (docs/method.md)")
+        "normalized", description="'normalized' (default): R - mAP_ref over the spread of the last "
+        "advantage_window rewards; 'baseline': R - mAP_ref (paper); 'rank': R's centred rank among them "
+        "(docs/method.md)")
     advantage_window: int = Field(20, ge=2, le=10000, description="previous rewards 'normalized'/'rank' use")
     imitation_steps: int = Field(0, ge=0, le=10000, description="steps imitating the lookup table's best record "
                                  "before policy gradient (0 = off; ALIL-style start, docs/method.md)")
@@ -325,9 +336,9 @@ class AgentParams(_Section):
     shortlist_method: Literal["kmeans", "random"] = Field(
         "kmeans", description="'kmeans': cluster-stratified random sample; 'random': uniform random sample")
     final_choice: Literal["top_k", "best_estimate", "best_sampled"] = Field(
-        "top_k", description="'top_k': the trained agent's top-k (paper); 'best_estimate': the batch the reward "
-        "estimator rates highest of that top-k and the table's records; 'best_sampled': that top-k or the best "
-        "batch the agent drew while training, whichever the reward rates higher (docs/method.md)")
+        "best_sampled", description="'best_sampled' (default): the trained agent's top-k or the best batch it "
+        "drew while training, whichever the reward rates higher; 'top_k': that top-k (paper); 'best_estimate': "
+        "the batch the reward estimator rates highest of that top-k and the table's records (docs/method.md)")
     threads: int = Field(0, ge=0, le=256, description="torch threads for the agent on a large pool (above "
                          "large_pool; below it the agent runs on one thread); 0 = one per CPU core")
 
@@ -421,17 +432,16 @@ class TrackingParams(_Section):
         return value
 
 
-# MGRAL rewarded by the exact class gain of every batch it draws (docs/RESULTS.md, 2026-12-07): benchmarked beside
-# the paper's MGRAL in the quick and full profiles.
-MGRAL_EXACT_CLASS_GAIN = ("mgral@lookup_table.value=class_gain,reward.estimator=exact,agent.advantage=normalized,"
-                          "agent.final_choice=best_sampled")
+# The paper's MGRAL (records valued by proxy trainings, the k-NN reward, R - mAP_ref, the top-k), benchmarked
+# beside the default MGRAL (the exact class-gain reward; docs/method.md deviation 19, docs/RESULTS.md).
+MGRAL_PAPER = "mgral@lookup_table.value=proxy,reward.estimator=knn,agent.advantage=baseline,agent.final_choice=top_k"
 
 
 class BenchmarkProfile(_Section):
     """One benchmark profile: strategies x seeds x cycles on a (possibly smaller) built-in dataset."""
 
     strategies: list[str] = ["random", "entropy_mean", "entropy_sum", "least_confidence", "coreset", "cdal", "ebal",
-                             "typiclust", "mgral", MGRAL_EXACT_CLASS_GAIN, "oracle_best_of_n"]
+                             "typiclust", "mgral", MGRAL_PAPER, "oracle_best_of_n"]
     seeds: list[int] = [0, 1, 2]
     cycles: int = Field(2, ge=1)
     budget: int = Field(100, ge=1)
@@ -531,7 +541,7 @@ class BenchmarkParams(_Section):
         reuse="quick")
     full: BenchmarkProfile = BenchmarkProfile(
         strategies=["random", "entropy_mean", "entropy_sum", "entropy_max", "least_confidence", "coreset", "cdal", "ebal",
-                    "typiclust", "mgral", MGRAL_EXACT_CLASS_GAIN, "oracle_best_of_n"],
+                    "typiclust", "mgral", MGRAL_PAPER, "oracle_best_of_n"],
         seeds=[0, 1, 2, 3, 4], cycles=5, budget=100, n_pool=2000, image_size=160, epochs=60, finetune_epochs=20,
         lookup_records=16, agent_iterations=300, lookup_diagnostics=True)
     runner: Literal["threads", "dask"] = Field(

@@ -147,7 +147,7 @@ def reward_chain(project_dir: str | Path, params: Params, cycle: int, budget: in
     table, records = _table_records(project_dir, cycle)
     if len(table) == 0:
         raise ValueError(f"{out_dir / 'lookup_table'}: no lookup-table record; the chain measures the table")
-    options = {**params.reward.estimator_options(), "fallback_rule": "never", "max_fallbacks": 0}
+    options = {**params.reward.estimator_options(params.lookup_table.value), "fallback_rule": "never", "max_fallbacks": 0}
     if options["estimator"] == "exact":  # the agent read the value itself; link c still measures the table's k-NN
         options["estimator"] = "knn"
     features_of = batch_representation(params, load_inference(inference_path),  # as the selection's estimator

@@ -84,8 +84,9 @@ class LookupEstimatorFactory:
         reward = self.params.reward
         features_of = batch_representation(params=self.params, inference=inference, num_classes=pool.num_classes)
         seed = seed_for(self.params.selection.seed, self.cycle, "estimator")
-        if reward.estimator == "exact":  # the value itself for every batch; the table gives the reference
-            options = {name: value for name, value in reward.estimator_options().items()
+        table_value = self.params.lookup_table.value
+        if reward.resolved_estimator(table_value) == "exact":  # the value itself for every batch; table: reference
+            options = {name: option for name, option in reward.estimator_options(table_value).items()
                        if name not in ("estimator", "fallback_rule", "max_fallbacks")}
             estimator = ExactValueEstimator(
                 load_table(self.table_dir), pool_detection_value(self.project_dir, self.params, self.inference_path),
@@ -94,7 +95,7 @@ class LookupEstimatorFactory:
         else:
             estimator = RewardEstimator(load_table(self.table_dir), lambda ids: inference.subset(ids).embeddings,
                                         seed=seed, direct_value=self.direct_value, features_of=features_of,
-                                        **reward.estimator_options())
+                                        **reward.estimator_options(table_value))
         self.loo_spearman = leave_one_out_spearman(estimator)
         return estimator
 

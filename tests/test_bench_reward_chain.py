@@ -22,7 +22,14 @@ def test_variants_set_their_levers_and_share_records_only_under_the_same_proxy()
     assert key(bench.variant_params(params, "designed+sampled")) != key(variant)  # another proxy
     assert key(bench.variant_params(params, "random")) != key(variant)
     expected = bench.variant_params(params, "designed+expected+gp")
-    assert expected.lookup_table.value == "expected_objects" and params.lookup_table.value == "proxy"
+    assert expected.lookup_table.value == "expected_objects" and params.lookup_table.value == "class_gain"
+    paper = bench.variant_params(params, "random")  # a variant starts from the paper's MGRAL, not params.yaml's
+    assert (paper.lookup_table.value, paper.reward.estimator, paper.agent.advantage,
+            paper.agent.final_choice) == ("proxy", "knn", "baseline", "top_k")
+    default = bench.variant_params(params, "random+class_gain+exact+normalized+best_sampled")
+    assert all(getattr(default, name) == getattr(params, name) for name in ("lookup_table", "agent")), \
+        "the variant named as params.yaml's default MGRAL is that MGRAL"
+    assert default.reward.resolved_estimator("class_gain") == params.reward.resolved_estimator("class_gain")
     assert key(expected) != key(variant) and key(expected) == key(bench.variant_params(params, "designed+expected"))
     with pytest.raises(SystemExit, match="unknown lever 'gpp' in 'designed\\+gpp'"):
         bench.variant_params(params, "designed+gpp")

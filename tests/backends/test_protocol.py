@@ -72,7 +72,7 @@ def test_cycle_steps_and_record_values_look_the_backend_up(tiny_project, monkeyp
     fake = FakeDetectorBackend()
     monkeypatch.setattr(cycle_steps, "get_backend", lambda detector: fake)
     monkeypatch.setattr(record_values, "get_backend", lambda detector: fake)
-    params = load_params(tiny_project / "params.yaml")
+    params = load_params(tiny_project / "params.yaml", {"lookup_table.value": "proxy"})  # records train the head
     trained = cycle_steps.train_cycle_detector(tiny_project, params, 1, log=lambda _: None)
     assert json.loads(trained.weights.read_text())["train_images"] == 20
     summary = cycle_steps.evaluate_split(tiny_project, trained.weights, params, "test")

@@ -115,7 +115,26 @@ def test_exact_reward_needs_a_value_read_from_the_detections():
 
     with pytest.raises(ConfigError, match="reward.estimator: exact needs lookup_table.value expected_objects or "
                                           "class_gain"):
-        params_from_dict({"reward": {"estimator": "exact"}}, "params.yaml")
+        params_from_dict({"reward": {"estimator": "exact"}, "lookup_table": {"value": "proxy"}}, "params.yaml")
     params = params_from_dict({"reward": {"estimator": "exact"}, "lookup_table": {"value": "class_gain"},
                                "agent": {"final_choice": "best_sampled"}})
     assert params.reward.estimator == "exact" and params.agent.to_agent_settings().final_choice == "best_sampled"
+
+
+def test_default_mgral_is_the_exact_class_gain_reward_and_auto_follows_the_value():
+    """The defaults (docs/method.md deviation 19): class-gain records, the exact reward, normalised advantages,
+    the best drawn batch; `estimator: auto` falls back to the paper's k-NN when records are proxy trainings."""
+    from mgral_workspace.benchmark import variant_params
+    from mgral_workspace.config import MGRAL_PAPER, params_from_dict
+
+    params = params_from_dict({})
+    assert params.lookup_table.value == "class_gain" and params.reward.estimator == "auto"
+    assert params.reward.resolved_estimator(params.lookup_table.value) == "exact"
+    assert params.agent.advantage == "normalized" and params.agent.final_choice == "best_sampled"
+    proxy = params_from_dict({"lookup_table": {"value": "proxy"}})  # no estimator needed beside it
+    assert proxy.reward.resolved_estimator("proxy") == "knn"
+    assert proxy.reward.estimator_options("proxy")["estimator"] == "knn"
+    assert params_from_dict({"reward": {"estimator": "gp"}}).reward.resolved_estimator("class_gain") == "gp"
+    paper = variant_params(params, MGRAL_PAPER)
+    assert (paper.lookup_table.value, paper.reward.resolved_estimator(paper.lookup_table.value),
+            paper.agent.advantage, paper.agent.final_choice) == ("proxy", "knn", "baseline", "top_k")

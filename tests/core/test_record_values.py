@@ -29,7 +29,8 @@ def cycle_inputs(tiny_project, tmp_path):
     model.nc, model.names = 8, {i: f"class{i}" for i in range(8)}  # as the trainer sets them
     weights = tmp_path / "random.pt"
     torch.save({"model": model, "train_args": {"imgsz": 64}}, weights)
-    params = load_params(tiny_project / "params.yaml", {"lookup_table.head_epochs": 2,
+    params = load_params(tiny_project / "params.yaml", {"lookup_table.value": "proxy",  # head-proxy records
+                                                         "lookup_table.head_epochs": 2,
                                                          "lookup_table.pseudo_conf": 0.01})
     inference = infer_pool(tiny_project, weights, params.detector, 1)
     return tiny_project, params, weights, inference, tmp_path / "table"
@@ -156,7 +157,8 @@ def test_table_diagnostics_measure_repeatability_and_fidelity():
 def test_full_finetune_proxy_is_still_available_and_reproducible(tiny_project, tmp_path):
     from mgral_workspace.cycle_steps import train_cycle_detector
 
-    params = load_params(tiny_project / "params.yaml", {"lookup_table.proxy": "full", "lookup_table.epochs": 1})
+    params = load_params(tiny_project / "params.yaml", {"lookup_table.proxy": "full", "lookup_table.epochs": 1,
+                                                        "lookup_table.value": "proxy"})
     weights = train_cycle_detector(tiny_project, params, 1).weights
     inference = infer_pool(tiny_project, weights, params.detector, 1)
     batch = PoolState.load(tiny_project).unlabeled_pool_ids.tolist()[:8]

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_diverging_record_fails_alone_transient_failure_is_retried(tiny_project, prefect_harness, monkeypatch):
-    params = load_params(tiny_project / "params.yaml", {"lookup_table.records": 4, "lookup_table.diagnostics": False})
+    params = load_params(tiny_project / "params.yaml", {"lookup_table.records": 4, "lookup_table.diagnostics": False,
+                                                        "lookup_table.value": "proxy"})  # records that train
     detector = train_cycle_detector(tiny_project, params, 1)
     inference = infer_pool(tiny_project, detector.weights, params.detector, 1)
     batches = record_batches(str(tiny_project), params, 1, 8)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_dask_cluster_matches_local_threads(tiny_project, prefect_harness):
-    params = load_params(tiny_project / "params.yaml")
+    params = load_params(tiny_project / "params.yaml", {"lookup_table.value": "proxy"})  # records that train
     params = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(update={"records": 4})})
     detector = train_cycle_detector(tiny_project, params, 1)
     inference = infer_pool(tiny_project, detector.weights, params.detector, 1)

@@ -1,0 +1,57 @@
+"""bench/true_gain_vs_records.py on a tiny finished benchmark of the default MGRAL: the batches it compares are
+the campaign's own, its training is the benchmark's (the selected batch retrained with the cell's seed gives
+the cell's result to the last digit), and a second run resumes without training."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from flows.benchmark import mgral_benchmark
+from mgral_workspace.benchmark import cell_path, run_dir
+from mgral_workspace.config import load_params
+from mgral_workspace.lookup_store import load_table
+from mgral_workspace.selection import lookup_dir
+from tests.conftest import load_bench_script, write_params
+
+pytestmark = pytest.mark.slow
+
+
+def test_true_gain_compares_the_campaigns_batches_trained_as_the_benchmark_trains(tmp_path, prefect_harness,
+                                                                                  monkeypatch):
+    params_file = write_params(tmp_path / "params.yaml")
+    data = yaml.safe_load(params_file.read_text())
+    data["benchmark"]["quick"].update({"n_pool": 60, "image_size": 64, "epochs": 2, "finetune_epochs": 1,
+                                       "budget": 8, "lookup_records": 3, "agent_iterations": 5, "cycles": 2,
+                                       "finetune_repeats": 1})
+    params_file.write_text(yaml.safe_dump(data))
+    bench_dir = tmp_path / "bench"
+    mgral_benchmark(str(bench_dir), "quick", str(params_file), ["mgral"], [0])
+    bench = load_bench_script("true_gain_vs_records")
+    project = run_dir(bench_dir, "mgral", 0)
+    params = load_params(project / "params.yaml")
+    assert params.lookup_table.value == "class_gain"  # the default MGRAL
+
+    labeled, three = bench.cycle_batches(project, 2)
+    records = load_table(lookup_dir(project, 2)).records
+    best = max(records, key=lambda r: r.value)
+    assert three["best_record"][1] == best.value and sorted(three["best_record"][0]) == sorted(best.batch_ids)
+    assert sorted(three["random_record"][0]) == sorted(records[0].batch_ids)
+    assert len(three["mgral"][0]) == 8 and not set(three["mgral"][0]) & set(labeled)
+    retrained = bench.fine_tune(project, params, 2, np.concatenate([labeled, three["mgral"][0]]), 0,
+                                tmp_path / "again")
+    assert retrained["map50_95"] == json.loads(cell_path(project, 3).read_text())["map50_95"]
+    assert not (tmp_path / "again").exists()  # weights dropped once scored
+
+    argv = ["true_gain_vs_records.py", "--bench", str(bench_dir), "--repeats", "2", "--workers", "1",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "result.json")]
+    monkeypatch.setattr(sys, "argv", argv)
+    result = bench.main()
+    assert result["strategy"] == "mgral" and result["fine_tunes_run"] == 2 * (2 * 2 + 1)  # 2 cycles
+    assert [(row["seed"], row["cycle"]) for row in result["rows"]] == [(0, 1), (0, 2)]
+    assert result["rows"][1]["best_record_table_value"] == best.value
+    assert json.loads((tmp_path / "result.json").read_text())["rows"] == result["rows"]
+    again = bench.main()  # everything finished is reused
+    assert again["fine_tunes_run"] == 0 and again["rows"] == result["rows"]
