@@ -8,7 +8,8 @@ that selected a batch, three batches are compared on the same labeled set L (the
 * `best_record`: the table record of cycle c with the highest value (for the default MGRAL, the class gain
   that is also its reward), i.e. what "pick the best of the table's batches" would have labeled;
 * `random_record`: the table's first record, a random batch under `lookup_table.batch_sampling: random`.
-Each is labeled with the oracle's true labels and trained exactly as the benchmark trains cycle c + 1 (warm
+Each is labeled with the oracle's true labels (on the side: `cycle_steps.train_counterfactual_detector`; the
+images of a record are not labeled in the campaign's pool) and trained exactly as the benchmark trains cycle c + 1 (warm
 start from the campaign's cycle-c detector, `finetune_epochs`, the same training seeds for every batch:
 common random numbers), then scored on the test split. The campaign itself is never changed: trainings go
 to --work, one JSON per (seed, cycle, batch, training seed), so a run started again resumes; the weights
@@ -41,7 +42,7 @@ from mgral_core.seeding import repeat_seed, seed_for
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.benchmark import cell_path, run_dir
 from mgral_workspace.config import load_params
-from mgral_workspace.cycle_steps import _train_detector, cycle_dir, evaluate_split
+from mgral_workspace.cycle_steps import evaluate_split, train_counterfactual_detector
 from mgral_workspace.lookup_store import load_table
 from mgral_workspace.pool import PoolState
 from mgral_workspace.provenance import cpu_model
@@ -67,16 +68,18 @@ def cycle_batches(project: Path, cycle: int) -> tuple[np.ndarray, dict[str, tupl
                      "random_record": (records[0].batch_ids.astype(str), records[0].value)}
 
 
-def fine_tune(project: Path, params, cycle: int, train_ids: np.ndarray, repeat: int, out: Path) -> dict:
-    """The benchmark's training of cycle `cycle` + 1 on `train_ids` with training seed `repeat` (0 = the cell's),
-    scored on test; the weights are removed afterwards."""
+def fine_tune(project: Path, params, cycle: int, batch_ids: np.ndarray, repeat: int, out: Path) -> dict:
+    """The benchmark's training of cycle `cycle` + 1 had `batch_ids` (with the oracle's labels) been cycle
+    `cycle`'s batch, with training seed `repeat` (0 = the cell's), scored on test; the weights are removed
+    afterwards (`cycle_steps.train_counterfactual_detector`: the campaign's project is not changed)."""
     seed = (seed_for(params.detector.seed, cycle + 1, "detector") if repeat == 0
             else repeat_seed(params.detector.seed, cycle + 1, repeat))
     started = time.perf_counter()
-    trained = _train_detector(project, params, cycle + 1, train_ids, out, seed, log=lambda _: None, backend=None)
+    trained = train_counterfactual_detector(project, params, cycle + 1, batch_ids, out, seed, log=lambda _: None)
     test = evaluate_split(project, trained.weights, params, "test")
     result = {"map50_95": test.map50_95, "map50": test.map50, "val_map50_95": trained.val_map50_95,
-              "labeled": len(train_ids), "seed": seed, "seconds": round(time.perf_counter() - started, 1)}
+              "labeled": json.loads((out / "trained.json").read_text())["labeled"], "seed": seed,
+              "seconds": round(time.perf_counter() - started, 1)}
     shutil.rmtree(out, ignore_errors=True)
     return result
 
@@ -114,15 +117,15 @@ def main() -> dict:
                         write_json_atomic(path, {"map50_95": cell["map50_95"], "map50": cell["map50"],
                                                  "labeled": cell["labeled"], "from": "benchmark cell"})
                     if not path.exists():
-                        jobs.append((project, params, cycle, np.concatenate([labeled, ids]), repeat, path))
+                        jobs.append((project, params, cycle, ids, repeat, path))
     print(f"true gain vs records: {args.bench}, {spec}, seeds {seeds}, cycles {cycles}, {args.repeats} training "
           f"seeds; {len(jobs)} fine-tunes to run on {args.workers} at once ({cpu_model()}, nproc {os.cpu_count()})",
           flush=True)
     started = time.perf_counter()
 
     def run(job) -> None:
-        project, params, cycle, train_ids, repeat, path = job
-        result = fine_tune(project, params, cycle, train_ids, repeat, path.with_suffix(".training"))
+        project, params, cycle, batch_ids, repeat, path = job
+        result = fine_tune(project, params, cycle, batch_ids, repeat, path.with_suffix(".training"))
         write_json_atomic(path, result)
         print(f"  {path.relative_to(args.work)}: test mAP50-95 {result['map50_95']:.4f} ({result['seconds']} s; "
               f"{time.perf_counter() - started:.0f} s in)", flush=True)

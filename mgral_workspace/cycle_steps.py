@@ -88,9 +88,57 @@ def train_repeat_detector(project_dir: str | Path, params: Params, cycle: int, r
     return _train_detector(project, params, cycle, train_ids, out, seed, log, backend)
 
 
+def train_counterfactual_detector(project_dir: str | Path, params: Params, cycle: int, batch_ids: Sequence[str],
+                                  out: Path, seed: int, log: Callable[[str], None] = print,
+                                  backend: DetectorBackend | None = None) -> TrainedDetector:
+    """Simulation only: cycle `cycle`'s training had `batch_ids` been the batch of cycle `cycle` - 1.
+
+    It trains as `train_cycle_detector` does (the same start: cycle - 1's weights, the same epochs and
+    val split, training seed `seed`) on the images labeled before cycle - 1 plus `batch_ids`, whose labels
+    come from the oracle. Nothing in the project changes: the training sees the images through
+    `out/view/` (links to the project's images, copies of their label files), so the pool, its labels and
+    the campaign stay as they are. Reuses a finished training in `out`. Raises PoolStateError for a
+    project labeled by people, a batch image that is already labeled or not in the pool, or one the
+    oracle has no label for.
+    """
+    project = Path(project_dir)
+    info = load_project_info(project)
+    if not info.simulate:
+        raise PoolStateError(f"{project}: not a simulation project; a counterfactual batch needs the oracle's labels")
+    if cycle < 2:
+        raise PoolStateError(f"cycle {cycle}: a counterfactual batch is one of an earlier cycle (cycle >= 2)")
+    pool = PoolState.load(project)
+    labeled = pool.labeled_pool_ids_before(cycle - 1)
+    batch = [str(i) for i in batch_ids]
+    pool_ids = set(pool.table.loc[pool.table["split"] == "pool", "image_id"])
+    wrong = [i for i in batch if i in set(labeled) or i not in pool_ids]
+    if wrong:
+        raise PoolStateError(f"{project / 'pool.csv'}: {len(wrong)} of the batch's images are labeled before cycle "
+                             f"{cycle - 1} or not pool images (first: {wrong[0]})")
+    label_files = dict(zip(pool.table["image_id"], pool.table["label_file"]))
+    sources = {i: project / label_files[i] for i in labeled} | {i: info.oracle_dir / f"{i}.txt" for i in batch}
+    view = out / "view"
+    images = []
+    for image_id, file in zip([*labeled, *batch], pool.files([*labeled, *batch])):
+        if not sources[image_id].exists():
+            raise PoolStateError(f"no label file for {image_id} ({sources[image_id]})")
+        link = view / file  # images/<name>: Ultralytics finds its label at labels/<stem>.txt beside it
+        label = view / "labels" / Path(file).relative_to("images").with_suffix(".txt")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        label.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to((project / file).resolve())
+        shutil.copyfile(sources[image_id], label)
+        images.append(link)
+    return _train_detector(project, params, cycle, np.array([*labeled, *batch]), out, seed, log, backend,
+                           train_images=images)
+
+
 def _train_detector(project_dir: str | Path, params: Params, cycle: int, train_ids: np.ndarray, out: Path, seed: int,
-                    log: Callable[[str], None], backend: DetectorBackend | None) -> TrainedDetector:
-    """One detector training of `cycle` on `train_ids` into `out` (reused when `out/trained.json` exists)."""
+                    log: Callable[[str], None], backend: DetectorBackend | None,
+                    train_images: list[Path] | None = None) -> TrainedDetector:
+    """One detector training of `cycle` on `train_ids` into `out` (reused when `out/trained.json` exists);
+    `train_images`: their image files when not the project's own (a counterfactual view)."""
     done = out / "trained.json"
     if done.exists():
         info = json.loads(done.read_text())
@@ -107,7 +155,8 @@ def _train_detector(project_dir: str | Path, params: Params, cycle: int, train_i
     log(f"cycle {cycle}: training detector on {len(train_ids)} labeled images for {epochs} epochs"
         + f" ({_training_start(params.detector, previous)})")
     backend = get_backend(params.detector) if backend is None else backend
-    trained = backend.train([project / f for f in pool.files(train_ids)], [project / f for f in pool.files(val_ids)],
+    images = [project / f for f in pool.files(train_ids)] if train_images is None else train_images
+    trained = backend.train(images, [project / f for f in pool.files(val_ids)],
                             info.class_names, out, epochs=epochs, init_weights=previous, seed=seed)
     weights = Path(trained.weights)
     stored = weights.relative_to(out) if weights.is_relative_to(out) else weights  # the project may move

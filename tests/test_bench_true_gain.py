@@ -1,17 +1,20 @@
 """bench/true_gain_vs_records.py on a tiny finished benchmark of the default MGRAL: the batches it compares are
 the campaign's own, its training is the benchmark's (the selected batch retrained with the cell's seed gives
-the cell's result to the last digit), and a second run resumes without training."""
+the cell's result to the last digit), a record's batch is trained with the oracle's labels without touching
+the project, and a second run resumes without training."""
 
 import json
 import sys
 
-import numpy as np
 import pytest
 import yaml
 
 from flows.benchmark import mgral_benchmark
 from mgral_workspace.benchmark import cell_path, run_dir
 from mgral_workspace.config import load_params
+from mgral_workspace.cycle_steps import train_counterfactual_detector
+from mgral_workspace.pool import PoolStateError
+from mgral_workspace.project import load_project_info
 from mgral_workspace.lookup_store import load_table
 from mgral_workspace.selection import lookup_dir
 from tests.conftest import load_bench_script, write_params
@@ -40,10 +43,24 @@ def test_true_gain_compares_the_campaigns_batches_trained_as_the_benchmark_train
     assert three["best_record"][1] == best.value and sorted(three["best_record"][0]) == sorted(best.batch_ids)
     assert sorted(three["random_record"][0]) == sorted(records[0].batch_ids)
     assert len(three["mgral"][0]) == 8 and not set(three["mgral"][0]) & set(labeled)
-    retrained = bench.fine_tune(project, params, 2, np.concatenate([labeled, three["mgral"][0]]), 0,
-                                tmp_path / "again")
+    retrained = bench.fine_tune(project, params, 2, three["mgral"][0], 0, tmp_path / "again")
     assert retrained["map50_95"] == json.loads(cell_path(project, 3).read_text())["map50_95"]
     assert not (tmp_path / "again").exists()  # weights dropped once scored
+
+    # a record's batch is trained with the oracle's labels, beside the project, which does not change
+    pool_before = (project / "pool.csv").read_bytes()
+    record = sorted(best.batch_ids.astype(str))
+    trained = train_counterfactual_detector(project, params, 3, record, tmp_path / "cf", seed=1, log=lambda _: None)
+    assert trained.weights.exists() and (project / "pool.csv").read_bytes() == pool_before
+    oracle = load_project_info(project).oracle_dir
+    for image_id in record:
+        assert (tmp_path / "cf" / "view" / "labels" / f"{image_id}.txt").read_bytes() == (
+            oracle / f"{image_id}.txt").read_bytes()
+    assert len(list((tmp_path / "cf" / "view" / "images").iterdir())) == len(labeled) + len(record)
+    with pytest.raises(PoolStateError, match="labeled before cycle 2 or not pool images"):
+        train_counterfactual_detector(project, params, 3, [labeled[0]], tmp_path / "bad", seed=1)
+    with pytest.raises(PoolStateError, match="cycle >= 2"):
+        train_counterfactual_detector(project, params, 1, record, tmp_path / "bad", seed=1)
 
     argv = ["true_gain_vs_records.py", "--bench", str(bench_dir), "--repeats", "2", "--workers", "1",
             "--work", str(tmp_path / "work"), "--out", str(tmp_path / "result.json")]
