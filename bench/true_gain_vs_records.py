@@ -38,11 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from mgral_core.benchmark_analysis import paired_comparison
-from mgral_core.seeding import repeat_seed, seed_for
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.benchmark import cell_path, run_dir
 from mgral_workspace.config import load_params
-from mgral_workspace.cycle_steps import evaluate_split, train_counterfactual_detector
+from mgral_workspace.cycle_steps import evaluate_split, train_counterfactual_detector, training_seed
 from mgral_workspace.lookup_store import load_table
 from mgral_workspace.pool import PoolState
 from mgral_workspace.provenance import cpu_model
@@ -72,8 +71,7 @@ def fine_tune(project: Path, params, cycle: int, batch_ids: np.ndarray, repeat: 
     """The benchmark's training of cycle `cycle` + 1 had `batch_ids` (with the oracle's labels) been cycle
     `cycle`'s batch, with training seed `repeat` (0 = the cell's), scored on test; the weights are removed
     afterwards (`cycle_steps.train_counterfactual_detector`: the campaign's project is not changed)."""
-    seed = (seed_for(params.detector.seed, cycle + 1, "detector") if repeat == 0
-            else repeat_seed(params.detector.seed, cycle + 1, repeat))
+    seed = training_seed(params, cycle + 1, repeat)
     started = time.perf_counter()
     trained = train_counterfactual_detector(project, params, cycle + 1, batch_ids, out, seed, log=lambda _: None)
     test = evaluate_split(project, trained.weights, params, "test")

@@ -58,8 +58,16 @@ def train_cycle_detector(project_dir: str | Path, params: Params, cycle: int,
     """
     pool = PoolState.load(project_dir)
     out = cycle_dir(project_dir, cycle) / "detector"
-    seed = seed_for(params.detector.seed, cycle, "detector")
-    return _train_detector(project_dir, params, cycle, pool.labeled_pool_ids, out, seed, log, backend)
+    return _train_detector(project_dir, params, cycle, pool.labeled_pool_ids, out, training_seed(params, cycle, 0),
+                           log, backend)
+
+
+def training_seed(params: Params, cycle: int, repeat: int) -> int:
+    """The training seed of `cycle`'s detector: repeat 0 is the cycle's own training, repeat r >= 1 its r-th
+    repeat (`train_repeat_detector`); a counterfactual training takes the one it is compared with."""
+    if repeat == 0:
+        return seed_for(params.detector.seed, cycle, "detector")
+    return repeat_seed(params.detector.seed, cycle, repeat)
 
 
 def train_repeat_detector(project_dir: str | Path, params: Params, cycle: int, repeat: int,
@@ -84,8 +92,7 @@ def train_repeat_detector(project_dir: str | Path, params: Params, cycle: int, r
         raise PoolStateError(f"{project / 'pool.csv'}: cycle {cycle} trained on {expected} labeled images but the pool "
                              f"has {len(train_ids)} labeled before that cycle; cannot repeat its training")
     out = cycle_dir(project, cycle) / "repeats" / f"repeat_{repeat}"
-    seed = repeat_seed(params.detector.seed, cycle, repeat)
-    return _train_detector(project, params, cycle, train_ids, out, seed, log, backend)
+    return _train_detector(project, params, cycle, train_ids, out, training_seed(params, cycle, repeat), log, backend)
 
 
 def train_counterfactual_detector(project_dir: str | Path, params: Params, cycle: int, batch_ids: Sequence[str],
@@ -111,7 +118,8 @@ def train_counterfactual_detector(project_dir: str | Path, params: Params, cycle
     labeled = pool.labeled_pool_ids_before(cycle - 1)
     batch = [str(i) for i in batch_ids]
     pool_ids = set(pool.table.loc[pool.table["split"] == "pool", "image_id"])
-    wrong = [i for i in batch if i in set(labeled) or i not in pool_ids]
+    labeled_set = set(labeled)
+    wrong = [i for i in batch if i in labeled_set or i not in pool_ids]
     if wrong:
         raise PoolStateError(f"{project / 'pool.csv'}: {len(wrong)} of the batch's images are labeled before cycle "
                              f"{cycle - 1} or not pool images (first: {wrong[0]})")
