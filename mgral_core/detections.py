@@ -99,15 +99,29 @@ def expected_class_counts(detections: Sequence[Detections], floor: float, num_cl
     return counts
 
 
-def class_gain(labeled_counts: np.ndarray, batch_counts: np.ndarray) -> float:
+def class_gain(labeled_counts: np.ndarray, batch_counts: np.ndarray, group_weights: np.ndarray | None = None
+               ) -> float:
     """The mean over classes of log((1 + n_c + e_c) / (1 + n_c)): a log learning curve per class, mAP being the
     mean of per-class APs, for L's n_c labeled objects of class c and B's e_c expected ones (`lookup_table.value:
     class_gain`). Concave in each class's count, so a batch is worth more when it adds objects of classes L has
-    few of, and a second batch of the same class adds less than the first."""
+    few of, and a second batch of the same class adds less than the first.
+
+    With (G, C) counts, one row per group of images (`lookup_table.class_gain_groups`: clusters of the pool's
+    embeddings, e.g. its domains), the curve is per class *and group* and the groups are weighted by
+    `group_weights` (G,) (their share of the pool; summing to 1): sum_g w_g mean_c log((1 + n_gc + e_gc) /
+    (1 + n_gc)). Objects of a group L has few of are then worth more, which a count per class cannot see.
+    One group with weight 1 is the plain class gain.
+    """
     labeled, batch = np.asarray(labeled_counts, np.float64), np.asarray(batch_counts, np.float64)
     if labeled.shape != batch.shape:
-        raise ValueError(f"class counts differ in length: {labeled.shape} labeled, {batch.shape} in the batch")
-    return float(np.mean(np.log1p(labeled + batch) - np.log1p(labeled)))
+        raise ValueError(f"class counts differ in shape: {labeled.shape} labeled, {batch.shape} in the batch")
+    gains = np.log1p(labeled + batch) - np.log1p(labeled)  # (C,) or (G, C)
+    if gains.ndim == 1:
+        return float(np.mean(gains))
+    if group_weights is None or np.shape(group_weights) != (len(gains),):
+        raise ValueError(f"class counts of {len(gains)} groups need {len(gains)} group weights, got "
+                         f"{None if group_weights is None else np.shape(group_weights)}")
+    return float(np.asarray(group_weights, np.float64) @ gains.mean(1))
 
 
 DETECTION_VALUES = ("expected_objects", "class_gain")
@@ -125,15 +139,37 @@ class DetectionValue:
         kind: "expected_objects" or "class_gain".
         floor: detections scoring below it are ignored (`lookup_table.expected_floor`).
         num_classes: C, for class_gain.
-        labeled_counts: (C,) L's labeled objects per class, for class_gain.
+        labeled_counts: (C,) L's labeled objects per class, for class_gain; (G, C) per group with `groups`.
+        groups: (U,) the group in [0, G) of each image of `detections_by_id` (class_gain per group and class);
+            None = one group.
+        group_weights: (G,) the groups' weights (their shares of the pool, summing to 1); None = their shares
+            of `groups`. Give them when `detections_by_id` is only part of the pool.
     """
 
     def __init__(self, detections_by_id: dict[str, Detections], kind: str, floor: float, num_classes: int = 0,
-                 labeled_counts: np.ndarray | None = None):
+                 labeled_counts: np.ndarray | None = None, groups: np.ndarray | None = None,
+                 group_weights: np.ndarray | None = None):
         if kind not in DETECTION_VALUES:
             raise ValueError(f"unknown detection value {kind!r}; use one of {', '.join(DETECTION_VALUES)}")
-        if kind == "class_gain" and (labeled_counts is None or len(labeled_counts) != num_classes):
-            raise ValueError(f"class_gain needs L's labeled counts for {num_classes} classes, got {labeled_counts}")
+        self.groups, self.group_weights = None, None
+        if kind == "class_gain":
+            n_groups = None if groups is None else (np.shape(labeled_counts)[0] if np.ndim(labeled_counts) == 2
+                                                    else 0)
+            shape = (num_classes,) if groups is None else (n_groups, num_classes)
+            if labeled_counts is None or np.shape(labeled_counts) != shape or (groups is not None and not n_groups):
+                raise ValueError(f"class_gain needs L's labeled counts of shape "
+                                 f"{shape if groups is None else ('G', num_classes)}, got "
+                                 f"{None if labeled_counts is None else np.shape(labeled_counts)}")
+            if groups is not None:
+                self.groups = np.asarray(groups, np.int64).reshape(-1)  # (U,)
+                if len(self.groups) != len(detections_by_id):
+                    raise ValueError(f"groups has {len(self.groups)} entries for {len(detections_by_id)} images")
+                if len(self.groups) and not 0 <= self.groups.min() <= self.groups.max() < n_groups:
+                    raise ValueError(f"groups must lie in [0, {n_groups}), the rows of labeled_counts")
+                self.group_weights = (np.bincount(self.groups, minlength=n_groups) / max(len(self.groups), 1)
+                                      if group_weights is None else np.asarray(group_weights, np.float64))
+                if self.group_weights.shape != (n_groups,):
+                    raise ValueError(f"group_weights must have {n_groups} entries, got {self.group_weights.shape}")
         self.kind = kind
         self.row = {str(image): row for row, image in enumerate(detections_by_id)}
         detections = list(detections_by_id.values())
@@ -156,4 +192,8 @@ class DetectionValue:
         rows = self.rows(batch_ids)
         if self.kind == "expected_objects":
             return float(self.per_image[rows, 0].mean()) if len(rows) else 0.0
-        return class_gain(self.labeled, self.per_image[rows].sum(0))
+        if self.groups is None:
+            return class_gain(self.labeled, self.per_image[rows].sum(0))
+        batch = np.zeros_like(self.labeled)  # (G, C)
+        np.add.at(batch, self.groups[rows], self.per_image[rows])
+        return class_gain(self.labeled, batch, self.group_weights)

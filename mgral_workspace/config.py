@@ -184,6 +184,10 @@ class LookupTableParams(_Section):
         "docs/method.md, deviation 19)")
     expected_floor: float = Field(0.05, ge=0, lt=1, description="expected_objects, class_gain: detection scores "
                                   "below this are not counted")
+    class_gain_groups: int = Field(1, ge=1, le=256, description="class_gain: 1 = one learning curve per class; "
+                                   "G > 1 = one per class and group of images, the groups k-means clusters of "
+                                   "the cycle's pool embeddings weighted by their share of the pool, so objects "
+                                   "of a kind of image L lacks (a domain) are worth more (docs/method.md)")
     pseudo_conf: float = Field(0.5, gt=0, lt=1, description="confidence threshold for pseudo-labels")
     pseudo_labels: Literal["threshold", "sampled"] = Field(
         "threshold", description="B's pseudo-labels: 'threshold' = detections >= pseudo_conf (paper); 'sampled' = "

@@ -25,11 +25,12 @@ from mgral_core.batch_design import designed_batches
 from mgral_core.detections import DetectionValue, sampled_labels
 from mgral_core.lookup_table import LookupRecord, mixed_batches, random_batches
 from mgral_core.seeding import rng_for, seed_for
+from mgral_core.shortlist import kmeans
 from mgral_workspace.config import LookupTableParams, Params
 from mgral_workspace.cycle_steps import ground_truth, pool_view
 from mgral_backends import get_backend
 from mgral_workspace.atomic import write_json_atomic
-from mgral_workspace.inference_cache import load_inference
+from mgral_workspace.inference_cache import InferenceResult, load_inference
 from mgral_workspace.lookup_store import load_record, save_record
 from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState
@@ -131,36 +132,70 @@ def detection_value(project_dir: str | Path, params: Params, batch_ids: Sequence
                     inference_path: str | Path) -> dict:
     """{"value", "seconds"} of B under `lookup_table.value` 'expected_objects' or 'class_gain', read from the
     cycle's pool inference (no training); KeyError naming an image the inference does not hold."""
-    start, t = time.time(), params.lookup_table
-    detections = load_inference(inference_path).detections_by_id()
-    missing = [i for i in batch_ids if i not in detections]
+    start = time.time()
+    inference = load_inference(inference_path)
+    known = set(inference.ids.tolist())
+    missing = [i for i in batch_ids if str(i) not in known]
     if missing:
         raise KeyError(f"{inference_path}: no detections for {len(missing)} of the batch's images, e.g. {missing[0]}")
-    value = _detection_value(project_dir, t, {i: detections[i] for i in batch_ids})(batch_ids)
+    value = _detection_value(project_dir, params.lookup_table, inference, batch_ids)(batch_ids)
     return {"value": value, "seconds": round(time.time() - start, 2)}
 
 
-def _detection_value(project_dir: str | Path, t: LookupTableParams, detections_by_id: dict) -> DetectionValue:
-    """`lookup_table.value` (expected_objects or class_gain, section `t`) over these images; one formula for
-    a record's value and for the exact reward."""
+def _detection_value(project_dir: str | Path, t: LookupTableParams, inference: InferenceResult,
+                     ids: Sequence[str] | None = None) -> DetectionValue:
+    """`lookup_table.value` (expected_objects or class_gain, section `t`) over these images of the cycle's pool
+    inference (default: all of them); one formula for a record's value and for the exact reward. With
+    `class_gain_groups` > 1 the groups are clusters of the whole inference's embeddings, so a batch's value
+    does not depend on which other images the value was built over."""
+    detections = inference.detections_by_id()
+    ids = list(detections) if ids is None else [str(i) for i in ids]
+    chosen = {i: detections[i] for i in ids}
+    if t.value != "class_gain":
+        return DetectionValue(chosen, t.value, t.expected_floor)
     num_classes = len(load_project_info(project_dir).class_names)
-    labeled = labeled_class_counts(project_dir, num_classes) if t.value == "class_gain" else None
-    return DetectionValue(detections_by_id, t.value, t.expected_floor, num_classes, labeled)
+    if t.class_gain_groups == 1:
+        return DetectionValue(chosen, t.value, t.expected_floor, num_classes,
+                              labeled_class_counts(project_dir, num_classes))
+    group_of = image_groups(inference, t)
+    n_groups = t.class_gain_groups
+    weights = np.bincount(list(group_of.values()), minlength=n_groups) / len(group_of)  # (G,) shares of the pool
+    return DetectionValue(chosen, t.value, t.expected_floor, num_classes,
+                          labeled_class_counts(project_dir, num_classes, group_of, n_groups),
+                          np.array([group_of[i] for i in ids], np.int64), weights)
 
 
-def labeled_class_counts(project_dir: str | Path, num_classes: int) -> np.ndarray:
-    """(C,) the labeled objects of each class in L (the pool's labeled images; val and test not included)."""
+def image_groups(inference: InferenceResult, t: LookupTableParams) -> dict[str, int]:
+    """{image id: group} for `class_gain_groups`: k-means clusters of the cycle's pool embeddings (labeled and
+    unlabeled images alike), seeded by the section's seed; the same groups for every record of the cycle."""
+    if t.class_gain_groups > len(inference.ids):
+        raise ValueError(f"lookup_table.class_gain_groups is {t.class_gain_groups}, more than the "
+                         f"{len(inference.ids)} images of the pool inference")
+    _, labels = kmeans(inference.embeddings, t.class_gain_groups, seed=seed_for(t.seed, 0, "class_gain_groups"))
+    return dict(zip(inference.ids.tolist(), labels.tolist()))
+
+
+def labeled_class_counts(project_dir: str | Path, num_classes: int, group_of: dict[str, int] | None = None,
+                         n_groups: int = 1) -> np.ndarray:
+    """(C,) the labeled objects of each class in L (the pool's labeled images; val and test not included);
+    (G, C) per group of `group_of` ({image id: group in [0, n_groups)}) when it is given."""
     pool = PoolState.load(project_dir)
-    labeled = np.zeros(num_classes, np.float64)
-    for _, classes in ground_truth(project_dir, pool, pool.labeled_pool_ids.tolist()).values():
-        np.add.at(labeled, np.asarray(classes, np.int64), 1.0)
+    labeled = np.zeros(num_classes if group_of is None else (n_groups, num_classes), np.float64)
+    for image_id, (_, classes) in ground_truth(project_dir, pool, pool.labeled_pool_ids.tolist()).items():
+        if group_of is None:
+            np.add.at(labeled, np.asarray(classes, np.int64), 1.0)
+        elif image_id not in group_of:
+            raise KeyError(f"labeled image {image_id!r} is not in the cycle's pool inference, so it has no group "
+                           "for lookup_table.class_gain_groups")
+        else:
+            np.add.at(labeled[group_of[image_id]], np.asarray(classes, np.int64), 1.0)
     return labeled
 
 
 def pool_detection_value(project_dir: str | Path, params: Params, inference_path: str | Path) -> DetectionValue:
     """The cycle's detection value (`lookup_table.value`) over every image of its pool inference, computed once:
     the reward of `reward.estimator: exact`. It gives every batch the value `detection_value` gives it."""
-    return _detection_value(project_dir, params.lookup_table, load_inference(inference_path).detections_by_id())
+    return _detection_value(project_dir, params.lookup_table, load_inference(inference_path))
 
 
 def record_pseudo_targets(params: Params, detections: dict, batch_ids: Sequence[str]) -> list[dict]:

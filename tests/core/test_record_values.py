@@ -113,6 +113,42 @@ def test_detection_values_need_no_training(cycle_inputs):
         record_value(project, params, table, "record_001", weights, [*batch[:2], "not_an_image"], inference)
 
 
+def test_class_gain_per_group_uses_clusters_of_the_whole_pool_inference(cycle_inputs):
+    """class_gain_groups: the groups are k-means clusters of the cycle's pool embeddings, L's counts are per
+    group and class, and a record's value equals the exact reward's value of the same batch."""
+    from mgral_core.detections import class_gain, expected_class_counts
+    from mgral_workspace.cycle_steps import ground_truth
+    from mgral_workspace.inference_cache import load_inference
+    from mgral_workspace.record_values import image_groups, pool_detection_value
+
+    project, params, weights, _, table = cycle_inputs
+    params = params.model_copy(update={
+        "lookup_table": params.lookup_table.model_copy(update={"value": "class_gain", "expected_floor": 1e-5,
+                                                               "class_gain_groups": 2}),
+        "detector": params.detector.model_copy(update={"predict_conf": 0.0})})
+    inference_path = infer_pool(project, weights, params.detector, 1)
+    inference = load_inference(inference_path)
+    group_of = image_groups(inference, params.lookup_table)
+    assert set(group_of) == set(inference.ids.tolist()) and set(group_of.values()) <= {0, 1}
+    pool = PoolState.load(project)
+    labeled = np.zeros((2, 8))
+    for image, (_, classes) in ground_truth(project, pool, pool.labeled_pool_ids.tolist()).items():
+        np.add.at(labeled[group_of[image]], classes, 1)
+    weights_of = np.bincount(list(group_of.values()), minlength=2) / len(group_of)
+    detections = inference.detections_by_id()
+    batch = pool.unlabeled_pool_ids.tolist()[:6]
+    expected = np.zeros((2, 8))
+    for image in batch:
+        expected[group_of[image]] += expected_class_counts([detections[image]], 1e-5, 8)
+    by_hand = class_gain(labeled, expected, weights_of)
+    value = record_value(project, params, table, "record_000", weights, batch, inference_path)["value"]
+    assert value == pytest.approx(by_hand) and by_hand > 0
+    assert pool_detection_value(project, params, inference_path)(batch) == pytest.approx(value)
+    too_many = params.lookup_table.model_copy(update={"class_gain_groups": len(inference.ids) + 1})
+    with pytest.raises(ValueError, match="class_gain_groups is .*, more than the .* images of the pool inference"):
+        image_groups(inference, too_many)
+
+
 def test_stale_feature_cache_is_recomputed(cycle_inputs):
     project, params, weights, _, table = cycle_inputs
     table.mkdir()
