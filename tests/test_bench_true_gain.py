@@ -72,3 +72,20 @@ def test_true_gain_compares_the_campaigns_batches_trained_as_the_benchmark_train
     assert json.loads((tmp_path / "result.json").read_text())["rows"] == result["rows"]
     again = bench.main()  # everything finished is reused
     assert again["fine_tunes_run"] == 0 and again["rows"] == result["rows"]
+
+    # bench/domain_breakdown.py on the same campaign: the domains of every labeled cycle, and the last
+    # detector's test mAP on each domain, whose 'all' is the campaign's own evaluation
+    domains = load_bench_script("domain_breakdown")
+    monkeypatch.setattr(sys, "argv", ["domain_breakdown.py", "--bench", str(bench_dir), "--out",
+                                      str(tmp_path / "domains.json")])
+    breakdown = domains.main()
+    (row,) = breakdown["rows"]
+    assert row["cycle"] == 3 and {c: sum(v.values()) for c, v in row["batches"].items()} == {
+        0: len(labeled) - 8, 1: 8, 2: 8}
+    evaluation = json.loads((project / "cycles" / "cycle_003" / "evaluation.json").read_text())
+    assert row["test_map50_95"]["all"] == pytest.approx(evaluation["map50_95"])
+    assert set(row["test_map50_95"]) - {"all"} <= {"clean", "cluttered", "degraded"}
+    assert breakdown["comparisons"] == {}  # no random campaign to compare with
+    (tmp_path / "nometa").mkdir()
+    with pytest.raises(SystemExit, match="no metadata.csv"):
+        domains.domains_of(tmp_path / "nometa")
