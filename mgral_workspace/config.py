@@ -220,6 +220,9 @@ class LookupTableParams(_Section):
         if self.pseudo_labels == "sampled" and self.proxy != "head":
             raise ValueError("pseudo_labels: sampled needs proxy: head (the full proxy trains on thresholded "
                              "pseudo-labels only)")
+        if self.proxy == "full" and self.value != "proxy":
+            raise ValueError(f"proxy: full trains records only for value: proxy; with value: {self.value} "
+                             "the records are read from the detections and would never train (set value: proxy)")
         return self
 
     @field_validator("design_proposals")

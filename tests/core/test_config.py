@@ -138,3 +138,11 @@ def test_default_mgral_is_the_exact_class_gain_reward_and_auto_follows_the_value
     paper = variant_params(params, MGRAL_PAPER)
     assert (paper.lookup_table.value, paper.reward.resolved_estimator(paper.lookup_table.value),
             paper.agent.advantage, paper.agent.final_choice) == ("proxy", "knn", "baseline", "top_k")
+
+
+def test_a_full_proxy_without_proxy_values_is_refused():
+    """proxy: full with a value read from the detections would never train: refused with both keys named."""
+    with pytest.raises(ValueError, match="proxy: full trains records only for value: proxy; with value: class_gain"):
+        load_params("params.yaml", {"lookup_table.proxy": "full"})
+    assert load_params("params.yaml", {"lookup_table.proxy": "full",
+                                              "lookup_table.value": "proxy"}).lookup_table.proxy == "full"
