@@ -9,7 +9,8 @@ project in it derives from those settings and its spec (the folder name). Every 
 records the code version it was made with.
 
 The rule: results are reused only under the same key. A seed directory made with other settings
-is refused, naming the settings that differ; nothing there is deleted or retrained (use another
+is refused, naming the settings that differ (a parameter added since, left at its default, is not a
+difference: its default is what the code did before it existed); nothing there is deleted or retrained (use another
 `--out`, or delete the seed directory to start it again). A different code version is refused
 too, unless the caller allows it (`mgral benchmark --allow-code-change`): then the key records
 every code version that contributed, and each cell its own.
@@ -82,6 +83,20 @@ def settings_difference(old: dict, new: dict, limit: int = 8) -> str:
     return "; ".join(shown) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def same_settings(old: dict, new: dict) -> bool:
+    """Whether results made under settings `old` are this run's: equal, or different only by parameters `old`
+    lacks that this run leaves at their defaults. Such a parameter was added after those results, and a new
+    parameter's default is the behaviour the code had before it (the rule for adding one), so the results
+    stand; they were made by another code version, which `check_seed_dir` refuses unless it is allowed."""
+    if old == new:
+        return True
+    flat_old, flat_new = _flat(old), _flat(new)
+    if set(flat_old) - set(flat_new):
+        return False
+    defaults = _flat(run_settings(Params()))
+    return all(flat_old[k] == v if k in flat_old else k in defaults and defaults[k] == v for k, v in flat_new.items())
+
+
 def check_seed_dir(seed_dir: Path, params: Params, code: str, allow_code_change: bool = False) -> str:
     """Whether `seed_dir`'s results may be reused by this run; writes nothing.
 
@@ -96,7 +111,7 @@ def check_seed_dir(seed_dir: Path, params: Params, code: str, allow_code_change:
         return "new"
     old_settings, old_codes = _read_key(path)
     settings = run_settings(params)
-    if old_settings != settings:
+    if not same_settings(old_settings, settings):
         raise BenchmarkKeyError(
             f"{seed_dir} was made with other settings, so its results would be stale: "
             f"{settings_difference(old_settings, settings)}. Nothing was retrained or deleted; use another --out, "

@@ -119,3 +119,26 @@ def test_a_weights_file_named_by_path_is_keyed_by_its_content(tmp_path):
     weights.write_bytes(b"retrained")  # same path, other weights
     with pytest.raises(BenchmarkKeyError, match=r"detector\.model_sha256: '[0-9a-f]{16}' -> '[0-9a-f]{16}'"):
         claim_seed_dir(seed_dir, params, "c1")
+
+
+def test_a_parameter_added_since_is_no_difference_at_its_default_but_is_at_any_other_value(tmp_path):
+    """Results made before a parameter existed stand for a run that leaves it at its default (with the code
+    change allowed); a run that sets it otherwise is refused, naming it."""
+    params = Params()
+    seed_dir = tmp_path / "runs" / "seed_0"
+    claim_seed_dir(seed_dir, params, "c1")
+    (seed_dir / "base").mkdir()
+    key = json.loads((seed_dir / "key.json").read_text())
+    del key["settings"]["lookup_table"]["class_gain_groups"]  # as written before the parameter existed
+    (seed_dir / "key.json").write_text(json.dumps(key))
+    with pytest.raises(BenchmarkKeyError, match="made by other code"):
+        claim_seed_dir(seed_dir, params, "c2")
+    assert claim_seed_dir(seed_dir, params, "c2", allow_code_change=True) == "code changed (allowed)"
+    assert claim_seed_dir(seed_dir, params, "c2") == "same"
+    with pytest.raises(BenchmarkKeyError, match="lookup_table.class_gain_groups: '<unset>' -> 16"):
+        claim_seed_dir(seed_dir, _with(params, "lookup_table", class_gain_groups=16), "c2", allow_code_change=True)
+    key = json.loads((seed_dir / "key.json").read_text())
+    key["settings"]["detector"]["removed_since"] = 3  # a parameter the old key has and this run lacks differs
+    (seed_dir / "key.json").write_text(json.dumps(key))
+    with pytest.raises(BenchmarkKeyError, match="detector.removed_since: 3 -> '<unset>'"):
+        claim_seed_dir(seed_dir, params, "c2")
