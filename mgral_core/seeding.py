@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 # The purposes that draw their own stream. Append new ones at the end: an index never changes.
-PURPOSES = ("select", "detector", "lookup_batches", "estimator", "pseudo_labels", "detector_repeat", "class_gain_groups")
+PURPOSES = ("select", "detector", "lookup_batches", "estimator", "pseudo_labels", "detector_repeat",
+            "class_gain_groups", "coverage")
 
 
 def rng_for(seed: int, cycle: int, purpose: str) -> np.random.Generator:

@@ -138,6 +138,11 @@ class SelectionParams(_Section):
     strategy: str = "mgral"
     budget: int = Field(100, ge=1, description="images selected per cycle (k)")
     seed: int = Field(0, ge=0, description="base seed of this section's random streams (mgral_core.seeding)")
+    coverage_clusters: int = Field(8, ge=0, le=256, description="k-means clusters of the embeddings over which "
+                                   "the labeled set's mix of images is compared with the pool's after each "
+                                   "selection (mgral_core.coverage); 0 = not measured")
+    coverage_warn: float = Field(0.2, gt=0, le=1, description="the cycle report warns when that total variation "
+                                 "distance exceeds this (random sampling stays near 0.05)")
 
     @field_validator("strategy")
     @classmethod

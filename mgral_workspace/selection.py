@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgral_core.coverage import selection_coverage
 from mgral_core.lookup_table import LookupTable
 from mgral_core.reward import ExactValueEstimator, RewardEstimator, leave_one_out_spearman
 from mgral_core.seeding import rng_for, seed_for
@@ -34,6 +35,7 @@ from mgral_core.strategies.oracle import OracleBestOfN, ceiling_summary
 from mgral_workspace import cycle_steps as steps
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.config import Params
+from mgral_workspace.cycle_report import update_cycle_report
 from mgral_workspace.inference_cache import load_inference
 from mgral_workspace.lookup_store import load_table
 from mgral_workspace.plots import plot_agent_training
@@ -190,7 +192,35 @@ def select_batch(project_dir: str | Path, params: Params, inference_path: str, c
     elif isinstance(chosen, OracleBestOfN) and chosen.last_candidates:
         outputs = save_ceiling_outputs(project_dir, cycle, chosen)
     steps.save_selection(project_dir, cycle, ids, strategy)
+    outputs["metrics"].update(coverage_metrics(project_dir, params, cycle, view, ids))
     return ids, outputs
+
+
+def coverage_metrics(project_dir: str | Path, params: Params, cycle: int, view: PoolView, ids: Sequence[str]) -> dict:
+    """{"batch_cluster_gap", "labeled_cluster_gap"}: how far the batch's and the labeled set's (with the batch)
+    mix of images is from the pool's (`mgral_core.coverage`; `selection.coverage_clusters` k-means clusters of
+    the embeddings, 0 = not measured). Above `selection.coverage_warn` the cycle report gets a warning naming
+    the clusters the labeled set lacks, and "coverage_warning" is 1."""
+    s = params.selection
+    if s.coverage_clusters == 0 or not len(ids):
+        return {}
+    row = {image: r for r, image in enumerate(view.unlabeled_ids.tolist())}
+    coverage = selection_coverage(view.labeled_embeddings, view.unlabeled_embeddings,
+                                  np.array([row[str(i)] for i in ids], np.int64), s.coverage_clusters,
+                                  seed_for(s.seed, cycle, "coverage"))
+    metrics = {"batch_cluster_gap": coverage.batch_gap, "labeled_cluster_gap": coverage.labeled_gap,
+               "coverage_warning": 0.0}
+    if coverage.labeled_gap > s.coverage_warn:
+        low = coverage.under_represented()
+        lacking = (f"clusters {', '.join(map(str, low))} hold {coverage.pool_share[low].sum():.0%} of the pool but "
+                   f"{coverage.labeled_share[low].sum():.0%} of the labeled images; " if low else "")
+        update_cycle_report(project_dir, cycle, warnings=[
+            f"cycle {cycle}: the labeled set's mix of images is far from the pool's (total variation "
+            f"{coverage.labeled_gap:.2f} over {len(coverage.pool_share)} clusters of the embeddings, above "
+            f"selection.coverage_warn {s.coverage_warn}; random sampling stays near 0.05): {lacking}the detector "
+            "may do worse on the kinds of image the batches leave out (docs/method.md, 'Coverage')"])
+        metrics["coverage_warning"] = 1.0
+    return metrics
 
 
 def save_mgral_outputs(project_dir: str | Path, cycle: int, strategy: MgralStrategy,

@@ -38,7 +38,34 @@ def test_random_first_cycle_batch_is_pinned(tiny_project):
     params = load_params(tiny_project / "params.yaml")
     ids, outputs = select_batch(tiny_project, params, inference, 1, "random", 8, weights="unused")
     assert ids == PINNED_RANDOM
-    assert outputs == {"metrics": {}, "series": {}, "artifacts": []}
+    assert outputs["series"] == {} and outputs["artifacts"] == []
+    assert set(outputs["metrics"]) == {"batch_cluster_gap", "labeled_cluster_gap", "coverage_warning"}
+    assert 0 <= outputs["metrics"]["labeled_cluster_gap"] <= 1
+
+
+def test_a_labeled_set_far_from_the_pools_mix_is_warned_about_in_the_cycle_report(tiny_project):
+    """Every strategy's selection is followed by the coverage gap; a batch of one kind of image warns."""
+    from mgral_core.strategies.base import PoolView
+    from mgral_workspace.cycle_report import load_cycle_report
+    from mgral_workspace.selection import coverage_metrics
+
+    params = load_params(tiny_project / "params.yaml", {"selection.coverage_clusters": 2})
+    rng = np.random.default_rng(0)
+    kind = np.repeat([5.0, -5.0], [150, 50])[:, None] * np.eye(4)[0]  # 75 % of one kind, 25 % of another
+    embeddings = (kind + rng.normal(0, 0.3, (200, 4))).astype(np.float32)
+    ids = np.array([f"img{i:03d}" for i in range(200)])
+    view = PoolView(unlabeled_ids=ids[20:], unlabeled_embeddings=embeddings[20:],
+                    labeled_ids=ids[:20], labeled_embeddings=embeddings[:20])  # L: the first kind only
+    balanced = coverage_metrics(tiny_project, params, 4, view, [*ids[20:45], *ids[150:165]])  # L + B as the pool
+    assert balanced["coverage_warning"] == 0.0 and balanced["labeled_cluster_gap"] == pytest.approx(0, abs=1e-9)
+    assert balanced["batch_cluster_gap"] == pytest.approx(15 / 40 - 0.25)
+    assert load_cycle_report(tiny_project, 4)["warnings"] == []
+    skewed = coverage_metrics(tiny_project, params, 5, view, ids[20:60].tolist())  # more of the first kind
+    assert skewed["coverage_warning"] == 1.0 and skewed["labeled_cluster_gap"] == pytest.approx(0.25)
+    (warning,) = load_cycle_report(tiny_project, 5)["warnings"]
+    assert "total variation 0.25 over 2 clusters" in warning and "hold 25% of the pool but 0% of the labeled" in warning
+    off = params.model_copy(update={"selection": params.selection.model_copy(update={"coverage_clusters": 0})})
+    assert coverage_metrics(tiny_project, off, 6, view, ids[20:60].tolist()) == {}
 
 
 def test_budget_is_capped_and_a_made_selection_is_kept(tiny_project):
