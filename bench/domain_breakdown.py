@@ -4,6 +4,8 @@ default MGRAL falls behind random sampling at the third cycle of the built-in be
 Takes a finished `mgral benchmark --out` folder of the built-in dataset, whose generator writes each image's
 domain (clean, cluttered, degraded) into metadata.csv; a strategy never sees it. For every strategy and seed:
 * the domains of each cycle's selected batch (and of the initial labeled set), against the test split's;
+* the coverage gap of its labeled set after each selection (`mgral_core.coverage`, what a cycle logs as
+  `labeled_cluster_gap`), recomputed from the cycle's pool inference;
 * the test mAP50-95 of its last detector on each domain's test images (COCO-style, this repo's evaluation),
   and, per domain, the paired difference to the reference strategy over the seeds with its 95 % t-interval.
 
@@ -28,11 +30,14 @@ import pandas as pd
 
 from mgral_backends import get_backend
 from mgral_core.benchmark_analysis import paired_comparison
+from mgral_core.coverage import selection_coverage
 from mgral_core.evaluation import evaluate_detections
+from mgral_core.seeding import seed_for
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.benchmark import run_dir, seed_dir
 from mgral_workspace.config import load_params, split_strategy_list
 from mgral_workspace.cycle_steps import cycle_dir, ground_truth
+from mgral_workspace.inference_cache import load_inference
 from mgral_workspace.pool import PoolState
 from mgral_workspace.project import load_project_info
 from mgral_workspace.provenance import cpu_model
@@ -57,6 +62,28 @@ def batch_domains(project: Path, domains: pd.Series) -> dict[int, dict[str, int]
     labeled = table[(table["split"] == "pool") & (table["labeled_cycle"] >= 0)]
     return {int(c): domains.reindex(group["image_id"]).value_counts().sort_index().to_dict()
             for c, group in labeled.groupby("labeled_cycle")}
+
+
+def coverage_gaps(project: Path) -> dict[int, dict[str, float]]:
+    """{cycle: {"batch_gap", "labeled_gap"}} of each selection, as `selection.coverage_clusters` measures it in a
+    cycle (`mgral_core.coverage`, the cycle's pool inference; recomputed here for campaigns run before it)."""
+    params = load_params(project / "params.yaml")
+    s = params.selection
+    table = PoolState.load(project).table.set_index("image_id")
+    gaps = {}
+    for path in sorted((project / "cycles").glob("cycle_*/pool_inference.npz")):
+        cycle = int(path.parent.name.split("_")[1])
+        inference = load_inference(path)
+        labeled_cycle = table.loc[inference.ids, "labeled_cycle"].to_numpy()
+        before, batch = (labeled_cycle >= 0) & (labeled_cycle < cycle), labeled_cycle == cycle
+        if not batch.any() or s.coverage_clusters == 0:
+            continue
+        candidates = ~before
+        rows = np.flatnonzero(batch[candidates])  # the batch's rows among the images unlabeled at the time
+        c = selection_coverage(inference.embeddings[before], inference.embeddings[candidates], rows,
+                               s.coverage_clusters, seed_for(s.seed, cycle, "coverage"))
+        gaps[cycle] = {"batch_gap": round(c.batch_gap, 4), "labeled_gap": round(c.labeled_gap, 4)}
+    return gaps
 
 
 def last_cycle(project: Path) -> int:
@@ -115,7 +142,7 @@ def main() -> dict:
             domains = domains_of(project)
             cycle = last_cycle(project)
             row = {"seed": seed, "strategy": spec, "cycle": cycle, "batches": batch_domains(project, domains),
-                   "test_map50_95": per_domain_map(project, cycle, domains)}
+                   "coverage": coverage_gaps(project), "test_map50_95": per_domain_map(project, cycle, domains)}
             rows.append(row)
             maps = "  ".join(f"{d} {v:.4f}" for d, v in row["test_map50_95"].items())
             print(f"  seed {seed} {label[spec]:24s} cycle {cycle}: {maps}", flush=True)
@@ -134,6 +161,16 @@ def main() -> dict:
                     total[int(c)][d] += n
         shares = {c: {d: round(n / sum(v.values()), 2) for d, n in sorted(v.items())} for c, v in sorted(total.items())}
         print(f"  {label[spec]:24s} " + "  ".join(f"c{c} {s}" for c, s in shares.items()))
+    print("\nthe labeled set's coverage gap after each selection (total variation to the pool's mix over k-means "
+          "clusters, mgral_core.coverage; warned above selection.coverage_warn), mean [min, max] over seeds:")
+    for spec in strategies:
+        gaps = {}
+        for r in rows:
+            if r["strategy"] == spec:
+                for c, g in r["coverage"].items():
+                    gaps.setdefault(int(c), []).append(g["labeled_gap"])
+        print(f"  {label[spec]:24s} " + "  ".join(f"c{c} {np.mean(v):.2f} [{min(v):.2f}, {max(v):.2f}]"
+                                                   for c, v in sorted(gaps.items())))
     comparisons = {}
     reference = [r for r in rows if r["strategy"] == args.reference]
     print(f"\nlast detector's test mAP50-95 per domain, minus {args.reference}'s (paired over seeds):")

@@ -86,6 +86,7 @@ def test_true_gain_compares_the_campaigns_batches_trained_as_the_benchmark_train
     assert row["test_map50_95"]["all"] == pytest.approx(evaluation["map50_95"])
     assert set(row["test_map50_95"]) - {"all"} <= {"clean", "cluttered", "degraded"}
     assert breakdown["comparisons"] == {}  # no random campaign to compare with
+    assert sorted(row["coverage"]) == [1, 2] and all(0 <= g["labeled_gap"] <= 1 for g in row["coverage"].values())
     (tmp_path / "nometa").mkdir()
     with pytest.raises(SystemExit, match="no metadata.csv"):
         domains.domains_of(tmp_path / "nometa")
