@@ -192,11 +192,12 @@ def select_batch(project_dir: str | Path, params: Params, inference_path: str, c
     elif isinstance(chosen, OracleBestOfN) and chosen.last_candidates:
         outputs = save_ceiling_outputs(project_dir, cycle, chosen)
     steps.save_selection(project_dir, cycle, ids, strategy)
-    outputs["metrics"].update(coverage_metrics(project_dir, params, cycle, view, ids))
+    outputs["metrics"].update(coverage_metrics(project_dir, params, cycle, view, ids, strategy))
     return ids, outputs
 
 
-def coverage_metrics(project_dir: str | Path, params: Params, cycle: int, view: PoolView, ids: Sequence[str]) -> dict:
+def coverage_metrics(project_dir: str | Path, params: Params, cycle: int, view: PoolView, ids: Sequence[str],
+                     strategy: str) -> dict:
     """{"batch_cluster_gap", "labeled_cluster_gap"}: how far the batch's and the labeled set's (with the batch)
     mix of images is from the pool's (`mgral_core.coverage`; `selection.coverage_clusters` k-means clusters of
     the embeddings, 0 = not measured). Above `selection.coverage_warn` the cycle report gets a warning naming
@@ -218,7 +219,10 @@ def coverage_metrics(project_dir: str | Path, params: Params, cycle: int, view: 
             f"cycle {cycle}: the labeled set's mix of images is far from the pool's (total variation "
             f"{coverage.labeled_gap:.2f} over {len(coverage.pool_share)} clusters of the embeddings, above "
             f"selection.coverage_warn {s.coverage_warn}; random sampling stays near 0.05): {lacking}the detector "
-            "may do worse on the kinds of image the batches leave out (docs/method.md, 'Coverage')"])
+            "may do worse on the kinds of image the batches leave out (docs/method.md, 'Coverage')"
+            + (f"; MGRAL's class gain per group (lookup_table.class_gain_groups: 16) values the kinds of image the "
+               "labeled set lacks" if strategy == "mgral" and params.lookup_table.value ==
+               "class_gain" and params.lookup_table.class_gain_groups == 1 else "")])
         metrics["coverage_warning"] = 1.0
     return metrics
 
