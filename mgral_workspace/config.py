@@ -193,6 +193,11 @@ class LookupTableParams(_Section):
                                    "G > 1 = one per class and group of images, the groups k-means clusters of "
                                    "the cycle's pool embeddings weighted by their share of the pool, so objects "
                                    "of a kind of image L lacks (a domain) are worth more (docs/method.md)")
+    class_gain_groups_on: Literal["always", "coverage_warning"] = Field(
+        "always", description="when class_gain_groups > 1 applies: 'always', or 'coverage_warning' = only in the "
+        "cycles whose labeled set is far from the pool's mix (its coverage gap over selection.coverage_clusters "
+        "clusters above selection.coverage_warn, the measure of the coverage warning), one curve per class "
+        "otherwise (docs/method.md, deviation 21)")
     pseudo_conf: float = Field(0.5, gt=0, lt=1, description="confidence threshold for pseudo-labels")
     pseudo_labels: Literal["threshold", "sampled"] = Field(
         "threshold", description="B's pseudo-labels: 'threshold' = detections >= pseudo_conf (paper); 'sampled' = "
@@ -595,6 +600,17 @@ class Params(_Section):
     annotation: AnnotationParams = AnnotationParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="after")
+    def _check_groups_switch(self) -> "Params":
+        t = self.lookup_table
+        if t.class_gain_groups_on == "coverage_warning" and (t.class_gain_groups == 1 or t.value != "class_gain"
+                                                            or self.selection.coverage_clusters == 0):
+            raise ValueError("lookup_table.class_gain_groups_on: coverage_warning switches the class gain per group "
+                             "on by the labeled set's coverage gap, so it needs lookup_table.value: class_gain "
+                             f"(got {t.value}), lookup_table.class_gain_groups > 1 (got {t.class_gain_groups}) and "
+                             f"selection.coverage_clusters > 0 (got {self.selection.coverage_clusters})")
+        return self
 
     @model_validator(mode="after")
     def _check_exact_reward(self) -> "Params":

@@ -12,6 +12,7 @@ Records travel as ids and paths, never as tensors. Nothing here reads the oracle
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import threading
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mgral_core.batch_design import designed_batches
+from mgral_core.coverage import selection_coverage
 from mgral_core.detections import DetectionValue, sampled_labels
 from mgral_core.lookup_table import LookupRecord, mixed_batches, random_batches
 from mgral_core.seeding import rng_for, seed_for
@@ -138,31 +140,82 @@ def detection_value(project_dir: str | Path, params: Params, batch_ids: Sequence
     missing = [i for i in batch_ids if str(i) not in known]
     if missing:
         raise KeyError(f"{inference_path}: no detections for {len(missing)} of the batch's images, e.g. {missing[0]}")
-    value = _detection_value(project_dir, params.lookup_table, inference, batch_ids)(batch_ids)
+    value = _detection_value(project_dir, params, inference, batch_ids)(batch_ids)
     return {"value": value, "seconds": round(time.time() - start, 2)}
 
 
-def _detection_value(project_dir: str | Path, t: LookupTableParams, inference: InferenceResult,
+def _detection_value(project_dir: str | Path, params: Params, inference: InferenceResult,
                      ids: Sequence[str] | None = None) -> DetectionValue:
-    """`lookup_table.value` (expected_objects or class_gain, section `t`) over these images of the cycle's pool
-    inference (default: all of them); one formula for a record's value and for the exact reward. With
-    `class_gain_groups` > 1 the groups are clusters of the whole inference's embeddings, so a batch's value
-    does not depend on which other images the value was built over."""
+    """`lookup_table.value` (expected_objects or class_gain) over these images of the cycle's pool inference
+    (default: all of them); one formula for a record's value and for the exact reward. With
+    `class_gain_groups` > 1 in use this cycle (`groups_in_use`) the groups are clusters of the whole
+    inference's embeddings, so a batch's value does not depend on which other images it was built over."""
+    t = params.lookup_table
     detections = inference.detections_by_id()
     ids = list(detections) if ids is None else [str(i) for i in ids]
     chosen = {i: detections[i] for i in ids}
     if t.value != "class_gain":
         return DetectionValue(chosen, t.value, t.expected_floor)
     num_classes = len(load_project_info(project_dir).class_names)
-    if t.class_gain_groups == 1:
+    n_groups = groups_in_use(project_dir, params, inference)
+    if n_groups == 1:
         return DetectionValue(chosen, t.value, t.expected_floor, num_classes,
                               labeled_class_counts(project_dir, num_classes))
     group_of = image_groups(inference, t)
-    n_groups = t.class_gain_groups
     weights = np.bincount(list(group_of.values()), minlength=n_groups) / len(group_of)  # (G,) shares of the pool
     return DetectionValue(chosen, t.value, t.expected_floor, num_classes,
                           labeled_class_counts(project_dir, num_classes, group_of, n_groups),
                           np.array([group_of[i] for i in ids], np.int64), weights)
+
+
+_cycle_cache: dict[tuple, object] = {}
+_cycle_cache_lock = threading.Lock()
+
+
+def _cached(kind: str, inference: InferenceResult, settings: tuple, compute: Callable,
+            project_dir: str | Path | None = None):
+    """compute() once per (kind, inference, settings[, project and its pool state]) in this process: every
+    record of a cycle asks for the same groups and the same coverage gap, and k-means over a large pool takes
+    seconds."""
+    pool_csv = None if project_dir is None else Path(project_dir).resolve() / "pool.csv"
+    key = (kind, str(pool_csv), pool_csv.stat().st_mtime_ns if pool_csv is not None and pool_csv.exists() else 0,
+           hashlib.blake2b(np.ascontiguousarray(inference.embeddings).tobytes(), digest_size=16).digest(),
+           hashlib.blake2b("\n".join(inference.ids.tolist()).encode(), digest_size=16).digest(), settings)
+    with _cycle_cache_lock:
+        if key in _cycle_cache:
+            return _cycle_cache[key]
+    value = compute()
+    with _cycle_cache_lock:
+        if len(_cycle_cache) > 16:
+            _cycle_cache.clear()
+        _cycle_cache[key] = value
+    return value
+
+
+def labeled_coverage_gap(project_dir: str | Path, params: Params, inference: InferenceResult) -> float:
+    """The labeled set's coverage gap this cycle (before its batch): the total variation distance between its
+    mix over `selection.coverage_clusters` k-means clusters of the pool's embeddings and the pool's, clustered
+    as the cycle's coverage warning clusters them (`selection.coverage_metrics`)."""
+    s = params.selection
+
+    def compute() -> float:
+        pool = PoolState.load(project_dir)
+        labeled, unlabeled = inference.subset(pool.labeled_pool_ids), inference.subset(pool.unlabeled_pool_ids)
+        return selection_coverage(labeled.embeddings, unlabeled.embeddings, np.zeros(0, np.int64),
+                                  s.coverage_clusters, seed_for(s.seed, pool.current_cycle + 1, "coverage")
+                                  ).labeled_gap
+
+    return _cached("coverage_gap", inference, (s.coverage_clusters, s.seed), compute, project_dir)
+
+
+def groups_in_use(project_dir: str | Path, params: Params, inference: InferenceResult) -> int:
+    """G of the class gain this cycle: `lookup_table.class_gain_groups`, or 1 when `class_gain_groups_on` is
+    'coverage_warning' and the labeled set's coverage gap is at most `selection.coverage_warn`."""
+    t = params.lookup_table
+    if t.class_gain_groups == 1 or t.class_gain_groups_on == "always":
+        return t.class_gain_groups
+    gap = labeled_coverage_gap(project_dir, params, inference)
+    return t.class_gain_groups if gap > params.selection.coverage_warn else 1
 
 
 def image_groups(inference: InferenceResult, t: LookupTableParams) -> dict[str, int]:
@@ -171,8 +224,13 @@ def image_groups(inference: InferenceResult, t: LookupTableParams) -> dict[str, 
     if t.class_gain_groups > len(inference.ids):
         raise ValueError(f"lookup_table.class_gain_groups is {t.class_gain_groups}, more than the "
                          f"{len(inference.ids)} images of the pool inference")
-    _, labels = kmeans(inference.embeddings, t.class_gain_groups, seed=seed_for(t.seed, 0, "class_gain_groups"))
-    return dict(zip(inference.ids.tolist(), labels.tolist()))
+    seed = seed_for(t.seed, 0, "class_gain_groups")
+
+    def compute() -> dict[str, int]:
+        _, labels = kmeans(inference.embeddings, t.class_gain_groups, seed=seed)
+        return dict(zip(inference.ids.tolist(), labels.tolist()))
+
+    return _cached("groups", inference, (t.class_gain_groups, seed), compute)
 
 
 def labeled_class_counts(project_dir: str | Path, num_classes: int, group_of: dict[str, int] | None = None,
@@ -195,7 +253,7 @@ def labeled_class_counts(project_dir: str | Path, num_classes: int, group_of: di
 def pool_detection_value(project_dir: str | Path, params: Params, inference_path: str | Path) -> DetectionValue:
     """The cycle's detection value (`lookup_table.value`) over every image of its pool inference, computed once:
     the reward of `reward.estimator: exact`. It gives every batch the value `detection_value` gives it."""
-    return _detection_value(project_dir, params.lookup_table, load_inference(inference_path))
+    return _detection_value(project_dir, params, load_inference(inference_path))
 
 
 def record_pseudo_targets(params: Params, detections: dict, batch_ids: Sequence[str]) -> list[dict]:

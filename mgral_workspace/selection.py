@@ -40,7 +40,14 @@ from mgral_workspace.inference_cache import load_inference
 from mgral_workspace.lookup_store import load_table
 from mgral_workspace.plots import plot_agent_training
 from mgral_workspace.project import load_project_info
-from mgral_workspace.record_values import cache_cycle_features, pool_detection_value, record_value, true_label_record
+from mgral_workspace.record_values import (
+    cache_cycle_features,
+    groups_in_use,
+    labeled_coverage_gap,
+    pool_detection_value,
+    record_value,
+    true_label_record,
+)
 
 
 class OracleRefusedError(ValueError):
@@ -222,7 +229,10 @@ def coverage_metrics(project_dir: str | Path, params: Params, cycle: int, view: 
             "may do worse on the kinds of image the batches leave out (docs/method.md, 'Coverage')"
             + (f"; MGRAL's class gain per group (lookup_table.class_gain_groups: 16) values the kinds of image the "
                "labeled set lacks" if strategy == "mgral" and params.lookup_table.value ==
-               "class_gain" and params.lookup_table.class_gain_groups == 1 else "")])
+               "class_gain" and params.lookup_table.class_gain_groups == 1 else "")
+            + (f"; MGRAL values per group of images (lookup_table.class_gain_groups: "
+               f"{params.lookup_table.class_gain_groups}) in the cycles that start this far from the pool's mix"
+               if strategy == "mgral" and params.lookup_table.class_gain_groups_on == "coverage_warning" else "")])
         metrics["coverage_warning"] = 1.0
     return metrics
 
@@ -262,6 +272,12 @@ def save_mgral_outputs(project_dir: str | Path, cycle: int, strategy: MgralStrat
         h = estimator.value_model.hyperparameters
         metrics.update({"lookup_gp_lengthscale": h.lengthscale, "lookup_gp_noise_ratio": h.noise_ratio,
                         "lookup_gp_prior_std": estimator.value_model.prior_std})
+    if factory.params.lookup_table.value == "class_gain":  # which class gain the cycle used (G = 1: per class)
+        inference = load_inference(factory.inference_path)
+        metrics["class_gain_groups_used"] = groups_in_use(factory.project_dir, factory.params, inference)
+        if factory.params.lookup_table.class_gain_groups_on == "coverage_warning":
+            metrics["labeled_cluster_gap_before"] = labeled_coverage_gap(factory.project_dir, factory.params,
+                                                                         inference)
     write_json_atomic(out / "mgral_summary.json", metrics)  # the same figures, for reports without MLflow
     artifacts = [out / "agent.pt", out / "lookup_table.csv", png, *([diagnostics_file] if diagnostics else [])]
     return {"metrics": metrics, "series": {"agent_reward": history.rewards, "agent_baseline": history.baselines},

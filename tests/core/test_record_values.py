@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mgral_workspace.config import load_params
+from mgral_core.seeding import seed_for
+from mgral_workspace.config import Params, load_params
+from mgral_workspace.inference_cache import load_inference
 from mgral_workspace.cycle_steps import infer_pool
 from mgral_core.lookup_table import table_diagnostics
 from mgral_workspace.pool import PoolState
@@ -147,6 +149,54 @@ def test_class_gain_per_group_uses_clusters_of_the_whole_pool_inference(cycle_in
     too_many = params.lookup_table.model_copy(update={"class_gain_groups": len(inference.ids) + 1})
     with pytest.raises(ValueError, match="class_gain_groups is .*, more than the .* images of the pool inference"):
         image_groups(inference, too_many)
+
+
+def test_class_gain_groups_switch_on_with_the_labeled_sets_coverage_gap(cycle_inputs):
+    """class_gain_groups_on: coverage_warning: per group only in a cycle whose labeled set's coverage gap (the
+    coverage warning's measure, before the batch) is above selection.coverage_warn, per class otherwise."""
+    from mgral_core.coverage import selection_coverage
+    from mgral_workspace.cycle_steps import pool_view
+    from mgral_workspace.record_values import groups_in_use, labeled_coverage_gap, pool_detection_value
+
+    project, params, weights, _, table = cycle_inputs
+    detector = params.detector.model_copy(update={"predict_conf": 0.0})
+    inference_path = infer_pool(project, weights, detector, 1)
+    inference = load_inference(inference_path)
+
+    def with_(groups_on: str, warn: float, groups: int = 2) -> Params:
+        return params.model_copy(update={
+            "lookup_table": params.lookup_table.model_copy(update={
+                "value": "class_gain", "expected_floor": 1e-5, "class_gain_groups": groups,
+                "class_gain_groups_on": groups_on}),
+            "selection": params.selection.model_copy(update={"coverage_warn": warn}), "detector": detector})
+
+    gap = labeled_coverage_gap(project, with_("coverage_warning", 0.2), inference)
+    view, s = pool_view(project, inference_path), params.selection
+    by_hand = selection_coverage(view.labeled_embeddings, view.unlabeled_embeddings, np.zeros(0, np.int64),
+                                 s.coverage_clusters, seed_for(s.seed, 1, "coverage")).labeled_gap
+    assert gap == pytest.approx(by_hand) and 0 < gap < 1  # cycle 1's clustering, as its warning clusters
+    batch = PoolState.load(project).unlabeled_pool_ids.tolist()[:6]
+    per_class = pool_detection_value(project, with_("always", 0.2, groups=1), inference_path)(batch)
+    per_group = pool_detection_value(project, with_("always", 0.2), inference_path)(batch)
+    assert per_class != pytest.approx(per_group)
+    near, far = with_("coverage_warning", min(1.0, gap + 0.01)), with_("coverage_warning", gap / 2)
+    assert (groups_in_use(project, near, inference), groups_in_use(project, far, inference)) == (1, 2)
+    assert pool_detection_value(project, near, inference_path)(batch) == pytest.approx(per_class)
+    assert pool_detection_value(project, far, inference_path)(batch) == pytest.approx(per_group)
+    assert record_value(project, far, table, "record_000", weights, batch, inference_path)["value"] == \
+        pytest.approx(per_group)
+
+
+def test_class_gain_groups_switch_needs_groups_and_coverage():
+    from mgral_workspace.config import ConfigError, params_from_dict
+
+    good = {"lookup_table": {"value": "class_gain", "class_gain_groups": 16, "class_gain_groups_on":
+                             "coverage_warning"}}
+    assert params_from_dict(good).lookup_table.class_gain_groups_on == "coverage_warning"
+    with pytest.raises(ConfigError, match=r"class_gain_groups > 1 \(got 1\)"):
+        params_from_dict({"lookup_table": {**good["lookup_table"], "class_gain_groups": 1}})
+    with pytest.raises(ConfigError, match=r"selection.coverage_clusters > 0 \(got 0\)"):
+        params_from_dict({**good, "selection": {"coverage_clusters": 0}})
 
 
 def test_stale_feature_cache_is_recomputed(cycle_inputs):
