@@ -18,6 +18,12 @@ Copies the learning curves and first-cycle histograms into `--docs`, and writes:
                   chosen, best proposal, mean random batch) from cycles/cycle_NNN/oracle_ceiling/candidates.json.
 The ceiling reads the oracle: every table names it `oracle_best_of_n (ceiling)`.
 
+The tables are made from the last run's results.csv (its plan's strategies and seeds). `--all-seeds`
+makes them from the result cells of every finished campaign in the folder instead (`runs/seed_*/*/cells`,
+the seeds of all runs that reused it), optionally only `--seeds` and `--strategies`; a campaign with cycles
+missing is left out and named. Comparisons pair each strategy with random over the seeds both finished;
+the learning curves are redrawn over the same cells.
+
 `--pair-with` joins the strategies of earlier runs' results.csv to the tables, so that a run of new
 variants is compared with every strategy of an earlier run of the same profile and seeds without
 training those again. That is valid only when the two runs trained the same detectors (the training
@@ -27,6 +33,7 @@ is bit-reproducible on one kind of machine, docs/RELIABILITY.md), and it is chec
     python bench/benchmark_report.py --bench benchmark_results/quick --docs docs/results/quick
     python bench/benchmark_report.py --bench /work/bench_out/new --docs docs/results/new \
         --pair-with docs/results/quick10_r1/results.csv
+    python bench/benchmark_report.py --bench /work/bench_out/c3 --docs docs/results/quick_3cycles_all --all-seeds
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ import pandas as pd
 
 from scale_common import oracle_objects
 
+from mgral_core.benchmark_analysis import TIDY_COLUMNS
 from mgral_core.strategies import display_name, oracle_readers
+from mgral_workspace.plots import plot_learning_curves
 from mgral_workspace.reports import benchmark_markdown
 
 
@@ -92,14 +101,48 @@ def pair_with(tidy: pd.DataFrame, earlier: pd.DataFrame, name: str, metric: str 
     return pd.concat([tidy, added[tidy.columns]], ignore_index=True)
 
 
-def ceiling_table(bench: Path) -> pd.DataFrame:
+def all_cells(bench: Path, seeds: set[int] | None = None, strategies: set[str] | None = None) -> pd.DataFrame:
+    """The tidy rows of every campaign of `bench` with all its cycles' cells (the cycles of plan.json + 1,
+    the last being the final evaluation), of `seeds` and `strategies` if given; prints the campaigns left out."""
+    cycles = json.loads((bench / "plan.json").read_text())["cycles"] + 1
+    rows, incomplete = [], []
+    for cells in sorted(bench.glob("runs/seed_*/*/cells")):
+        seed = int(cells.parents[1].name.split("_")[1])
+        files = [cells / f"cycle_{c:03d}.json" for c in range(1, cycles + 1)]
+        if seeds is not None and seed not in seeds:
+            continue
+        if not all(f.exists() for f in files):
+            incomplete.append(f"{cells.parent.name} seed {seed} ({sum(f.exists() for f in files)}/{cycles} cells)")
+            continue
+        campaign = [json.loads(f.read_text()) for f in files]
+        if strategies is None or campaign[0]["strategy"] in strategies:
+            rows += [{column: cell[column] for column in TIDY_COLUMNS} for cell in campaign]
+    if incomplete:
+        print(f"left out, not finished: {'; '.join(incomplete)}")
+    if not rows:
+        raise SystemExit(f"{bench}: no finished campaign" + (" of the seeds and strategies asked for" if
+                                                            seeds is not None or strategies is not None else ""))
+    tidy = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+    if strategies is not None and strategies - set(tidy["strategy"]):
+        raise SystemExit(f"{bench}: no finished campaign of {sorted(strategies - set(tidy['strategy']))}")
+    per_strategy = tidy.groupby("strategy")["seed"].unique()
+    for strategy, found in per_strategy.items():
+        print(f"{display_name(strategy)}: seeds {' '.join(map(str, sorted(found)))}")
+    return tidy
+
+
+def _seed_of(folder: Path) -> int:
+    return int(folder.name.split("_")[1])  # runs/seed_<s>
+
+
+def ceiling_table(bench: Path, seeds: set[int] | None = None) -> pd.DataFrame:
     """The ceiling's scored candidates per seed and cycle: what it chose, and how that compares, under the
     same true-label head proxy, with the best proposal and the mean random batch."""
     rows = []
     readers = tuple(oracle_readers())
     for path in sorted(bench.glob("runs/seed_*/*/cycles/cycle_*/oracle_ceiling/candidates.json")):
         run = path.parents[3].name
-        if not run.startswith(readers):
+        if not run.startswith(readers) or (seeds is not None and _seed_of(path.parents[4]) not in seeds):
             continue
         data = json.loads(path.read_text())
         rows.append({"run": display_name(run), "seed": int(path.parents[4].name.split("_")[1]),
@@ -130,10 +173,12 @@ def value_vs_objects(cycle_dir: Path, project: Path) -> float | None:
     return float(pd.Series(values).corr(pd.Series(objects), method="spearman"))
 
 
-def mgral_table(bench: Path) -> pd.DataFrame:
+def mgral_table(bench: Path, seeds: set[int] | None = None) -> pd.DataFrame:
     rows = []
     for summary in sorted(bench.glob("runs/seed_*/mgral*/cycles/cycle_*/mgral_summary.json")):
         cycle_dir = summary.parent
+        if seeds is not None and _seed_of(cycle_dir.parents[2]) not in seeds:
+            continue
         data = json.loads(summary.read_text())
         diagnostics = cycle_dir / "lookup_table" / "diagnostics.json"
         snr = json.loads(diagnostics.read_text()) if diagnostics.exists() else {}
@@ -147,11 +192,24 @@ def mgral_table(bench: Path) -> pd.DataFrame:
                      "table_mean": data.get("lookup_value_mean"), "table_std": data.get("lookup_value_std"),
                      "agent_final_reward": data.get("agent_final_reward"),
                      "random_reference": data.get("lookup_reference_value"),
+                     "groups_used": data.get("class_gain_groups_used"),  # class_gain: G of the cycle's value
                      "value_vs_objects": value_vs_objects(cycle_dir, cycle_dir.parents[1]),
                      **({"fidelity_diverse": chain.get("fidelity_diverse"),
                          "mgral_minus_best_record": chain.get("mgral_minus_best_record"),
                          "mgral_minus_ceiling": chain.get("mgral_minus_ceiling")} if chain else {})})
     return pd.DataFrame(rows)
+
+
+def parse_seeds(text: str) -> set[int]:
+    """'0-5,8' -> {0, 1, 2, 3, 4, 5, 8}."""
+    seeds = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            seeds.update(range(int(low), int(high or low) + 1))
+        except ValueError:
+            raise SystemExit(f"--seeds: {part!r} is not a seed or a range like 0-5") from None
+    return seeds
 
 
 def main() -> None:
@@ -161,14 +219,31 @@ def main() -> None:
     parser.add_argument("--pair-with", action="append", default=[], metavar="CSV",
                         help="an earlier run's results.csv whose other strategies join the tables (checked: "
                              "shared cells must be identical); may be given more than once")
+    parser.add_argument("--all-seeds", action="store_true",
+                        help="tables from every finished campaign's cells, not the last run's results.csv")
+    parser.add_argument("--seeds", help="with --all-seeds: only these seeds (e.g. 0-5,8)")
+    parser.add_argument("--strategies", help="with --all-seeds: only these strategy specs, ';'-separated")
     args = parser.parse_args()
     bench, docs = Path(args.bench), Path(args.docs)
+    if (args.seeds or args.strategies) and not args.all_seeds:
+        parser.error("--seeds and --strategies choose campaigns for --all-seeds")
     docs.mkdir(parents=True, exist_ok=True)
-    for name in ("learning_curves.png", "first_cycle_classes.png", "first_cycle_domains.png", "results.csv",
-                 "finetunes.csv", "duration.txt"):
+    copied = ("first_cycle_classes.png", "first_cycle_domains.png") if args.all_seeds else (
+        "learning_curves.png", "first_cycle_classes.png", "first_cycle_domains.png", "results.csv", "finetunes.csv",
+        "duration.txt")  # the first-cycle histograms are the last run's first seed either way
+    for name in copied:
         if (bench / name).exists() and (bench / name).resolve() != (docs / name).resolve():
             shutil.copy(bench / name, docs / name)
-    tidy = pd.read_csv(bench / "results.csv")
+    if args.all_seeds:
+        tidy = all_cells(bench, parse_seeds(args.seeds) if args.seeds else None,
+                         set(args.strategies.split(";")) if args.strategies else None)
+        tidy.to_csv(docs / "results.csv", index=False)
+        counts = tidy.groupby("strategy")["seed"].nunique()
+        plot_learning_curves(tidy, docs / "learning_curves.png", title="seeds: " + ", ".join(
+            f"{display_name(s)[:24]} {n}" for s, n in counts.items()) if counts.nunique() > 1 else
+            f"{counts.iloc[0]} seeds")
+    else:
+        tidy = pd.read_csv(bench / "results.csv")
     for earlier in args.pair_with:
         tidy = pair_with(tidy, pd.read_csv(earlier), earlier)
     if args.pair_with:
@@ -180,7 +255,7 @@ def main() -> None:
     cycles = cycle_table(tidy)
     (docs / "cycles.md").write_text(cycles.round(4).to_markdown(index=False) + "\n")
     print(cycles.round(4).to_markdown(index=False))
-    mgral = mgral_table(bench)
+    mgral = mgral_table(bench, set(tidy["seed"]))
     if len(mgral):
         shown = mgral.round(3).assign(table_std=mgral["table_std"].round(5))  # the spread is ~1e-4
         (docs / "mgral_cycles.md").write_text(shown.to_markdown(index=False) + "\n")
@@ -188,7 +263,7 @@ def main() -> None:
         means = mgral.groupby("run")[["repeatability", "fidelity", "loo_spearman", "value_vs_objects"]].mean(
             numeric_only=True)
         print("means over seeds and cycles:\n" + means.round(3).to_markdown())
-    ceiling = ceiling_table(bench)
+    ceiling = ceiling_table(bench, set(tidy["seed"]))
     if len(ceiling):
         (docs / "ceiling_cycles.md").write_text(ceiling.round(4).to_markdown(index=False) + "\n")
         print(ceiling.round(4).to_markdown(index=False))

@@ -44,6 +44,7 @@ from mgral_workspace.benchmark_reuse import (
 )
 from mgral_workspace.config import (
     BenchmarkProfile,
+    STRATEGY_NAMES,
     ConfigError,
     Params,
     load_params,
@@ -150,7 +151,10 @@ def plan_benchmark(out: Path, params: Params, profile: BenchmarkProfile, strateg
 
 def variant_params(params: Params, spec: str) -> Params:
     """The parameters of a strategy spec: `params` with the spec's overrides ('mgral@agent.lr=0.01'), validated."""
-    _, overrides = split_strategy_spec(spec)
+    name, overrides = split_strategy_spec(spec)
+    if name not in STRATEGY_NAMES:
+        raise ConfigError(f"strategy {spec!r}: unknown strategy {name!r}; known strategies: "
+                          f"{', '.join(STRATEGY_NAMES)} (several specs are separated by commas)")
     data = params.model_dump()
     for dotted, value in overrides.items():
         section, _, key = dotted.partition(".")

@@ -508,6 +508,9 @@ class BenchmarkProfile(_Section):
             pairs = [pair for pair in overrides.split(",") if pair] if overrides else []
             if not name or any("=" not in pair or "." not in pair.split("=")[0] for pair in pairs):
                 raise ValueError(f"strategy {spec!r}: expected NAME or NAME@section.key=value[,section.key=value]")
+            if name not in STRATEGY_NAMES:
+                raise ValueError(f"strategy {spec!r}: unknown strategy {name!r}; known strategies: "
+                                 f"{', '.join(STRATEGY_NAMES)} (several specs are separated by commas)")
         if len(set(value)) != len(value):
             raise ValueError(f"strategies must be distinct, got {value}")
         return value

@@ -180,13 +180,13 @@ def select_batch(project_dir: str | Path, params: Params, inference_path: str, c
     """The cycle's batch: min(budget, candidates) ids chosen by `strategy`, saved as selection.json.
 
     Returns (ids, outputs): outputs has "metrics", "series" ({name: values by step}) and
-    "artifacts" (paths) of what the strategy left to log; empty for baselines and for a
-    selection already made by an interrupted run (which is returned as it was).
+    "artifacts" (paths) of what the strategy left to log, and "warnings" (also in the cycle report);
+    empty for a selection already made by an interrupted run (which is returned as it was).
     """
     check_strategy_allowed(project_dir, strategy)
     cached = steps.load_selection(project_dir, cycle)
     if cached is not None:
-        return cached, {"metrics": {}, "series": {}, "artifacts": []}
+        return cached, {"metrics": {}, "series": {}, "artifacts": [], "warnings": []}
     view = steps.pool_view(project_dir, Path(inference_path))
     k = min(budget, len(view.unlabeled_ids))
     context = selection_context(project_dir, params, cycle, strategy, weights, inference_path, progress)
@@ -199,42 +199,46 @@ def select_batch(project_dir: str | Path, params: Params, inference_path: str, c
     elif isinstance(chosen, OracleBestOfN) and chosen.last_candidates:
         outputs = save_ceiling_outputs(project_dir, cycle, chosen)
     steps.save_selection(project_dir, cycle, ids, strategy)
-    outputs["metrics"].update(coverage_metrics(project_dir, params, cycle, view, ids, strategy))
-    return ids, outputs
+    coverage, warnings = coverage_metrics(project_dir, params, cycle, view, ids, strategy)
+    outputs["metrics"].update(coverage)
+    return ids, {**outputs, "warnings": warnings}
 
 
 def coverage_metrics(project_dir: str | Path, params: Params, cycle: int, view: PoolView, ids: Sequence[str],
-                     strategy: str) -> dict:
-    """{"batch_cluster_gap", "labeled_cluster_gap"}: how far the batch's and the labeled set's (with the batch)
-    mix of images is from the pool's (`mgral_core.coverage`; `selection.coverage_clusters` k-means clusters of
-    the embeddings, 0 = not measured). Above `selection.coverage_warn` the cycle report gets a warning naming
-    the clusters the labeled set lacks, and "coverage_warning" is 1."""
+                     strategy: str) -> tuple[dict, list[str]]:
+    """({"batch_cluster_gap", "labeled_cluster_gap", "coverage_warning"}, warnings): how far the batch's and the
+    labeled set's (with the batch) mix of images is from the pool's (`mgral_core.coverage`;
+    `selection.coverage_clusters` k-means clusters of the embeddings, 0 = not measured: ({}, [])). Above
+    `selection.coverage_warn` a warning naming the clusters the labeled set lacks goes into the cycle report
+    and the list, and "coverage_warning" is 1."""
     s = params.selection
     if s.coverage_clusters == 0 or not len(ids):
-        return {}
+        return {}, []
     row = {image: r for r, image in enumerate(view.unlabeled_ids.tolist())}
     coverage = selection_coverage(view.labeled_embeddings, view.unlabeled_embeddings,
                                   np.array([row[str(i)] for i in ids], np.int64), s.coverage_clusters,
                                   seed_for(s.seed, cycle, "coverage"))
     metrics = {"batch_cluster_gap": coverage.batch_gap, "labeled_cluster_gap": coverage.labeled_gap,
                "coverage_warning": 0.0}
-    if coverage.labeled_gap > s.coverage_warn:
-        low = coverage.under_represented()
-        lacking = (f"clusters {', '.join(map(str, low))} hold {coverage.pool_share[low].sum():.0%} of the pool but "
-                   f"{coverage.labeled_share[low].sum():.0%} of the labeled images; " if low else "")
-        update_cycle_report(project_dir, cycle, warnings=[
-            f"cycle {cycle}: the labeled set's mix of images is far from the pool's (total variation "
-            f"{coverage.labeled_gap:.2f} over {len(coverage.pool_share)} clusters of the embeddings, above "
-            f"selection.coverage_warn {s.coverage_warn}; random sampling stays near 0.05): {lacking}the detector "
-            "may do worse on the kinds of image the batches leave out (docs/method.md, 'Coverage')"
-            + (f"; MGRAL's class gain per group (lookup_table.class_gain_groups: 16) values the kinds of image the "
-               "labeled set lacks" if strategy == "mgral" and params.lookup_table.value ==
-               "class_gain" and params.lookup_table.class_gain_groups == 1 else "")
-            + (f"; MGRAL values per group of images (lookup_table.class_gain_groups: "
-               f"{params.lookup_table.class_gain_groups}) in the cycles that start this far from the pool's mix"
-               if strategy == "mgral" and params.lookup_table.class_gain_groups_on == "coverage_warning" else "")])
-        metrics["coverage_warning"] = 1.0
-    return metrics
+    if coverage.labeled_gap <= s.coverage_warn:
+        return metrics, []
+    low = coverage.under_represented()
+    lacking = (f"clusters {', '.join(map(str, low))} hold {coverage.pool_share[low].sum():.0%} of the pool but "
+               f"{coverage.labeled_share[low].sum():.0%} of the labeled images; " if low else "")
+    t, mgral_class_gain = params.lookup_table, strategy == "mgral" and params.lookup_table.value == "class_gain"
+    hint = ""
+    if mgral_class_gain and t.class_gain_groups == 1:
+        hint = ("; MGRAL's class gain per group (lookup_table.class_gain_groups: 16) values the kinds of image the "
+                "labeled set lacks")
+    elif mgral_class_gain and t.class_gain_groups_on == "coverage_warning":
+        hint = (f"; MGRAL values per group of images (lookup_table.class_gain_groups: {t.class_gain_groups}) in "
+                "the cycles that start this far from the pool's mix")
+    warning = (f"cycle {cycle}: the labeled set's mix of images is far from the pool's (total variation "
+               f"{coverage.labeled_gap:.2f} over {len(coverage.pool_share)} clusters of the embeddings, above "
+               f"selection.coverage_warn {s.coverage_warn}; random sampling stays near 0.05): {lacking}the detector "
+               f"may do worse on the kinds of image the batches leave out (docs/method.md, 'Coverage'){hint}")
+    update_cycle_report(project_dir, cycle, warnings=[warning])
+    return {**metrics, "coverage_warning": 1.0}, [warning]
 
 
 def save_mgral_outputs(project_dir: str | Path, cycle: int, strategy: MgralStrategy,

@@ -8,7 +8,6 @@ from tqdm.auto import tqdm
 from mgral_workspace import cycle_steps as steps
 from mgral_workspace.cold_start import select_cold_start
 from mgral_workspace.config import Params
-from mgral_workspace.cycle_report import load_cycle_report
 from mgral_workspace.selection import select_batch
 
 
@@ -27,10 +26,8 @@ def select_batch_task(project_dir: str, params: Params, inference_path: str, cyc
                                     if k in ("agent_final_reward", "lookup_reference_value", "lookup_loo_spearman",
                                              "oracle_chosen_value", "oracle_gap_vs_random")
                                     and v is not None))
-    if outputs["metrics"].get("coverage_warning"):
-        for warning in load_cycle_report(project_dir, cycle)["warnings"]:
-            if "mix of images is far from the pool's" in warning:
-                logger.warning(warning)
+    for warning in outputs["warnings"]:
+        logger.warning(warning)
     return ids, outputs
 
 

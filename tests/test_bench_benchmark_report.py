@@ -49,3 +49,37 @@ def test_pair_with_adds_an_earlier_runs_strategies_only_when_shared_cells_agree(
         report.pair_with(new, earlier[earlier["strategy"] == "cdal"], "cdal_only.csv")
     with pytest.raises(SystemExit, match="cdal lacks seeds \\[1\\]"):
         report.pair_with(new, earlier[(earlier["strategy"] == "random") | (earlier["seed"] == 0)], "short.csv")
+
+
+def test_all_cells_reads_every_finished_campaign_of_every_seed_folder(tmp_path, capsys):
+    """--all-seeds: campaigns of seeds from any run of the folder, the unfinished one named and left out."""
+    import pytest
+
+    report = _report()
+    (tmp_path / "plan.json").write_text(json.dumps({"cycles": 1, "seeds": [2], "strategies": ["random"]}))
+
+    def campaign(seed, folder, strategy, cycles):
+        cells = tmp_path / "runs" / f"seed_{seed}" / folder / "cells"
+        cells.mkdir(parents=True)
+        for cycle in range(1, cycles + 1):
+            (cells / f"cycle_{cycle:03d}.json").write_text(json.dumps(
+                {"strategy": strategy, "seed": seed, "cycle": cycle, "labeled": 100 * cycle,
+                 "map50_95": 0.1 * cycle + seed / 100, "map50": 0.2, "seconds": 3.0}))
+        (cells / "mlflow_run.json").write_text("{}")
+
+    for seed in (0, 1, 2):
+        campaign(seed, "random", "random", 2)
+    campaign(0, "mgral__x-1", "mgral@x=1", 2)
+    campaign(1, "mgral__x-1", "mgral@x=1", 1)  # interrupted after its first cycle
+    tidy = report.all_cells(tmp_path)
+    assert sorted(map(tuple, tidy[["strategy", "seed"]].drop_duplicates().to_numpy().tolist())) == [
+        ("mgral@x=1", 0), ("random", 0), ("random", 1), ("random", 2)]
+    assert tidy.loc[(tidy["seed"] == 2) & (tidy["cycle"] == 2), "map50_95"].item() == pytest.approx(0.22)
+    assert "left out, not finished: mgral__x-1 seed 1 (1/2 cells)" in capsys.readouterr().out
+    assert set(report.all_cells(tmp_path, seeds={1, 2})["seed"]) == {1, 2}
+    assert set(report.all_cells(tmp_path, strategies={"random"})["strategy"]) == {"random"}
+    with pytest.raises(SystemExit, match="no finished campaign of \\['cdal'\\]"):
+        report.all_cells(tmp_path, strategies={"random", "cdal"})
+    assert report.parse_seeds("0-2,5") == {0, 1, 2, 5}
+    with pytest.raises(SystemExit, match="--seeds: 'a' is not a seed"):
+        report.parse_seeds("a")

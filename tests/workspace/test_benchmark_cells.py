@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mgral_workspace.config import params_from_dict
+
 from mgral_workspace import benchmark as bench
 from mgral_workspace.atomic import write_json_atomic
 from mgral_workspace.cycle_steps import cycle_dir, oracle_annotate
@@ -73,6 +75,10 @@ def test_unfinished_dataset_or_copy_is_made_again_and_another_spec_refused(tmp_p
     assert "lr: 0.01" in (variant / "params.yaml").read_text()
     with pytest.raises(ValueError, match="strategy 'random@agent.nope=1'"):
         bench.variant_params(Params(), "random@agent.nope=1")
+    with pytest.raises(ValueError, match="unknown strategy 'random;mgral'.*separated by commas"):
+        bench.variant_params(Params(), "random;mgral@agent.lr=0.01")  # another separator: refused before training
+    with pytest.raises(ValueError, match="unknown strategy 'rnd'"):
+        params_from_dict({"benchmark": {"quick": {"strategies": ["random", "rnd@agent.lr=0.01"]}}})
 
 
 def test_campaigns_and_records_are_not_both_sent_to_dask(tmp_path, monkeypatch):

@@ -56,19 +56,25 @@ def test_a_labeled_set_far_from_the_pools_mix_is_warned_about_in_the_cycle_repor
     ids = np.array([f"img{i:03d}" for i in range(200)])
     view = PoolView(unlabeled_ids=ids[20:], unlabeled_embeddings=embeddings[20:],
                     labeled_ids=ids[:20], labeled_embeddings=embeddings[:20])  # L: the first kind only
-    balanced = coverage_metrics(tiny_project, params, 4, view, [*ids[20:45], *ids[150:165]], "random")  # L + B as the pool
+    balanced, none = coverage_metrics(tiny_project, params, 4, view, [*ids[20:45], *ids[150:165]], "random")
+    assert none == []  # L + B as the pool
     assert balanced["coverage_warning"] == 0.0 and balanced["labeled_cluster_gap"] == pytest.approx(0, abs=1e-9)
     assert balanced["batch_cluster_gap"] == pytest.approx(15 / 40 - 0.25)
     assert load_cycle_report(tiny_project, 4)["warnings"] == []
-    skewed = coverage_metrics(tiny_project, params, 5, view, ids[20:60].tolist(), "mgral")  # more of the first kind
+    skewed, returned = coverage_metrics(tiny_project, params, 5, view, ids[20:60].tolist(), "mgral")  # more of kind 1
     assert skewed["coverage_warning"] == 1.0 and skewed["labeled_cluster_gap"] == pytest.approx(0.25)
     (warning,) = load_cycle_report(tiny_project, 5)["warnings"]
+    assert returned == [warning]
     assert "total variation 0.25 over 2 clusters" in warning and "hold 25% of the pool but 0% of the labeled" in warning
     assert "lookup_table.class_gain_groups: 16" in warning  # what helps the default MGRAL
     coverage_metrics(tiny_project, params, 7, view, ids[20:60].tolist(), "entropy_sum")
     assert "class_gain_groups" not in load_cycle_report(tiny_project, 7)["warnings"][0]
     off = params.model_copy(update={"selection": params.selection.model_copy(update={"coverage_clusters": 0})})
-    assert coverage_metrics(tiny_project, off, 6, view, ids[20:60].tolist(), "random") == {}
+    assert coverage_metrics(tiny_project, off, 6, view, ids[20:60].tolist(), "random") == ({}, [])
+    switched = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(update={
+        "class_gain_groups": 16, "class_gain_groups_on": "coverage_warning"})})
+    _, (hint,) = coverage_metrics(tiny_project, switched, 8, view, ids[20:60].tolist(), "mgral")
+    assert "values per group of images (lookup_table.class_gain_groups: 16) in the cycles that start" in hint
 
 
 def test_budget_is_capped_and_a_made_selection_is_kept(tiny_project):
