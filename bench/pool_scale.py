@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 CLASSES = ("square", "wide", "tall")
@@ -59,10 +60,10 @@ GIB = 2 ** 30
 # Machine facts ---------------------------------------------------------------------------------------
 
 def machine() -> dict:
-    """lscpu's model name, nproc, memory, load average and tool versions, recorded with every figure."""
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
-                 platform.processor())
+    """The CPU (model and vector unit), nproc, memory, load average and tool versions, beside every figure."""
+    from mgral_workspace.provenance import cpu_model
+
+    model = cpu_model()  # the model name lscpu shows, with the vector unit (AVX-512 or AVX2 only)
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     dvc = Path(sys.executable).parent / "dvc"
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": model, "nproc": int(nproc or os.cpu_count()),

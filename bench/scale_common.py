@@ -23,6 +23,7 @@ import numpy as np
 from mgral_core.agent import resolve_threads
 from mgral_workspace.config import AgentParams
 from mgral_core.lookup_table import LookupRecord, LookupTable
+from mgral_workspace.provenance import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLUSTERS, LATENT = 8, 16
@@ -70,8 +71,7 @@ def synthetic_table(embeddings: np.ndarray, labels: np.ndarray, k: int, records:
 
 def machine() -> dict:
     """Date, CPU, cores, memory and load average, recorded next to every figure."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = cpu_model()  # with its vector unit: AVX-512 or AVX2 only
     flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("flags")), [])
     import torch

@@ -55,8 +55,7 @@ def cycle_batches(project: Path, cycle: int) -> tuple[np.ndarray, dict[str, tupl
     """L before `cycle` and the three batches of that cycle with their table values (None: not a record)."""
     pool = PoolState.load(project)
     labeled = pool.labeled_pool_ids_before(cycle)
-    table = pool.table
-    selected = table.loc[(table["split"] == "pool") & (table["labeled_cycle"] == cycle), "image_id"].to_numpy(str)
+    selected = pool.labeled_pool_ids_in(cycle)
     if len(selected) == 0:
         raise SystemExit(f"{project}: cycle {cycle} selected no batch (is the campaign finished?)")
     records = load_table(lookup_dir(project, cycle)).records

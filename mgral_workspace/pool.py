@@ -193,6 +193,11 @@ class PoolState:
         rows = (t["split"] == "pool") & t["labeled"] & (t["labeled_cycle"] != NOT_YET) & (t["labeled_cycle"] < cycle)
         return t.loc[rows, "image_id"].to_numpy(dtype=str)
 
+    def labeled_pool_ids_in(self, cycle: int) -> np.ndarray:
+        """Pool images labeled in `cycle`: that cycle's batch (cycle 0 = the initial labeled set)."""
+        t = self.table
+        return t.loc[(t["split"] == "pool") & (t["labeled_cycle"] == cycle), "image_id"].to_numpy(dtype=str)
+
     @property
     def unlabeled_pool_ids(self) -> np.ndarray:
         """Pool images with no label that are not waiting in an open batch."""

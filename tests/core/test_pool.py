@@ -26,6 +26,16 @@ def test_round_trip_and_counts(tmp_path):
     assert list(loaded.unlabeled_pool_ids) == ["img1", "img2", "img3", "img4", "img5"]
 
 
+def test_a_cycles_batch_and_what_came_before_it():
+    pool = _pool().mark_labeled({"img0": "labels/img0.txt"}, cycle=0)
+    pool = pool.mark_selected(["img1", "img2"], cycle=1).mark_labeled({"img1": "l1.txt", "img2": "l2.txt"}, cycle=1)
+    pool = pool.mark_selected(["img3"], cycle=2)  # handed out, not labeled yet
+    assert list(pool.labeled_pool_ids_in(0)) == ["img0"] and list(pool.labeled_pool_ids_in(1)) == ["img1", "img2"]
+    assert list(pool.labeled_pool_ids_in(2)) == [] and list(pool.labeled_pool_ids_before(2)) == ["img0", "img1",
+                                                                                                  "img2"]
+    assert "v0" not in pool.labeled_pool_ids_in(0)  # val and test are not the pool's batches
+
+
 def test_selection_makes_pending_and_refuses_bad_ids():
     pool = _pool().mark_labeled({"img0": "labels/img0.txt"}, cycle=0)
     selected = pool.mark_selected(["img1", "img2"], cycle=1)

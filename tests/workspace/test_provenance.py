@@ -1,0 +1,13 @@
+"""The machine named beside every timing: the CPU's model and its vector unit."""
+
+from mgral_workspace.provenance import cpu_model
+
+
+def test_cpu_model_names_the_vector_unit_that_tells_machines_of_one_name_apart():
+    def info(flags: str) -> str:
+        return f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n\nprocessor\t: 1\n"
+
+    assert cpu_model(info("avx avx2 avx512f avx512_bf16")) == "AMD EPYC (AVX-512)"
+    assert cpu_model(info("avx avx2 fma")) == "AMD EPYC (AVX2, no AVX-512)"
+    assert cpu_model(info("avx")) == "AMD EPYC (no AVX2)"
+    assert cpu_model("model name\t: Some ARM core\n") == "Some ARM core"  # no flags line: the name alone
