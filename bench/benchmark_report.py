@@ -50,6 +50,7 @@ from scale_common import oracle_objects
 
 from mgral_core.benchmark_analysis import TIDY_COLUMNS
 from mgral_core.strategies import display_name, oracle_readers
+from mgral_workspace.benchmark import run_name
 from mgral_workspace.plots import plot_learning_curves
 from mgral_workspace.reports import benchmark_markdown
 
@@ -104,7 +105,11 @@ def pair_with(tidy: pd.DataFrame, earlier: pd.DataFrame, name: str, metric: str 
 def all_cells(bench: Path, seeds: set[int] | None = None, strategies: set[str] | None = None) -> pd.DataFrame:
     """The tidy rows of every campaign of `bench` with all its cycles' cells (the cycles of plan.json + 1,
     the last being the final evaluation), of `seeds` and `strategies` if given; prints the campaigns left out."""
-    cycles = json.loads((bench / "plan.json").read_text())["cycles"] + 1
+    plan = json.loads((bench / "plan.json").read_text())
+    if plan.get("finetune_repeats", 1) > 1:  # a repeated cycle's figure is the mean of its fine-tunes there
+        raise SystemExit(f"{bench}: --all-seeds reads one fine-tune per cycle, and this folder's last run "
+                         f"repeated them ({plan['finetune_repeats']}); report it without --all-seeds")
+    cycles = plan["cycles"] + 1
     rows, incomplete = [], []
     for cells in sorted(bench.glob("runs/seed_*/*/cells")):
         seed = int(cells.parents[1].name.split("_")[1])
@@ -135,14 +140,14 @@ def _seed_of(folder: Path) -> int:
     return int(folder.name.split("_")[1])  # runs/seed_<s>
 
 
-def ceiling_table(bench: Path, seeds: set[int] | None = None) -> pd.DataFrame:
+def ceiling_table(bench: Path, campaigns: set[tuple[str, int]]) -> pd.DataFrame:
     """The ceiling's scored candidates per seed and cycle: what it chose, and how that compares, under the
     same true-label head proxy, with the best proposal and the mean random batch."""
     rows = []
     readers = tuple(oracle_readers())
     for path in sorted(bench.glob("runs/seed_*/*/cycles/cycle_*/oracle_ceiling/candidates.json")):
         run = path.parents[3].name
-        if not run.startswith(readers) or (seeds is not None and _seed_of(path.parents[4]) not in seeds):
+        if not run.startswith(readers) or (run, _seed_of(path.parents[4])) not in campaigns:
             continue
         data = json.loads(path.read_text())
         rows.append({"run": display_name(run), "seed": int(path.parents[4].name.split("_")[1]),
@@ -173,11 +178,12 @@ def value_vs_objects(cycle_dir: Path, project: Path) -> float | None:
     return float(pd.Series(values).corr(pd.Series(objects), method="spearman"))
 
 
-def mgral_table(bench: Path, seeds: set[int] | None = None) -> pd.DataFrame:
+def mgral_table(bench: Path, campaigns: set[tuple[str, int]]) -> pd.DataFrame:
+    """MGRAL's per-cycle diagnostics of the `campaigns` ({(run folder name, seed)}) the tables hold."""
     rows = []
     for summary in sorted(bench.glob("runs/seed_*/mgral*/cycles/cycle_*/mgral_summary.json")):
         cycle_dir = summary.parent
-        if seeds is not None and _seed_of(cycle_dir.parents[2]) not in seeds:
+        if (cycle_dir.parents[1].name, _seed_of(cycle_dir.parents[2])) not in campaigns:
             continue
         data = json.loads(summary.read_text())
         diagnostics = cycle_dir / "lookup_table" / "diagnostics.json"
@@ -209,6 +215,8 @@ def parse_seeds(text: str) -> set[int]:
             seeds.update(range(int(low), int(high or low) + 1))
         except ValueError:
             raise SystemExit(f"--seeds: {part!r} is not a seed or a range like 0-5") from None
+        if high and int(high) < int(low):
+            raise SystemExit(f"--seeds: {part!r} is an empty range (write the smaller seed first)")
     return seeds
 
 
@@ -255,7 +263,9 @@ def main() -> None:
     cycles = cycle_table(tidy)
     (docs / "cycles.md").write_text(cycles.round(4).to_markdown(index=False) + "\n")
     print(cycles.round(4).to_markdown(index=False))
-    mgral = mgral_table(bench, set(tidy["seed"]))
+    campaigns = {(run_name(spec), int(seed)) for spec, seed in tidy[["strategy", "seed"]].drop_duplicates()
+                 .itertuples(index=False)}  # the tables' campaigns: their diagnostics, no other
+    mgral = mgral_table(bench, campaigns)
     if len(mgral):
         shown = mgral.round(3).assign(table_std=mgral["table_std"].round(5))  # the spread is ~1e-4
         (docs / "mgral_cycles.md").write_text(shown.to_markdown(index=False) + "\n")
@@ -263,7 +273,7 @@ def main() -> None:
         means = mgral.groupby("run")[["repeatability", "fidelity", "loo_spearman", "value_vs_objects"]].mean(
             numeric_only=True)
         print("means over seeds and cycles:\n" + means.round(3).to_markdown())
-    ceiling = ceiling_table(bench, set(tidy["seed"]))
+    ceiling = ceiling_table(bench, campaigns)
     if len(ceiling):
         (docs / "ceiling_cycles.md").write_text(ceiling.round(4).to_markdown(index=False) + "\n")
         print(ceiling.round(4).to_markdown(index=False))

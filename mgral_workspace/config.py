@@ -195,9 +195,10 @@ class LookupTableParams(_Section):
                                    "of a kind of image L lacks (a domain) are worth more (docs/method.md)")
     class_gain_groups_on: Literal["always", "coverage_warning"] = Field(
         "always", description="when class_gain_groups > 1 applies: 'always', or 'coverage_warning' = only in the "
-        "cycles whose labeled set is far from the pool's mix (its coverage gap over selection.coverage_clusters "
-        "clusters above selection.coverage_warn, the measure of the coverage warning), one curve per class "
-        "otherwise (docs/method.md, deviation 21)")
+        "cycles whose labeled set starts far from the pool's mix (its coverage gap over "
+        "selection.coverage_clusters clusters of that cycle's embeddings above selection.coverage_warn: the "
+        "coverage warning's measure, taken again at the cycle's start), one curve per class otherwise "
+        "(docs/method.md, deviation 21)")
     pseudo_conf: float = Field(0.5, gt=0, lt=1, description="confidence threshold for pseudo-labels")
     pseudo_labels: Literal["threshold", "sampled"] = Field(
         "threshold", description="B's pseudo-labels: 'threshold' = detections >= pseudo_conf (paper); 'sampled' = "

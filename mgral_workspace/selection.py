@@ -232,7 +232,8 @@ def coverage_metrics(project_dir: str | Path, params: Params, cycle: int, view: 
                 "labeled set lacks")
     elif mgral_class_gain and t.class_gain_groups_on == "coverage_warning":
         hint = (f"; MGRAL values per group of images (lookup_table.class_gain_groups: {t.class_gain_groups}) in "
-                "the cycles that start this far from the pool's mix")
+                "the cycles whose labeled set starts this far from the pool's mix, measured again on that "
+                "cycle's embeddings")
     warning = (f"cycle {cycle}: the labeled set's mix of images is far from the pool's (total variation "
                f"{coverage.labeled_gap:.2f} over {len(coverage.pool_share)} clusters of the embeddings, above "
                f"selection.coverage_warn {s.coverage_warn}; random sampling stays near 0.05): {lacking}the detector "
@@ -276,10 +277,11 @@ def save_mgral_outputs(project_dir: str | Path, cycle: int, strategy: MgralStrat
         h = estimator.value_model.hyperparameters
         metrics.update({"lookup_gp_lengthscale": h.lengthscale, "lookup_gp_noise_ratio": h.noise_ratio,
                         "lookup_gp_prior_std": estimator.value_model.prior_std})
-    if factory.params.lookup_table.value == "class_gain":  # which class gain the cycle used (G = 1: per class)
+    t = factory.params.lookup_table
+    if t.value == "class_gain" and t.class_gain_groups > 1:  # which class gain the cycle used (G = 1: per class)
         inference = load_inference(factory.inference_path)
         metrics["class_gain_groups_used"] = groups_in_use(factory.project_dir, factory.params, inference)
-        if factory.params.lookup_table.class_gain_groups_on == "coverage_warning":
+        if t.class_gain_groups_on == "coverage_warning":
             metrics["labeled_cluster_gap_before"] = labeled_coverage_gap(factory.project_dir, factory.params,
                                                                          inference)
     write_json_atomic(out / "mgral_summary.json", metrics)  # the same figures, for reports without MLflow

@@ -83,3 +83,13 @@ def test_all_cells_reads_every_finished_campaign_of_every_seed_folder(tmp_path, 
     assert report.parse_seeds("0-2,5") == {0, 1, 2, 5}
     with pytest.raises(SystemExit, match="--seeds: 'a' is not a seed"):
         report.parse_seeds("a")
+    with pytest.raises(SystemExit, match="--seeds: '5-3' is an empty range"):
+        report.parse_seeds("5-3")
+    mgral_cycle = tmp_path / "runs" / "seed_1" / "mgral__x-1" / "cycles" / "cycle_001"
+    mgral_cycle.mkdir(parents=True)
+    (mgral_cycle / "mgral_summary.json").write_text(json.dumps({"lookup_records": 4}))
+    assert report.mgral_table(tmp_path, {("mgral__x-1", 0)}).empty  # seed 1's campaign is not in the tables
+    assert report.mgral_table(tmp_path, {("mgral__x-1", 1)})["records"].tolist() == [4]
+    (tmp_path / "plan.json").write_text(json.dumps({"cycles": 1, "seeds": [2], "finetune_repeats": 3}))
+    with pytest.raises(SystemExit, match="repeated them \\(3\\); report it without --all-seeds"):
+        report.all_cells(tmp_path)

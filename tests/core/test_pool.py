@@ -33,7 +33,6 @@ def test_a_cycles_batch_and_what_came_before_it():
     assert list(pool.labeled_pool_ids_in(0)) == ["img0"] and list(pool.labeled_pool_ids_in(1)) == ["img1", "img2"]
     assert list(pool.labeled_pool_ids_in(2)) == [] and list(pool.labeled_pool_ids_before(2)) == ["img0", "img1",
                                                                                                   "img2"]
-    assert "v0" not in pool.labeled_pool_ids_in(0)  # val and test are not the pool's batches
 
 
 def test_selection_makes_pending_and_refuses_bad_ids():

@@ -185,6 +185,12 @@ def test_class_gain_groups_switch_on_with_the_labeled_sets_coverage_gap(cycle_in
     assert pool_detection_value(project, far, inference_path)(batch) == pytest.approx(per_group)
     assert record_value(project, far, table, "record_000", weights, batch, inference_path)["value"] == \
         pytest.approx(per_group)
+    pool = PoolState.load(project)  # label the batch: the cached gap of the old labeled set must not come back
+    pool.mark_selected(batch, 1).mark_labeled({i: f"labels/{i}.txt" for i in batch}, 1).save(project)
+    view = pool_view(project, inference_path)
+    again = selection_coverage(view.labeled_embeddings, view.unlabeled_embeddings, np.zeros(0, np.int64),
+                               s.coverage_clusters, seed_for(s.seed, 2, "coverage")).labeled_gap
+    assert labeled_coverage_gap(project, with_("coverage_warning", 0.2), inference) == pytest.approx(again) != gap
 
 
 def test_class_gain_groups_switch_needs_groups_and_coverage():

@@ -74,7 +74,7 @@ def test_a_labeled_set_far_from_the_pools_mix_is_warned_about_in_the_cycle_repor
     switched = params.model_copy(update={"lookup_table": params.lookup_table.model_copy(update={
         "class_gain_groups": 16, "class_gain_groups_on": "coverage_warning"})})
     _, (hint,) = coverage_metrics(tiny_project, switched, 8, view, ids[20:60].tolist(), "mgral")
-    assert "values per group of images (lookup_table.class_gain_groups: 16) in the cycles that start" in hint
+    assert "values per group of images (lookup_table.class_gain_groups: 16) in the cycles whose labeled set" in hint
 
 
 def test_budget_is_capped_and_a_made_selection_is_kept(tiny_project):
