@@ -36,6 +36,7 @@ from mgral_workspace.inference_cache import InferenceResult, load_inference
 from mgral_workspace.lookup_store import load_record, save_record
 from mgral_formats.yolo import read_yolo_label
 from mgral_workspace.pool import PoolState
+from mgral_workspace.pool_summary import pool_digest
 from mgral_workspace.project import load_project_info
 from mgral_backends.ultralytics.detector import load_detection_model
 from mgral_backends.ultralytics.proxy_training import (
@@ -178,9 +179,8 @@ def _cached(kind: str, inference: InferenceResult, settings: tuple, compute: Cal
     record of a cycle asks for the same groups and the same coverage gap, and k-means over a large pool takes
     seconds."""
     pool_csv = None if project_dir is None else Path(project_dir).resolve() / "pool.csv"
-    pool_digest = (hashlib.blake2b(pool_csv.read_bytes(), digest_size=16).digest()
-                   if pool_csv is not None and pool_csv.exists() else b"")  # the state, not its mtime's tick
-    key = (kind, str(pool_csv), pool_digest,
+    state = pool_digest(pool_csv.read_bytes()) if pool_csv is not None and pool_csv.exists() else ""
+    key = (kind, str(pool_csv), state,  # the pool's state by its bytes (PoolState's digest), not its mtime's tick
            hashlib.blake2b(np.ascontiguousarray(inference.embeddings).tobytes(), digest_size=16).digest(),
            hashlib.blake2b("\n".join(inference.ids.tolist()).encode(), digest_size=16).digest(), settings)
     with _cycle_cache_lock:
