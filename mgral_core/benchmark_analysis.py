@@ -273,6 +273,33 @@ def power_design(paired: dict[str, PairedComparison], ceiling: str | None = None
     return out
 
 
+def against_best_baseline(tidy: pd.DataFrame, contender: str, baselines: list[str], mdd: float,
+                          metric: str = "map50_95", confidence: float = 0.95) -> dict:
+    """The issue's second target for `contender`: is its mean AUC at least the best baseline's minus `mdd`
+    (the benchmark's minimum detectable difference, `power_design`)?
+
+    The best baseline is the one of `baselines` with the highest mean AUC over its seeds. Also the paired
+    comparison contender - best baseline over the seeds both finished (its own interval, Wilcoxon p and
+    minimum detectable difference), which says whether the two can be told apart at all.
+
+    Returns {} when the contender or every baseline is missing; else contender, auc, best_baseline,
+    best_auc, mdd, threshold (best_auc - mdd), met (auc >= threshold) and paired (a PairedComparison,
+    None without a shared seed).
+    """
+    wide = seed_aucs(tidy, metric)
+    present = [b for b in baselines if b in wide.columns and b != contender]
+    if contender not in wide.columns or not present:
+        return {}
+    means = wide[present].mean()
+    best = str(means.idxmax())
+    auc = float(wide[contender].mean())
+    threshold = float(means[best]) - mdd
+    diff = (wide[contender] - wide[best]).dropna().to_numpy()
+    return {"contender": contender, "auc": auc, "best_baseline": best, "best_auc": float(means[best]),
+            "mdd": float(mdd), "threshold": threshold, "met": bool(auc >= threshold),
+            "paired": paired_comparison(diff, confidence) if len(diff) else None}
+
+
 def gap_per_cycle(tidy: pd.DataFrame, strategy: str, metric: str = "map50_95", reference: str = "random"
                   ) -> pd.DataFrame:
     """Per labeled count: the paired test-metric difference strategy - reference over seeds (for the oracle

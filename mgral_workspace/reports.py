@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mgral_core.benchmark_analysis import auc_table, comparisons, gap_per_cycle, power_design, verdict_line
-from mgral_core.strategies import CEILING_SUFFIX, display_name
+from mgral_core.benchmark_analysis import (
+    against_best_baseline,
+    auc_table,
+    comparisons,
+    gap_per_cycle,
+    power_design,
+    verdict_line,
+)
+from mgral_core.strategies import BASELINE_STRATEGIES, CEILING_SUFFIX, display_name
 from mgral_workspace.atomic import atomic_open, write_json_atomic
 
 CURVE_COLUMNS = ["strategy", "cycle", "labeled", "map50_95", "map50"]
@@ -88,9 +95,34 @@ def benchmark_markdown(tidy: pd.DataFrame, metric: str = "map50_95", reference: 
         elif "ceiling_gap" in design:
             lines[-1] += (f" The ceiling does not lead {reference} ({design['ceiling_gap']:+.4f}): at this regime "
                           "selection has no headroom to detect.")
+        lines += _best_baseline_lines(tidy, design["mdd"], metric, reference)
     if fine_tunes is not None and len(fine_tunes):
         lines += ["", "### Training noise", "", training_noise_line(fine_tunes, metric)]
     return "\n".join(lines) + "\n"
+
+
+def _best_baseline_lines(tidy: pd.DataFrame, mdd: float, metric: str, reference: str) -> list[str]:
+    """The section 'Against the best baseline': every MGRAL spec's AUC against the best baseline's minus the
+    benchmark's minimum detectable difference, and the paired test of the two. Empty without both."""
+    specs = list(dict.fromkeys(tidy["strategy"]))
+    baselines = [s for s in specs if s.partition("@")[0] in BASELINE_STRATEGIES and s != reference]
+    checks = [c for c in (against_best_baseline(tidy, s, baselines, mdd, metric) for s in specs
+                          if s.partition("@")[0] == "mgral") if c]
+    if not checks:
+        return []
+    best, best_auc = checks[0]["best_baseline"], checks[0]["best_auc"]
+    lines = ["", "### Against the best baseline", "",
+             f"The best baseline by mean AUC is {display_name(best)} ({best_auc:.4f}). An MGRAL variant is level with "
+             f"it within what this benchmark can detect when its AUC is at least {best_auc:.4f} minus the minimum "
+             f"detectable difference above ({mdd:.4f}), i.e. {checks[0]['threshold']:.4f}.", ""]
+    for check in checks:
+        state = "**met**" if check["met"] else "**not met**"
+        paired = check["paired"]
+        versus = (verdict_line(f"paired against {display_name(best)}", paired, display_name(best))
+                  if paired is not None else f"no seed shared with {display_name(best)}.")
+        lines.append(f"- {display_name(check['contender'])}: AUC {check['auc']:.4f} against {check['threshold']:.4f}, "
+                     f"{state}; {versus}")
+    return lines
 
 
 def training_noise_line(fine_tunes: pd.DataFrame, metric: str = "map50_95") -> str:

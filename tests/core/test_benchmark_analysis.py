@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from mgral_core.benchmark_analysis import (
+    against_best_baseline,
     auc_table,
     comparisons,
     gap_per_cycle,
@@ -18,6 +19,7 @@ from mgral_core.benchmark_analysis import (
     power_design,
     power_factor,
     probability_of_improvement,
+    seed_aucs,
     seeds_needed,
     seeds_needed_t,
     t_test_power,
@@ -153,3 +155,18 @@ def test_ceiling_gap_per_cycle_and_power_design():
     assert design["seeds_needed"] == seeds_needed(design["target"], design["sd_diff_median"])
     assert design["mdd_reaches_target"] == (design["mdd"] <= design["target"])
     assert "ceiling_gap" not in power_design(paired) and power_design({}) == {}
+
+
+def test_against_best_baseline_takes_the_highest_mean_and_the_given_mdd():
+    tidy = tidy_benchmark()
+    means = seed_aucs(tidy).mean()
+    check = against_best_baseline(tidy, "twin", ["random", "good"], mdd=0.004)
+    assert check["best_baseline"] == "good" and check["best_auc"] == pytest.approx(means["good"])
+    assert check["threshold"] == pytest.approx(means["good"] - 0.004)
+    assert not check["met"]  # twin is random, 0.01 behind good
+    assert against_best_baseline(tidy, "twin", ["random", "good"], mdd=0.02)["met"]
+    assert check["paired"].n == 6 and check["paired"].mean == pytest.approx(means["twin"] - means["good"])
+    assert check["paired"].verdict == "worse"
+    assert against_best_baseline(tidy, "good", ["random", "good"], mdd=0.004)["best_baseline"] == "random"  # not itself
+    assert against_best_baseline(tidy, "missing", ["good"], 0.01) == {}
+    assert against_best_baseline(tidy, "twin", ["missing"], 0.01) == {}

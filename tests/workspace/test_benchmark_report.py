@@ -38,3 +38,17 @@ def test_report_without_a_ceiling_or_a_reference():
     assert "Half the ceiling" not in plain
     only = benchmark_markdown(tidy[tidy["strategy"] == "good"])  # no random: a table, no comparisons
     assert "### Verdicts" in only and not [line for line in only.splitlines() if line.startswith("- ")]
+
+
+def test_report_checks_each_mgral_variant_against_the_best_baseline():
+    names = {"good": "cdal", "twin": "mgral@agent.steps=3"}  # a baseline ahead of random, an MGRAL level with random
+    tidy = tidy_benchmark()
+    tidy = tidy.assign(strategy=tidy["strategy"].replace(names))
+    section = benchmark_markdown(tidy).split("### Against the best baseline")[1]
+    assert "The best baseline by mean AUC is cdal (" in section
+    line = [x for x in section.splitlines() if x.startswith("- mgral@agent.steps=3: AUC ")]
+    assert len(line) == 1 and "**not met**" in line[0]
+    assert "paired against cdal: **worse than cdal, a real difference**" in line[0]
+    assert "oracle_best_of_n" not in section  # the ceiling is never the best baseline
+    plain = benchmark_markdown(tidy_benchmark())  # no MGRAL variant: no section
+    assert "### Against the best baseline" not in plain
