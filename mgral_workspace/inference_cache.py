@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,16 @@ class InferenceResult:
         return InferenceResult(
             np.asarray(ids, dtype=str), self.embeddings[rows], [self.detections[i] for i in rows]
         )
+
+    @cached_property
+    def digest(self) -> bytes:
+        """blake2b (16 bytes) of the ids and embeddings, hashed once per object (a 100k x 256 pool is 100 MB):
+        what per-cycle caches key this inference by. The arrays are not to be changed in place."""
+        hasher = hashlib.blake2b(digest_size=16)
+        hasher.update("\n".join(self.ids.tolist()).encode())
+        hasher.update(str(self.embeddings.shape).encode())
+        hasher.update(np.ascontiguousarray(self.embeddings).tobytes())
+        return hasher.digest()
 
     def detections_by_id(self) -> dict[str, Detections]:
         return dict(zip(self.ids.tolist(), self.detections))

@@ -12,7 +12,6 @@ Records travel as ids and paths, never as tensors. Nothing here reads the oracle
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import threading
@@ -181,8 +180,7 @@ def _cached(kind: str, inference: InferenceResult, settings: tuple, compute: Cal
     pool_csv = None if project_dir is None else Path(project_dir).resolve() / "pool.csv"
     state = pool_digest(pool_csv.read_bytes()) if pool_csv is not None and pool_csv.exists() else ""
     key = (kind, str(pool_csv), state,  # the pool's state by its bytes (PoolState's digest), not its mtime's tick
-           hashlib.blake2b(np.ascontiguousarray(inference.embeddings).tobytes(), digest_size=16).digest(),
-           hashlib.blake2b("\n".join(inference.ids.tolist()).encode(), digest_size=16).digest(), settings)
+           inference.digest, settings)
     with _cycle_cache_lock:
         if key in _cycle_cache:
             return _cycle_cache[key]

@@ -181,6 +181,22 @@ def test_loading_some_rows_of_a_pool_pass_equals_taking_them_from_all(tmp_path):
         load_inference(path, ["i1", "i99"])
 
 
+def test_an_inference_is_hashed_once_and_by_its_content(tmp_path, monkeypatch):
+    path = _inference(tmp_path)
+    first, again = load_inference(path), load_inference(path)
+    assert first.digest == again.digest  # the same content read twice
+    assert first.subset(["i1", "i0"]).digest != first.subset(["i0", "i1"]).digest  # row order counts
+    changed = InferenceResult(first.ids, first.embeddings + np.float32(1e-3), first.detections)
+    assert changed.digest != first.digest
+    calls = []
+    real = np.ascontiguousarray
+    monkeypatch.setattr(np, "ascontiguousarray", lambda a: calls.append(1) or real(a))
+    fresh = load_inference(path)
+    for _ in range(3):
+        assert fresh.digest == first.digest
+    assert len(calls) == 1  # one pass over the embeddings, however many records ask
+
+
 def test_the_export_names_each_image_by_its_file_size_and_split(tiny_project):
     pool = PoolState.load(tiny_project)
     table = pool.table.set_index("image_id")
