@@ -13,7 +13,8 @@ images of a record are not labeled in the campaign's pool) and trained exactly a
 start from the campaign's cycle-c detector, `finetune_epochs`, the same training seeds for every batch:
 common random numbers), then scored on the test split. The campaign itself is never changed: trainings go
 to --work, one JSON per (seed, cycle, batch, training seed), so a run started again resumes; the weights
-are deleted once scored.
+are deleted once scored. Each JSON holds the digest of its L and batch: a result is reused only for the same
+two (another strategy's campaign of the seed, run with the same --work, has other batches and is retrained).
 
 Prints, per seed and cycle, the test mAP50-95 of the three (mean over training seeds) and the share of
 cycles in which MGRAL's batch is at least the best record's (target: >= 2 of 3 cycles), and the paired
@@ -27,6 +28,7 @@ bench/results/true_gain_vs_records.json).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -66,6 +68,18 @@ def cycle_batches(project: Path, cycle: int) -> tuple[np.ndarray, dict[str, tupl
                      "random_record": (records[0].batch_ids.astype(str), records[0].value)}
 
 
+def batch_digest(labeled: np.ndarray, batch_ids: np.ndarray) -> str:
+    """What a fine-tune's result depends on beside the campaign's cycle-c detector: L and the batch (sorted)."""
+    text = "\n".join(sorted(map(str, labeled))) + "\n--\n" + "\n".join(sorted(map(str, batch_ids)))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def reusable(path: Path, digest: str) -> bool:
+    """A finished result at `path` for this L and batch; a result of other batches (or of an older run that
+    stored no digest) is not."""
+    return path.exists() and json.loads(path.read_text()).get("batch_digest") == digest
+
+
 def fine_tune(project: Path, params, cycle: int, batch_ids: np.ndarray, repeat: int, out: Path) -> dict:
     """The benchmark's training of cycle `cycle` + 1 had `batch_ids` (with the oracle's labels) been cycle
     `cycle`'s batch, with training seed `repeat` (0 = the cell's), scored on test; the weights are removed
@@ -96,7 +110,7 @@ def main() -> dict:
     spec = args.strategy or next(s for s in plan["strategies"] if s.split("@")[0] == "mgral")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else plan["seeds"]
     cycles = list(range(1, plan["cycles"] + 1))
-    jobs, batches = [], {}
+    jobs, batches, stale = [], {}, 0
     for seed in seeds:
         project = run_dir(args.bench, spec, seed)
         params = load_params(project / "params.yaml")
@@ -107,23 +121,27 @@ def main() -> dict:
             batches[(seed, cycle)] = {name: {"images": len(ids), "table_value": value}
                                       for name, (ids, value) in three.items()}
             for name, (ids, _) in three.items():
+                digest = batch_digest(labeled, ids)
                 for repeat in range(args.repeats):
                     path = args.work / f"seed_{seed}" / f"cycle_{cycle}" / f"{name}_repeat_{repeat}.json"
                     if name == "mgral" and repeat == 0:  # the benchmark's own cell
                         cell = json.loads(cell_path(project, cycle + 1).read_text())
                         write_json_atomic(path, {"map50_95": cell["map50_95"], "map50": cell["map50"],
-                                                 "labeled": cell["labeled"], "from": "benchmark cell"})
-                    if not path.exists():
-                        jobs.append((project, params, cycle, ids, repeat, path))
+                                                 "labeled": cell["labeled"], "from": "benchmark cell",
+                                                 "batch_digest": digest})
+                    if not reusable(path, digest):
+                        stale += path.exists()
+                        jobs.append((project, params, cycle, ids, repeat, path, digest))
     print(f"true gain vs records: {args.bench}, {spec}, seeds {seeds}, cycles {cycles}, {args.repeats} training "
-          f"seeds; {len(jobs)} fine-tunes to run on {args.workers} at once ({cpu_model()}, nproc {os.cpu_count()})",
+          f"seeds; {len(jobs)} fine-tunes to run on {args.workers} at once ({cpu_model()}, nproc {os.cpu_count()})"
+          + (f"; {stale} results in {args.work} are of other batches or hold no digest: trained again" if stale else ""),
           flush=True)
     started = time.perf_counter()
 
     def run(job) -> None:
-        project, params, cycle, batch_ids, repeat, path = job
+        project, params, cycle, batch_ids, repeat, path, digest = job
         result = fine_tune(project, params, cycle, batch_ids, repeat, path.with_suffix(".training"))
-        write_json_atomic(path, result)
+        write_json_atomic(path, {**result, "batch_digest": digest})
         print(f"  {path.relative_to(args.work)}: test mAP50-95 {result['map50_95']:.4f} ({result['seconds']} s; "
               f"{time.perf_counter() - started:.0f} s in)", flush=True)
 

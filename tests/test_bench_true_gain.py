@@ -1,7 +1,7 @@
 """bench/true_gain_vs_records.py on a tiny finished benchmark of the default MGRAL: the batches it compares are
 the campaign's own, its training is the benchmark's (the selected batch retrained with the cell's seed gives
 the cell's result to the last digit), a record's batch is trained with the oracle's labels without touching
-the project, and a second run resumes without training."""
+the project, and a second run resumes without training, unless a result is of another batch."""
 
 import json
 import sys
@@ -72,6 +72,14 @@ def test_true_gain_compares_the_campaigns_batches_trained_as_the_benchmark_train
     assert json.loads((tmp_path / "result.json").read_text())["rows"] == result["rows"]
     again = bench.main()  # everything finished is reused
     assert again["fine_tunes_run"] == 0 and again["rows"] == result["rows"]
+    # a result of another batch at the same place (another strategy's campaign, one --work) is trained again
+    other = tmp_path / "work" / "seed_0" / "cycle_2" / "best_record_repeat_1.json"
+    trained_before = json.loads(other.read_text())
+    other.write_text(json.dumps({**trained_before, "map50_95": 0.999, "batch_digest": "another batch"}))
+    assert bench.reusable(other, bench.batch_digest(labeled, three["best_record"][0])) is False
+    mended = bench.main()
+    assert mended["fine_tunes_run"] == 1 and mended["rows"] == result["rows"]  # retrained, the same figure
+    assert bench.batch_digest(labeled, three["best_record"][0]) != bench.batch_digest(labeled, three["mgral"][0])
 
     # bench/domain_breakdown.py on the same campaign: the domains of every labeled cycle, and the last
     # detector's test mAP on each domain, whose 'all' is the campaign's own evaluation
