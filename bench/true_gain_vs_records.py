@@ -28,7 +28,6 @@ bench/results/true_gain_vs_records.json).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -46,6 +45,7 @@ from mgral_workspace.config import load_params
 from mgral_workspace.cycle_steps import evaluate_split, train_counterfactual_detector, training_seed
 from mgral_workspace.lookup_store import load_table
 from mgral_workspace.pool import PoolState
+from mgral_workspace.pool_summary import pool_digest
 from mgral_workspace.provenance import cpu_model
 from mgral_workspace.selection import lookup_dir
 
@@ -71,7 +71,7 @@ def cycle_batches(project: Path, cycle: int) -> tuple[np.ndarray, dict[str, tupl
 def batch_digest(labeled: np.ndarray, batch_ids: np.ndarray) -> str:
     """What a fine-tune's result depends on beside the campaign's cycle-c detector: L and the batch (sorted)."""
     text = "\n".join(sorted(map(str, labeled))) + "\n--\n" + "\n".join(sorted(map(str, batch_ids)))
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return pool_digest(text.encode())
 
 
 def reusable(path: Path, digest: str) -> bool:
