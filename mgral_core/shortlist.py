@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SHORTLIST_METHODS = ("kmeans", "random")
+SHORTLIST_METHODS = ("kmeans", "random")  # from the embeddings alone; MGRAL's "cdal" shortlist also reads detections
 _KMEANS_STREAM, _SAMPLE_STREAM = 0x5A, 0x5B  # keep these streams apart from other users of the seed
 _ASSIGN_BLOCK = 1 << 16  # rows assigned to their nearest center at once
 
@@ -108,6 +108,12 @@ def shortlist_size(pool_size: int, size: int) -> int:
     return pool_size if size == 0 or size >= pool_size else size
 
 
+def check_shortlist_size(k: int, size: int) -> None:
+    """ValueError unless `size` is 0 (no shortlist) or at least the budget k."""
+    if size < 0 or (0 < size < k):
+        raise ValueError(f"shortlist size must be 0 (off) or at least the budget k={k}, got {size}")
+
+
 def shortlist_rows(embeddings: np.ndarray, k: int, size: int, seed: int, method: str = "kmeans",
                    n_clusters: int = 64) -> np.ndarray:
     """Sorted rows (S,) of embeddings (U, D) the agent should read; all U rows when the shortlist is off.
@@ -124,8 +130,7 @@ def shortlist_rows(embeddings: np.ndarray, k: int, size: int, seed: int, method:
     u = len(embeddings)
     if method not in SHORTLIST_METHODS:
         raise ValueError(f"unknown shortlist method {method!r}; use one of {SHORTLIST_METHODS}")
-    if size < 0 or (0 < size < k):
-        raise ValueError(f"shortlist size must be 0 (off) or at least the budget k={k}, got {size}")
+    check_shortlist_size(k, size)
     if shortlist_size(u, size) == u:
         return np.arange(u)
     rng = np.random.default_rng([seed, _SAMPLE_STREAM])

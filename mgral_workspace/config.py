@@ -351,8 +351,10 @@ class AgentParams(_Section):
                             "steps with bfloat16 products where the CPU has them (0 = never; docs/PERFORMANCE.md)")
     shortlist: int = Field(0, ge=0, description="0 = the agent reads every candidate; N = only N of them, "
                            "shortlisted by shortlist_method (hierarchical selection for large pools; N >= budget)")
-    shortlist_method: Literal["kmeans", "random"] = Field(
-        "kmeans", description="'kmeans': cluster-stratified random sample; 'random': uniform random sample")
+    shortlist_method: Literal["kmeans", "random", "cdal"] = Field(
+        "kmeans", description="'kmeans': cluster-stratified random sample; 'random': uniform random sample; "
+        "'cdal': CDAL's first N picks (k-center greedy on the detections' class distributions), so the agent "
+        "chooses within CDAL's coverage (docs/method.md)")
     final_choice: Literal["top_k", "best_estimate", "best_sampled"] = Field(
         "best_sampled", description="'best_sampled' (default): the trained agent's top-k or the best batch it "
         "drew while training, whichever the reward rates higher; 'top_k': that top-k (paper); 'best_estimate': "

@@ -17,8 +17,9 @@ from mgral_core.agent import (
     train_agent,
 )
 from mgral_core.reward import RewardEstimator
-from mgral_core.shortlist import shortlist_rows
+from mgral_core.shortlist import SHORTLIST_METHODS, check_shortlist_size, shortlist_rows, shortlist_size
 from mgral_core.strategies.base import PoolView, SelectionContext
+from mgral_core.strategies.cdal import cdal
 from mgral_core.strategies.ranking import check_budget
 
 EstimatorFactory = Callable[[PoolView, int], RewardEstimator]
@@ -37,6 +38,27 @@ class AgentSettings:
 
 
 FINAL_CHOICES = ("top_k", "best_estimate", "best_sampled")
+MGRAL_SHORTLIST_METHODS = (*SHORTLIST_METHODS, "cdal")
+_CDAL_SHORTLIST_STREAM = 0x5C  # apart from the kmeans/random shortlist streams of mgral_core.shortlist
+
+
+def cdal_shortlist(pool: PoolView, k: int, size: int, seed: int) -> np.ndarray:
+    """Sorted rows (S,) of `pool.unlabeled_ids`: CDAL's first S picks (`shortlist_method: cdal`); all rows when
+    the shortlist is off (S = 0 or S >= U).
+
+    k-center greedy on the contextual diversity of the detections (`mgral_core.strategies.cdal`) spreads the S
+    candidates over the detector's class-probability space; the agent then chooses k of them by its reward.
+    S = k is CDAL's own batch, S = U plain MGRAL: the shortlist keeps CDAL's coverage of every kind of image
+    and lets the reward (e.g. the class gain) choose within it. `seed` fixes CDAL's first center when the
+    pool view has no labeled detections.
+    """
+    check_shortlist_size(k, size)
+    u = len(pool.unlabeled_ids)
+    if shortlist_size(u, size) == u:
+        return np.arange(u)
+    position = {str(image): row for row, image in enumerate(pool.unlabeled_ids)}
+    picked = cdal(pool, size, np.random.default_rng([seed, _CDAL_SHORTLIST_STREAM]))
+    return np.sort(np.array([position[image] for image in picked], np.int64))
 
 
 def best_sampled_batch(estimator: RewardEstimator, ids: np.ndarray, embeddings: np.ndarray, agent_rows: np.ndarray,
@@ -81,7 +103,8 @@ def best_estimated_batch(estimator: RewardEstimator, ids: np.ndarray, embeddings
 def train_and_select(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarray], float], config: AgentConfig,
                      initial_baseline: float, *, shortlist: int = 0, shortlist_method: str = "kmeans",
                      large_pool: int = 0, progress: Callable[[int, float], None] | None = None,
-                     imitate: np.ndarray | None = None) -> tuple[np.ndarray, SamplingAgent, TrainingHistory]:
+                     imitate: np.ndarray | None = None, rows: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, SamplingAgent, TrainingHistory]:
     """The agent's part of one MGRAL selection: optional shortlist, training, top-k.
 
     With `shortlist` = S > 0 the agent is trained on and scores only the S rows of
@@ -99,12 +122,18 @@ def train_and_select(embeddings: np.ndarray, k: int, reward: Callable[[np.ndarra
         progress: passed to `train_agent`.
         imitate: pool rows of a batch the agent imitates first (config.imitation_steps); rows outside the
             shortlist are left out.
+        rows: the candidates' pool rows (S,), sorted, when the caller shortlisted them itself (`cdal_shortlist`);
+            then `shortlist` and `shortlist_method` are not used.
 
     Returns:
         The chosen pool rows (k,) best first, the trained agent and its history (its `best_rows` as pool rows).
     """
     embeddings = np.asarray(embeddings)
-    rows = shortlist_rows(embeddings, k, shortlist, config.seed, shortlist_method)  # (S,) pool rows
+    if rows is None:
+        rows = shortlist_rows(embeddings, k, shortlist, config.seed, shortlist_method)  # (S,) pool rows
+    rows = np.asarray(rows, np.int64)
+    if len(rows) < k:
+        raise ValueError(f"a shortlist of {len(rows)} candidates cannot hold a batch of k={k}")
     candidates = embeddings if len(rows) == len(embeddings) else embeddings[rows]  # (S, D)
     config = config_for_pool(config, len(rows), large_pool)
     if imitate is not None:  # pool rows -> positions among the candidates
@@ -166,6 +195,9 @@ class MgralStrategy:
                  final_choice: str = "top_k"):
         if (estimator is None) == (estimator_factory is None):
             raise ValueError("give exactly one of estimator and estimator_factory")
+        if shortlist_method not in MGRAL_SHORTLIST_METHODS:
+            raise ValueError(f"unknown shortlist_method {shortlist_method!r}; use one of "
+                             f"{', '.join(MGRAL_SHORTLIST_METHODS)}")
         if final_choice not in FINAL_CHOICES:
             raise ValueError(f"unknown final_choice {final_choice!r}; use one of {', '.join(FINAL_CHOICES)}")
         self.final_choice = final_choice
@@ -189,10 +221,11 @@ class MgralStrategy:
         def reward(rows: np.ndarray) -> float:
             return estimator(ids[rows], embeddings[rows])
 
+        rows = cdal_shortlist(pool, k, self.shortlist, config.seed) if self.shortlist_method == "cdal" else None
         chosen, agent, history = train_and_select(
             embeddings, k, reward, config, estimator.reference_value, shortlist=self.shortlist,
             shortlist_method=self.shortlist_method, large_pool=self.large_pool, progress=self.progress,
-            imitate=best_record_rows(estimator, ids) if config.imitation_steps > 0 else None)
+            imitate=best_record_rows(estimator, ids) if config.imitation_steps > 0 else None, rows=rows)
         self.last_history, self.last_checkpoint, self.last_estimator = history, checkpoint(agent), estimator
         if self.final_choice == "best_estimate":
             chosen, self.last_final_choice = best_estimated_batch(estimator, ids, embeddings, chosen)

@@ -1,15 +1,18 @@
 """Hierarchical selection: the shortlist keeps the pool's composition, is deterministic, and the agent
-only ever reads and returns shortlisted rows; off, it changes nothing."""
+only ever reads and returns shortlisted rows; off, it changes nothing. MGRAL's CDAL shortlist covers every
+kind of image and lets the reward choose within it."""
 
 import numpy as np
 import pytest
 
 from mgral_core.agent import AgentConfig, select_top_k, train_agent
+from mgral_core.detections import Detections
 from mgral_core.lookup_table import LookupRecord, LookupTable
 from mgral_core.reward import RewardEstimator
 from mgral_core.shortlist import kmeans, nearest_center, proportional_quotas, shortlist_rows
 from mgral_core.strategies.base import PoolView
-from mgral_core.strategies.mgral import MgralStrategy, train_and_select
+from mgral_core.strategies.cdal import cdal
+from mgral_core.strategies.mgral import MgralStrategy, cdal_shortlist, train_and_select
 
 SIZES = (600, 300, 80, 20)  # a long tail of four well-separated clusters
 
@@ -118,3 +121,62 @@ def test_mgral_strategy_with_a_shortlist_keeps_the_contract():
     picked = strategy(pool, 12, np.random.default_rng(5))
     assert len(picked) == 12 and len(set(picked)) == 12 and set(picked) <= set(ids[:900].tolist())
     assert picked == strategy(pool, 12, np.random.default_rng(5))
+
+
+def kinds_pool(seed=0, num_classes=4):
+    """A pool view whose images come in the four kinds of SIZES, each kind's detections of its own class
+    (so CDAL's class-probability space has four well-separated regions), labeled images of kind 0 with
+    their detections in the view (CDAL's first centers), and embeddings that carry no kind at all."""
+    rng = np.random.default_rng(seed)
+    kinds = np.repeat(np.arange(len(SIZES)), SIZES)
+    rng.shuffle(kinds)
+
+    def detections(kind):
+        probs = np.full((2, num_classes), 0.02, np.float32)
+        probs[:, kind] = rng.uniform(0.6, 0.95, 2)
+        boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32)
+        return Detections(boxes, probs.max(1), probs.argmax(1).astype(np.int64), probs)
+
+    ids = np.array([f"u{i:04d}" for i in range(len(kinds))])
+    labeled = np.array([f"l{i:02d}" for i in range(5)])
+    view = {str(i): detections(int(k)) for i, k in zip(ids, kinds)} | {str(i): detections(0) for i in labeled}
+    return PoolView(ids, rng.normal(size=(len(ids), 8)).astype(np.float32), labeled,
+                    rng.normal(size=(len(labeled), 8)).astype(np.float32), view, num_classes), kinds
+
+
+def test_cdal_shortlist_is_cdal_s_first_picks_and_covers_every_kind():
+    pool, kinds = kinds_pool()
+    rows = cdal_shortlist(pool, 10, 40, seed=1)
+    assert len(rows) == 40 and np.all(np.diff(rows) > 0)
+    assert set(kinds[rows].tolist()) == {0, 1, 2, 3}  # the 2 % kind too; a random 40 misses it half the time
+    batch = cdal(pool, 10, np.random.default_rng(123))  # labeled detections in the view: no random first center
+    np.testing.assert_array_equal(cdal_shortlist(pool, 10, 10, seed=1),
+                                  np.sort(np.flatnonzero(np.isin(pool.unlabeled_ids, batch))))
+    np.testing.assert_array_equal(cdal_shortlist(pool, 10, 0, seed=1), np.arange(len(kinds)))
+    with pytest.raises(ValueError, match="at least the budget"):
+        cdal_shortlist(pool, 10, 5, seed=1)
+
+
+def test_mgral_with_the_cdal_shortlist_chooses_within_it_by_its_reward():
+    pool, kinds = kinds_pool(1)
+    favoured = {str(i) for i in pool.unlabeled_ids[kinds == 1]}
+
+    class CountKindOne:  # an exact reward: the share of kind-1 images in the batch
+        reference_value, records = 0.0, []
+
+        def __call__(self, batch_ids, embeddings):
+            return float(np.mean([str(i) in favoured for i in batch_ids]))
+
+        estimate_only = __call__
+
+    strategy = MgralStrategy(CountKindOne(), agent_config=AgentConfig(iterations=40, lr=0.05), shortlist=60,
+                             shortlist_method="cdal", final_choice="best_sampled")
+    picked = strategy(pool, 12, np.random.default_rng(5))
+    seed = int(np.random.default_rng(5).integers(0, 2**62))  # the agent's seed, drawn first, fixes the shortlist
+    allowed = set(pool.unlabeled_ids[cdal_shortlist(pool, 12, 60, seed)].tolist())
+    assert len(set(picked)) == 12 and set(picked) <= allowed
+    assert picked == strategy(pool, 12, np.random.default_rng(5))
+    in_shortlist = np.mean([i in favoured for i in allowed])
+    assert np.mean([i in favoured for i in picked]) > in_shortlist  # the reward chose within the shortlist
+    with pytest.raises(ValueError, match="unknown shortlist_method 'typical'"):
+        MgralStrategy(CountKindOne(), shortlist=60, shortlist_method="typical")
