@@ -17,7 +17,7 @@ from mgral_core.benchmark_analysis import (
     power_design,
     verdict_line,
 )
-from mgral_core.strategies import BASELINE_STRATEGIES, CEILING_SUFFIX, display_name
+from mgral_core.strategies import BASELINE_STRATEGIES, CEILING_SUFFIX, base_name, display_name
 from mgral_workspace.atomic import atomic_open, write_json_atomic
 
 CURVE_COLUMNS = ["strategy", "cycle", "labeled", "map50_95", "map50"]
@@ -105,9 +105,9 @@ def _best_baseline_lines(tidy: pd.DataFrame, mdd: float, metric: str, reference:
     """The section 'Against the best baseline': every MGRAL spec's AUC against the best baseline's minus the
     benchmark's minimum detectable difference, and the paired test of the two. Empty without both."""
     specs = list(dict.fromkeys(tidy["strategy"]))
-    baselines = [s for s in specs if s.partition("@")[0] in BASELINE_STRATEGIES and s != reference]
+    baselines = [s for s in specs if base_name(s) in BASELINE_STRATEGIES and s != reference]
     checks = [c for c in (against_best_baseline(tidy, s, baselines, mdd, metric) for s in specs
-                          if s.partition("@")[0] == "mgral") if c]
+                          if base_name(s) == "mgral") if c]
     if not checks:
         return []
     best, best_auc = checks[0]["best_baseline"], checks[0]["best_auc"]

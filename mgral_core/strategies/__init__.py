@@ -58,13 +58,18 @@ def oracle_readers() -> tuple[str, ...]:
     return tuple(name for name in STRATEGY_NAMES if reads_oracle(name))
 
 
+def base_name(spec: str) -> str:
+    """The strategy a spec runs: 'mgral@agent.shortlist=200' -> 'mgral' (a name without overrides is itself)."""
+    return spec.partition("@")[0]
+
+
 def display_name(spec: str) -> str:
     """The name a report shows for a strategy spec: an oracle reader gets ' (ceiling)' appended.
 
     Takes specs with overrides ('oracle_best_of_n@oracle.candidates=8') and names that are not
     registered (returned unchanged), so old result tables still render.
     """
-    name = spec.partition("@")[0]
+    name = base_name(spec)
     is_ceiling = name in STRATEGY_NAMES and reads_oracle(name)
     return spec + CEILING_SUFFIX if is_ceiling and not spec.endswith(CEILING_SUFFIX) else spec
 
@@ -97,5 +102,5 @@ def _check_known(name: str) -> None:
 
 
 __all__ = ["BASELINE_STRATEGIES", "CEILING_SUFFIX", "MODEL_STRATEGIES", "STRATEGY_NAMES", "PoolView",
-           "SelectionContext", "Strategy", "display_name", "get_strategy", "needs_lookup_table", "oracle_readers",
+           "SelectionContext", "Strategy", "base_name", "display_name", "get_strategy", "needs_lookup_table", "oracle_readers",
            "reads_oracle"]
