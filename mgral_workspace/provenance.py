@@ -45,9 +45,13 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
                  platform.processor() or platform.machine())
     flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-    if not flags:
+    features = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("Features")), []))
+    if flags:  # x86
+        vector = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+    elif features:  # Arm: 'Features' instead of 'flags', and often no 'model name'
+        vector = "SVE" if "sve" in features else "NEON, no SVE" if "asimd" in features else "no NEON"
+    else:
         return model
-    vector = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
     return f"{model} ({vector})"
 
 

@@ -11,3 +11,13 @@ def test_cpu_model_names_the_vector_unit_that_tells_machines_of_one_name_apart()
     assert cpu_model(info("avx avx2 fma")) == "AMD EPYC (AVX2, no AVX-512)"
     assert cpu_model(info("avx")) == "AMD EPYC (no AVX2)"
     assert cpu_model("model name\t: Some ARM core\n") == "Some ARM core"  # no flags line: the name alone
+
+
+def test_cpu_model_on_arm_reads_the_features_line(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    neoverse = "processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd evtstrm aes sve sve2\nCPU part\t: 0xd40\n"
+    assert cpu_model(neoverse) == "aarch64 (SVE)"  # no 'model name' line: the machine, and the vector unit
+    assert cpu_model(neoverse.replace(" sve sve2", "")) == "aarch64 (NEON, no SVE)"
