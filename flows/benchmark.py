@@ -38,6 +38,22 @@ from tasks.benchmark_tasks import (
 from tasks.tracking_tasks import end_run_task, log_artifacts_task, start_run_task
 
 
+def temporary_server_env() -> dict[str, str]:
+    """{'PREFECT_API_URL': ...} of the temporary Prefect server this process runs, for the workers of a local Dask
+    cluster; {} when an API is configured (the workers inherit it) or no temporary server runs.
+
+    Without it every worker process started a temporary server of its own: the campaigns' flow and task runs
+    went to servers nobody could see, and a worker ended by its nanny left its server running as an orphan.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return {}
+    server = SubprocessASGIServer()  # the process's one temporary server (a singleton), started or not
+    return {"PREFECT_API_URL": server.api_url} if getattr(server, "running", False) else {}
+
+
 def benchmark_task_runner(settings: BenchmarkParams):
     """Local threads, or Dask: MGRAL_BENCHMARK_DASK_ADDRESS / benchmark.dask_address, else a local cluster of
     benchmark.dask_workers single-threaded worker processes on 127.0.0.1 (no dashboard)."""
@@ -46,7 +62,8 @@ def benchmark_task_runner(settings: BenchmarkParams):
         if address:
             return DaskTaskRunner(address=address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
-                                              "processes": True, "host": "127.0.0.1", "dashboard_address": None})
+                                              "processes": True, "host": "127.0.0.1", "dashboard_address": None,
+                                              "env": temporary_server_env()})
     return ThreadPoolTaskRunner(max_workers=settings.max_workers)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -19,11 +21,26 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+def _exit_on_sigterm() -> None:
+    """Let SIGTERM (`kill`, a service manager, a CI job cancelled) end `mgral` as Ctrl-C does: by an exception,
+    so that Prefect's temporary server, the Dask cluster and the MLflow runs are shut down and marked on the way
+    out. Python's default for SIGTERM ends the process at once and left the temporary Prefect server running
+    (an orphan holding its port and memory). Exit status 143 (128 + SIGTERM), as the default would."""
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        raise SystemExit(128 + signal.SIGTERM)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
+
+
 class _Commands(TyperGroup):
     """The `mgral` command group; a usage mistake (missing argument, bad option value, unknown command) is
     printed as `error: ...` after the usage line, exit code 2, like every other user error."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
+        if standalone_mode:  # the console command, not a CliRunner inside tests
+            _exit_on_sigterm()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as err:  # Typer's (vendored) click errors derive from it

@@ -1,5 +1,6 @@
 """The benchmark resumes after SIGKILL without retraining finished cells, and on a Dask LocalCluster of two worker
-processes gives the same table as on local threads; both against one uninterrupted local run."""
+processes gives the same table as on local threads; both against one uninterrupted local run. Stopped by SIGTERM,
+it leaves no process behind: no temporary Prefect server, no Dask worker, no detector training."""
 
 import os
 import re
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import yaml
 from distributed import LocalCluster
@@ -126,3 +128,51 @@ def _worker_pids(cluster: LocalCluster) -> set[int]:
 
     with Client(cluster) as client:
         return set(client.run(os.getpid).values())
+
+
+def _session_processes(sid: int) -> list[str]:
+    """Command lines of the live processes of session `sid` (zombies, already ended, left out)."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if os.getsid(process.info["pid"]) == sid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(" ".join(process.info["cmdline"] or [])[:160])
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def test_sigterm_ends_a_dask_benchmark_and_leaves_no_process(tmp_path):
+    params = _params_file(tmp_path / "params.yaml", runner="dask", dask_workers=2)
+    out = tmp_path / "out"
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # its own temporary server
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    log = tmp_path / "log.txt"
+    with log.open("w") as sink:
+        run = subprocess.Popen(_mgral("benchmark", "--out", str(out), "--profile", "quick", "--params", str(params)),
+                               env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not list(out.glob("runs/seed_0/base/cycles/cycle_001/detector/.child_*")):  # a training child runs
+            assert run.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, "no detector training started in time"
+            time.sleep(0.1)
+        time.sleep(1)
+        assert any("uvicorn" in c for c in _session_processes(run.pid))  # the temporary Prefect server
+        assert any("spawn_main" in c for c in _session_processes(run.pid))  # the Dask workers
+        run.send_signal(signal.SIGTERM)  # the main process only, as `kill PID` or a service manager does
+        assert run.wait(120) == 143
+        deadline = time.time() + 30
+        while _session_processes(run.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _session_processes(run.pid) == [], log.read_text()[-3000:]
+        shown = log.read_text()
+        assert shown.count("Starting temporary server") == 1, shown  # the Dask workers use the main one
+        assert "Execution was aborted by a termination signal" in shown
+    finally:
+        for process in psutil.process_iter(["pid"]):
+            try:
+                if os.getsid(process.info["pid"]) == run.pid:
+                    process.kill()
+            except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+                continue
