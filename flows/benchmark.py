@@ -35,6 +35,7 @@ from tasks.benchmark_tasks import (
     seed_base_task,
     strategy_run_task,
 )
+from tasks.interrupts import children_stop_when_interrupted
 from tasks.tracking_tasks import end_run_task, log_artifacts_task, start_run_task
 
 
@@ -121,7 +122,8 @@ def run_campaigns(out: str, dataset: str, params: Params, profile: str, strategi
                                   [seed for _, seed in cells], [seed_params[seed] for _, seed in cells],
                                   [reuse_dirs[seed] for _, seed in cells], unmapped(code),
                                   unmapped(chosen.finetune_repeats))
-    return [future.result() for future in campaigns]
+    with children_stop_when_interrupted():  # SIGTERM on local threads: stop the trainings, do not wait
+        return [future.result() for future in campaigns]
 
 
 @task(name="benchmark-campaign")

@@ -14,6 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
 from mgral_workspace.config import Params
+from tasks.interrupts import children_stop_when_interrupted
 from tasks.mgral_tasks import (
     head_features_task,
     lookup_diagnostic_task,
@@ -50,13 +51,15 @@ def build_lookup_table(project_dir: str, params: Params, cycle: int, batches: li
     args = (unmapped(project_dir), unmapped(params), unmapped(cycle), list(range(len(batches))), batches,
             unmapped(weights), unmapped(inference_path))
     designs = [None] * len(batches) if designs is None else designs
-    results = [f.result(raise_on_failure=False) for f in lookup_record_task.map(*args, designs)]
+    with children_stop_when_interrupted():  # records train in children: stopped at once on SIGTERM
+        results = [f.result(raise_on_failure=False) for f in lookup_record_task.map(*args, designs)]
     results = [r if isinstance(r, dict) else None for r in results]
     failed = sum(r is None for r in results)
     if failed:
         logger.warning(f"cycle {cycle}: {failed} of {len(batches)} lookup records failed; continuing with the rest")
     if params.lookup_table.diagnostics and params.lookup_table.proxy == "head":
-        checks = [f.result(raise_on_failure=False) for f in lookup_diagnostic_task.map(*args)]
+        with children_stop_when_interrupted():
+            checks = [f.result(raise_on_failure=False) for f in lookup_diagnostic_task.map(*args)]
         summary = table_diagnostics_task(project_dir, cycle, results, [c if isinstance(c, dict) else None
                                                                        for c in checks])
         shown = {name: "n/a" if summary[name] is None else f"{summary[name]:.3f}"

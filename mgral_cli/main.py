@@ -21,17 +21,27 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
-def _exit_on_sigterm() -> None:
+
+def _exit_on_sigterm():
     """Let SIGTERM (`kill`, a service manager, a CI job cancelled) end `mgral` as Ctrl-C does: by an exception,
     so that Prefect's temporary server, the Dask cluster and the MLflow runs are shut down and marked on the way
     out. Python's default for SIGTERM ends the process at once and left the temporary Prefect server running
-    (an orphan holding its port and memory). Exit status 143 (128 + SIGTERM), as the default would."""
+    (an orphan holding its port and memory). Running training children are stopped first (a campaign on a
+    local thread would otherwise finish its training before the process could end). Exit status 143
+    (128 + 15, the shell's convention for a SIGTERM; the default, killed by the signal, showed as -15).
+
+    Returns the handler it replaced (restored by `_Commands.main`), or None off the main thread (no handler).
+    """
+    from mgral_backends.ultralytics.child import stop_children
+
     def terminate(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        stop_children()
         raise SystemExit(128 + signal.SIGTERM)
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, terminate)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 class _Commands(TyperGroup):
@@ -39,8 +49,7 @@ class _Commands(TyperGroup):
     printed as `error: ...` after the usage line, exit code 2, like every other user error."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
-        if standalone_mode:  # the console command, not a CliRunner inside tests
-            _exit_on_sigterm()
+        previous = _exit_on_sigterm()  # restored below: a CliRunner in tests runs this in the test's process
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as err:  # Typer's (vendored) click errors derive from it
@@ -56,6 +65,9 @@ class _Commands(TyperGroup):
         except typer.Abort:
             typer.echo("aborted", err=True)
             code = 1
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)

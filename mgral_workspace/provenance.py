@@ -48,8 +48,10 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     features = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("Features")), []))
     if flags:  # x86
         vector = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
-    elif features:  # Arm: 'Features' instead of 'flags', and often no 'model name'
-        vector = "SVE" if "sve" in features else "NEON, no SVE" if "asimd" in features else "no NEON"
+    elif features:  # Arm: 'Features' instead of 'flags', and often no 'model name': the core's part number
+        part = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("CPU part")), "")
+        model = f"{model} part {part}" if part and not any(line.startswith("model name") for line in lines) else model
+        vector = ("SVE" if "sve" in features else "NEON, no SVE" if features & {"asimd", "neon"} else "no NEON")
     else:
         return model
     return f"{model} ({vector})"

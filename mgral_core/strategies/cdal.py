@@ -47,7 +47,14 @@ def symmetric_kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     rounding. Builds the whole (U, B) matrix: see `nearest_symmetric_kl` for large B.
     """
     log_p, log_q = np.log(p), np.log(q)
-    self_terms = (p * log_p).sum(1)[:, None] + (q * log_q).sum(1)[None, :]  # (U, B)
+    return _symmetric_kl(p, log_p, (p * log_p).sum(1), q, log_q, (q * log_q).sum(1))
+
+
+def _symmetric_kl(p: np.ndarray, log_p: np.ndarray, self_p: np.ndarray, q: np.ndarray, log_q: np.ndarray,
+                  self_q: np.ndarray) -> np.ndarray:
+    """`symmetric_kl` from the rows' logs and their sums p·log p, computed once by a caller that needs many
+    columns (k-center greedy: one column per pick)."""
+    self_terms = self_p[:, None] + self_q[None, :]  # (U, B)
     return np.maximum(0.5 * (self_terms - p @ log_q.T - log_p @ q.T), 0.0)
 
 
@@ -86,7 +93,11 @@ def cdal(pool: PoolView, k: int, rng: np.random.Generator) -> list[str]:
         centers = image_class_distributions(labeled, pool.num_classes)  # (L', C)
         nearest = nearest_symmetric_kl(p, centers)  # (U,)
 
+    log_p = np.log(p)  # (U, C), once: every pick reuses it (S picks cost S matrix-vector products, no logs)
+    self_p = (p * log_p).sum(1)  # (U,)
+
     def distance_to(row: int) -> np.ndarray:
-        return symmetric_kl(p, p[row:row + 1])[:, 0]  # (U,)
+        one = slice(row, row + 1)
+        return _symmetric_kl(p, log_p, self_p, p[one], log_p[one], self_p[one])[:, 0]  # (U,)
 
     return [str(pool.unlabeled_ids[i]) for i in greedy_k_center(len(p), nearest, distance_to, k, rng)]

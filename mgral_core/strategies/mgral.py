@@ -48,9 +48,10 @@ def cdal_shortlist(pool: PoolView, k: int, size: int, seed: int) -> np.ndarray:
 
     k-center greedy on the contextual diversity of the detections (`mgral_core.strategies.cdal`) spreads the S
     candidates over the detector's class-probability space; the agent then chooses k of them by its reward.
-    S = k is CDAL's own batch, S = U plain MGRAL: the shortlist keeps CDAL's coverage of every kind of image
-    and lets the reward (e.g. the class gain) choose within it. `seed` fixes CDAL's first center when the
-    pool view has no labeled detections.
+    S = k is CDAL's batch (when the labeled images' detections are in the view; the cycle's view holds the
+    unlabeled ones only, and then CDAL's first center is drawn from `seed`), S = U plain MGRAL: the shortlist
+    keeps CDAL's coverage of every kind of image and lets the reward (e.g. the class gain) choose within it.
+    Costs S k-center picks, each one (U, C) matrix-vector product.
     """
     check_shortlist_size(k, size)
     u = len(pool.unlabeled_ids)

@@ -61,3 +61,36 @@ def test_a_child_ends_when_its_parent_is_killed(tmp_path):
             parent.kill()
         if pid_file.exists() and not gone(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_stop_children_ends_a_running_child_and_its_call_returns_without_a_result(tmp_path, monkeypatch):
+    import threading
+
+    from mgral_backends.ultralytics.child import stop_children
+
+    monkeypatch.chdir(ROOT)
+    pid_file, outcome = tmp_path / "pid", {}
+
+    def call():
+        outcome["result"], outcome["done"] = run_child(MODULE, {"pid_file": str(pid_file), "seconds": 600}, tmp_path)
+
+    caller = threading.Thread(target=call)  # a campaign on a local thread, as the threads runner runs it
+    caller.start()
+    assert wait_until(pid_file.exists, 60), "the child never started"
+    assert stop_children() == 1
+    caller.join(30)
+    assert not caller.is_alive(), "run_child still waits for a stopped child"
+    assert outcome["result"] is None and outcome["done"].returncode == -signal.SIGTERM
+    assert gone(int(pid_file.read_text())) and stop_children() == 0
+
+
+def test_a_child_whose_parent_is_already_gone_stops_and_removes_its_folder(tmp_path):
+    work = tmp_path / ".child_test"
+    work.mkdir()
+    (work / "request.json").write_text('{"pid_file": "%s", "seconds": 600}' % (tmp_path / "pid"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer exists: the parent died before the child got going
+    child = subprocess.run([sys.executable, "-m", MODULE, str(work / "request.json"), str(work / "result.json"),
+                            str(dead.pid)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert child.returncode == 75 and "is gone; stopping" in child.stderr
+    assert not work.exists()  # nobody else would remove it

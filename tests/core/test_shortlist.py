@@ -180,3 +180,24 @@ def test_mgral_with_the_cdal_shortlist_chooses_within_it_by_its_reward():
     assert np.mean([i in favoured for i in picked]) > in_shortlist  # the reward chose within the shortlist
     with pytest.raises(ValueError, match="unknown shortlist_method 'typical'"):
         MgralStrategy(CountKindOne(), shortlist=60, shortlist_method="typical")
+
+
+def test_cdal_shortlist_without_labeled_detections_is_seeded_and_nested():
+    pool, kinds = kinds_pool(2)
+    unlabeled_only = PoolView(pool.unlabeled_ids, pool.unlabeled_embeddings, pool.labeled_ids,
+                              pool.labeled_embeddings, {str(i): pool.detections[str(i)] for i in pool.unlabeled_ids},
+                              pool.num_classes)  # as the cycle builds it: the first center is drawn from the seed
+    rows = cdal_shortlist(unlabeled_only, 10, 40, seed=4)
+    np.testing.assert_array_equal(rows, cdal_shortlist(unlabeled_only, 10, 40, seed=4))
+    assert not np.array_equal(rows, cdal_shortlist(unlabeled_only, 10, 40, seed=5))
+    assert set(cdal_shortlist(unlabeled_only, 10, 10, seed=4).tolist()) <= set(rows.tolist())  # greedy: a prefix
+    assert set(kinds[rows].tolist()) == {0, 1, 2, 3}
+
+
+def test_the_config_offers_exactly_the_shortlist_methods_mgral_runs():
+    from typing import get_args
+
+    from mgral_core.strategies.mgral import MGRAL_SHORTLIST_METHODS
+    from mgral_workspace.config import AgentParams
+
+    assert get_args(AgentParams.model_fields["shortlist_method"].annotation) == MGRAL_SHORTLIST_METHODS

@@ -142,8 +142,12 @@ def _session_processes(sid: int) -> list[str]:
     return found
 
 
-def test_sigterm_ends_a_dask_benchmark_and_leaves_no_process(tmp_path):
-    params = _params_file(tmp_path / "params.yaml", runner="dask", dask_workers=2)
+@pytest.mark.parametrize("runner", ["dask", "threads"])
+def test_sigterm_ends_the_benchmark_at_once_and_leaves_no_process(tmp_path, runner):
+    params = _params_file(tmp_path / "params.yaml", runner=runner, dask_workers=2)
+    data = yaml.safe_load(params.read_text())
+    data["benchmark"]["quick"]["epochs"] = 30  # the base training outlasts the test's wait by far
+    params.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # its own temporary server
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
@@ -151,24 +155,27 @@ def test_sigterm_ends_a_dask_benchmark_and_leaves_no_process(tmp_path):
     with log.open("w") as sink:
         run = subprocess.Popen(_mgral("benchmark", "--out", str(out), "--profile", "quick", "--params", str(params)),
                                env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    base = out / "runs" / "seed_0" / "base" / "cycles" / "cycle_001" / "detector"
     try:
         deadline = time.time() + 600
-        while not list(out.glob("runs/seed_0/base/cycles/cycle_001/detector/.child_*")):  # a training child runs
+        while not list(base.glob(".child_*")):  # the base detector trains in a child process
             assert run.poll() is None, log.read_text()[-3000:]
             assert time.time() < deadline, "no detector training started in time"
             time.sleep(0.1)
         time.sleep(1)
-        assert any("uvicorn" in c for c in _session_processes(run.pid))  # the temporary Prefect server
-        assert any("spawn_main" in c for c in _session_processes(run.pid))  # the Dask workers
+        running = _session_processes(run.pid)
+        assert sum("uvicorn" in c for c in running) == 1, running  # one temporary server: the workers share it
+        assert any("mgral_backends.ultralytics.isolated" in c for c in running), running
+        if runner == "dask":
+            assert any("spawn_main" in c for c in running), running  # the Dask workers
         run.send_signal(signal.SIGTERM)  # the main process only, as `kill PID` or a service manager does
-        assert run.wait(120) == 143
+        assert run.wait(300) == 143
         deadline = time.time() + 30
         while _session_processes(run.pid) and time.time() < deadline:
             time.sleep(0.2)
         assert _session_processes(run.pid) == [], log.read_text()[-3000:]
-        shown = log.read_text()
-        assert shown.count("Starting temporary server") == 1, shown  # the Dask workers use the main one
-        assert "Execution was aborted by a termination signal" in shown
+        assert not (base / "trained.json").exists()  # the training was stopped, not waited for
+        assert "Execution was aborted by a termination signal" in log.read_text()
     finally:
         for process in psutil.process_iter(["pid"]):
             try:

@@ -19,5 +19,6 @@ def test_cpu_model_on_arm_reads_the_features_line(monkeypatch):
     monkeypatch.setattr(platform, "processor", lambda: "")
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     neoverse = "processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd evtstrm aes sve sve2\nCPU part\t: 0xd40\n"
-    assert cpu_model(neoverse) == "aarch64 (SVE)"  # no 'model name' line: the machine, and the vector unit
-    assert cpu_model(neoverse.replace(" sve sve2", "")) == "aarch64 (NEON, no SVE)"
+    assert cpu_model(neoverse) == "aarch64 part 0xd40 (SVE)"  # no 'model name': the machine and the core's part
+    assert cpu_model(neoverse.replace(" sve sve2", "")) == "aarch64 part 0xd40 (NEON, no SVE)"
+    assert cpu_model("Features\t: half thumb neon vfpv4\n") == "aarch64 (NEON, no SVE)"  # 32-bit Arm says neon
